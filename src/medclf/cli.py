@@ -1,0 +1,202 @@
+"""The ``medclf`` command line: parses, validates, calls one function per command, prints.
+
+A :class:`~medclf.errors.MedclfError` is printed as one paragraph on stderr with exit code 2; any other
+exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from contextlib import nullcontext
+from importlib.resources import files
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from medclf import __version__
+from medclf.errors import MedclfError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="medclf",
+    help="Turn a folder of labelled medical images into a rigorous, reproducible classification study.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+DEMO_CONFIG = "demo.yaml"
+
+
+def _friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Print a MedclfError as one paragraph on stderr and exit 2; let every other error through."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except MedclfError as error:
+            err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=2) from None
+
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"medclf {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Turn a folder of labelled medical images into a rigorous, reproducible classification study."""
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _progress(quiet: bool) -> Progress | None:
+    if quiet:
+        return None
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+def _fmt(stats: dict[str, Any] | float | None) -> str:
+    if isinstance(stats, dict):
+        if stats.get("mean") is None:
+            return "n/a"
+        return f"{stats['mean']:.3f} ± {stats['std']:.3f}"
+    return "n/a" if stats is None else f"{stats:.3f}"
+
+
+def print_summary(summary: dict[str, Any], out: Path) -> None:
+    """The headline metrics of a study: mean ± std across folds per split, and the fold ensemble."""
+    from medclf.evaluation import SUMMARY_METRICS
+
+    splits = list(summary["metrics"])
+    table = Table(title=f"{summary['name']}: {len(summary['best_epochs'])} fold(s), mean ± std", title_justify="left")
+    table.add_column("metric")
+    for split in splits:
+        table.add_column(split, justify="right")
+    for split in summary["ensemble"]:
+        table.add_column(f"ensemble {split}", justify="right")
+    for name in SUMMARY_METRICS:
+        cells = [_fmt(summary["metrics"][s].get(name)) for s in splits]
+        cells += [_fmt(summary["ensemble"][s].get(name)) for s in summary["ensemble"]]
+        table.add_row(name, *cells)
+    console.print(table)
+    console.print(f"wall time {summary['timing']['total_s']:.0f} s; results in {out}", highlight=False)
+
+
+def _run(config: Any, out: Path, *, overwrite: bool, quiet: bool) -> None:
+    from medclf.experiments import run_study
+
+    progress = _progress(quiet)
+    with progress if progress is not None else nullcontext():
+        summary = run_study(
+            config, out, overwrite=overwrite, progress=progress,
+            log=lambda msg: console.print(msg, highlight=False),
+        )
+    print_summary(summary, out)
+
+
+OverridesOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--override", "-o", help="Set a config key: dotted.key=value (repeatable)."),
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars (for CI logs).")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace a run of a different config in --out.")]
+
+
+# --------------------------------------------------------------------------------------------- commands
+@app.command(epilog="Example: medclf run examples/demo.yaml -o training.epochs=3 --out runs/demo3")
+@_friendly_errors
+def run(
+    config: Annotated[Path, typer.Argument(help="The study's YAML config.")],
+    override: OverridesOpt = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default: runs/<name>).")] = None,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run (or resume) a cross-validated study and write its run folder."""
+    from medclf.config import load_config
+
+    cfg = load_config(config, override or [])
+    _run(cfg, out or Path("runs") / cfg.name, overwrite=overwrite, quiet=quiet)
+
+
+@app.command(epilog="Example: medclf validate examples/pneumoniamnist.yaml -o model.name=resnet18")
+@_friendly_errors
+def validate(
+    config: Annotated[Path, typer.Argument(help="The study's YAML config.")],
+    override: OverridesOpt = None,
+) -> None:
+    """Print the resolved config (every default written out), or what is wrong with it."""
+    from medclf.config import dump_config, load_config
+
+    console.print(dump_config(load_config(config, override or [])), highlight=False, markup=False, end="")
+
+
+@app.command(epilog="Example: medclf demo --out runs/demo")
+@_friendly_errors
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Run folder.")] = Path("runs/demo"),
+    override: OverridesOpt = None,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run the embedded demo: 5-fold CV of a small CNN on synthetic MRI-like head phantoms."""
+    from medclf.config import load_config
+
+    resource = files("medclf") / "resources" / DEMO_CONFIG
+    cfg = load_config(Path(str(resource)), override or [])
+    _run(cfg, out, overwrite=overwrite, quiet=quiet)
+
+
+@app.command(epilog="Example: medclf predict runs/demo new_scans/ --out predictions.csv")
+@_friendly_errors
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by medclf run.")],
+    inputs: Annotated[list[str], typer.Argument(help="Image files, folders or CSV files of paths.")],
+    out: Annotated[Path, typer.Option("--out", help="CSV of probabilities and predictions.")] = Path(
+        "predictions.csv"
+    ),
+    fold: Annotated[Optional[int], typer.Option("--fold", help="Use one fold's model, not the ensemble.")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Predict new images with a run's fold ensemble (or one fold) and write a CSV."""
+    from medclf.inference import predict_images
+
+    rows = predict_images(run_dir, inputs, fold=fold, out=out)
+    if not quiet:
+        table = Table(title=f"{len(rows)} image(s)", title_justify="left")
+        for column in rows[0]:
+            table.add_column(column, justify="left" if column in ("path", "predicted") else "right")
+        for row in rows[:20]:
+            table.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()])
+        console.print(table)
+    console.print(f"wrote {out}", highlight=False)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,474 @@
+"""The configuration schema: the one description of what a user may write in a study's YAML.
+
+It is validated once, when loaded (:func:`load_config`), and passed inward as typed sections. Unknown keys are
+errors with the closest valid key suggested; relative paths are resolved against the config file's folder.
+Every key is documented in ``docs/config.md`` (a test keeps the two in step).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from medclf.errors import ConfigError
+from medclf.registry import closest
+
+__all__ = [
+    "AugmentationConfig",
+    "CVConfig",
+    "Config",
+    "CsvSource",
+    "DataConfig",
+    "FolderSource",
+    "LossConfig",
+    "ModelConfig",
+    "NpzSource",
+    "OptimizerConfig",
+    "RECIPES",
+    "SchedulerConfig",
+    "SplitsSource",
+    "SyntheticSource",
+    "TrainingConfig",
+    "config_fingerprint",
+    "dump_config",
+    "load_config",
+    "parse_config",
+    "schema_keys",
+]
+
+
+def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    """Relative paths are relative to the config file's folder (or the working directory)."""
+    base = (info.context or {}).get("base_dir")
+    value = Path(value).expanduser()
+    if not value.is_absolute() and base is not None:
+        value = Path(base) / value
+    return value.absolute() if not value.is_absolute() else value
+
+
+UserPath = Annotated[Path, AfterValidator(_resolve_path)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------------------------- data sources
+class FolderSource(_Section):
+    """A class-per-folder tree: ``root/<class>/<image>``."""
+
+    type: Literal["folder"]
+    path: UserPath
+
+
+class SplitsSource(_Section):
+    """A root with split folders, each holding class folders: ``root/<split>/<class>/<image>``."""
+
+    type: Literal["splits"]
+    path: UserPath
+    train: list[str] = ["train"]  # folder names accepted for each split; the first that exists is used
+    val: list[str] = ["val", "valid", "validation"]
+    test: list[str] = ["test"]
+
+
+class NpzSource(_Section):
+    """A MedMNIST-style ``.npz`` with ``{train,val,test}_{images,labels}`` arrays."""
+
+    type: Literal["npz"]
+    path: UserPath
+    class_names: list[str] | None = None  # names for label 0, 1, ...; default "0", "1", ...
+
+
+class CsvSource(_Section):
+    """A CSV manifest with one row per image; paths are relative to the CSV's folder."""
+
+    type: Literal["csv"]
+    path: UserPath
+    path_column: str = "path"
+    label_column: str = "label"
+    split_column: str = "split"  # used when the CSV has it: values train, val or test
+
+
+class SyntheticSource(_Section):
+    """The embedded generator of MRI-like head phantoms (see ``medclf.data.synthetic``)."""
+
+    type: Literal["synthetic"]
+    n_patients: int = Field(120, ge=4)
+    slices_per_patient: int = Field(8, ge=1)
+    image_size: int = Field(64, ge=32)
+    seed: int = 0
+
+
+Source = Annotated[
+    Union[FolderSource, SplitsSource, NpzSource, CsvSource, SyntheticSource],
+    Field(discriminator="type"),
+]
+
+
+class DataConfig(_Section):
+    source: Source
+    image_size: int | tuple[int, int] = 64  # pixels; one number for square, or [height, width]
+    channels: Literal[1, 3] = 1  # images are converted to grayscale (1) or RGB (3)
+    resize: Literal["resize", "pad"] = "resize"  # pad: keep the aspect ratio, pad with black
+    cache_dir: UserPath | None = None  # default: $MEDCLF_CACHE or ~/.cache/medclf
+
+    @field_validator("image_size")
+    @classmethod
+    def _positive_size(cls, v: int | tuple[int, int]) -> int | tuple[int, int]:
+        sizes = (v, v) if isinstance(v, int) else v
+        if min(sizes) < 8:
+            raise ValueError(f"image_size must be at least 8 pixels, got {v}")
+        return v
+
+    @property
+    def size_hw(self) -> tuple[int, int]:
+        """(height, width) in pixels."""
+        return (self.image_size, self.image_size) if isinstance(self.image_size, int) else tuple(self.image_size)
+
+
+# -------------------------------------------------------------------------------------------------- model
+class ModelConfig(_Section):
+    name: str = "resnet18"  # any timm architecture
+    pretrained: bool | UserPath = False  # true: installed weights package, then the timm hub; or a file
+    drop_rate: float = Field(0.0, ge=0.0, lt=1.0)  # dropout before the classifier
+
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        import timm
+
+        if not timm.is_model(v):
+            hint = closest(v, timm.list_models())
+            did_you_mean = f" Did you mean {hint!r}?" if hint else ""
+            raise ValueError(f"{v!r} is not a timm architecture.{did_you_mean} timm.list_models() lists them")
+        return v
+
+
+# ----------------------------------------------------------------------------------------------- training
+class OptimizerConfig(_Section):
+    name: str = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    momentum: float = Field(0.9, ge=0)  # sgd
+    nesterov: bool = False  # sgd
+    betas: tuple[float, float] = (0.9, 0.999)  # adam, adamw
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        from medclf.training.optimizers import OPTIMIZERS
+
+        OPTIMIZERS.get(v)
+        return v
+
+
+class SchedulerConfig(_Section):
+    name: str = "onecycle"
+    pct_start: float = Field(0.25, gt=0, lt=1)  # onecycle: fraction of steps spent warming up
+    warmup_epochs: int = Field(0, ge=0)  # cosine: linear warm-up epochs
+    min_lr: float = Field(0.0, ge=0)  # cosine: final learning rate
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        from medclf.training.schedulers import SCHEDULERS
+
+        SCHEDULERS.get(v)
+        return v
+
+
+class LossConfig(_Section):
+    name: str = "cross_entropy"
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        from medclf.training.losses import LOSSES
+
+        LOSSES.get(v)
+        return v
+
+
+class AugmentationConfig(_Section):
+    presets: list[str] = ["hflip"]  # applied in order to each training batch
+
+    @field_validator("presets")
+    @classmethod
+    def _registered(cls, v: list[str]) -> list[str]:
+        from medclf.data.augmentation import AUGMENTATIONS
+
+        for name in v:
+            AUGMENTATIONS.get(name)
+        return v
+
+
+# A recipe is a named set of training defaults; keys the user writes win. "finetune" is what measured best on
+# CPU (AdamW + one-cycle + label smoothing + flips); the others reproduce the plain recipes of older notebooks.
+RECIPES: dict[str, dict[str, Any]] = {
+    "finetune": {},
+    "sgd": {
+        "optimizer": {"name": "sgd", "lr": 1e-3, "momentum": 0.9, "weight_decay": 0.0},
+        "scheduler": {"name": "none"},
+        "loss": {"label_smoothing": 0.0},
+        "augmentation": {"presets": []},
+    },
+    "adam": {
+        "optimizer": {"name": "adam", "lr": 1e-4, "weight_decay": 0.0},
+        "scheduler": {"name": "none"},
+        "loss": {"label_smoothing": 0.0},
+        "augmentation": {"presets": []},
+    },
+}
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+class TrainingConfig(_Section):
+    recipe: str = "finetune"  # named defaults for the keys below; see RECIPES
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(32, ge=1)
+    eval_batch_size: int = Field(256, ge=1)
+    optimizer: OptimizerConfig = OptimizerConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    loss: LossConfig = LossConfig()
+    augmentation: AugmentationConfig = AugmentationConfig()
+    monitor: str = "val_loss"  # the best epoch's weights are kept: val_<metric> or val_loss
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16/fp16 autocast on CUDA
+    channels_last: Literal["auto"] | bool = "auto"  # auto: on CUDA, or for depthwise-conv models on CPU
+    num_threads: int | None = Field(None, ge=1)  # CPU threads; default: torch's choice
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_recipe(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        recipe = data.get("recipe", "finetune")
+        if recipe not in RECIPES:
+            hint = closest(str(recipe), list(RECIPES))
+            did_you_mean = f" Did you mean {hint!r}?" if hint else ""
+            raise ValueError(f"unknown recipe {recipe!r}.{did_you_mean} Recipes: {', '.join(RECIPES)}")
+        return _deep_merge(RECIPES[recipe], data)
+
+    @field_validator("monitor")
+    @classmethod
+    def _known_monitor(cls, v: str) -> str:
+        from medclf.evaluation.metrics import MONITORABLE
+
+        valid = [f"val_{m}" for m in MONITORABLE] + ["train_loss"]
+        if v not in valid:
+            hint = closest(v, valid)
+            did_you_mean = f" Did you mean {hint!r}?" if hint else ""
+            raise ValueError(f"cannot monitor {v!r}.{did_you_mean} Choose one of: {', '.join(valid)}")
+        return v
+
+    @property
+    def monitor_mode(self) -> Literal["min", "max"]:
+        return "min" if self.monitor.endswith("loss") else "max"
+
+
+# ------------------------------------------------------------------------------------------ cross-validation
+class CVConfig(_Section):
+    mode: Literal["kfold", "holdout"] = "kfold"  # holdout: use the data's own train/val/test splits
+    n_folds: int = Field(5, ge=2)
+    val_fraction: float = Field(0.2, gt=0, lt=1)  # inner validation carved from each training fold
+    test_fraction: float = Field(0.0, ge=0, lt=1)  # carve a test split when the data has none
+    pool: list[Literal["train", "val"]] = ["train"]  # the splits whose images are cross-validated
+    grouped: bool = True  # keep every image of a patient on one side of every split (when ids exist)
+
+
+class Config(_Section):
+    name: str = "study"
+    seed: int = 0
+    data: DataConfig
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    cv: CVConfig = CVConfig()
+
+
+# ------------------------------------------------------------------------------------------------ loading
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``dotted.key=value`` overrides (values parsed as YAML) to a raw config dict."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(
+                f"Override {item!r} is not of the form dotted.key=value (for example training.epochs=3)."
+            )
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[parts[-1]] = _parse_value(raw)
+    return data
+
+
+def _section_fields(loc: tuple[Any, ...]) -> list[str]:
+    """The valid keys of the section at ``loc`` (a pydantic error location), for suggestions."""
+    model: Any = Config
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        fields = getattr(model, "model_fields", None)
+        if fields is None:
+            return []
+        if part in fields:
+            annotation = fields[part].annotation
+            model = _first_model(annotation)
+        else:
+            # a discriminated union puts the tag in the location: find the variant of that type
+            variants = [
+                m for m in (FolderSource, SplitsSource, NpzSource, CsvSource, SyntheticSource)
+                if m.model_fields["type"].annotation.__args__[0] == part
+            ]
+            if not variants:
+                return []
+            model = variants[0]
+    return list(getattr(model, "model_fields", {}))
+
+
+def _first_model(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _first_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _format_errors(error: ValidationError, origin: str) -> str:
+    lines = []
+    for err in error.errors():
+        loc = tuple(err["loc"])
+        tag_free = [str(p) for p in loc if not _is_tag(p)]
+        where = ".".join(tag_free) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            valid = [f for f in _section_fields(loc[:-1]) if f != "type"] or _section_fields(loc[:-1])
+            hint = closest(str(loc[-1]), valid)
+            did_you_mean = f" Did you mean {'.'.join(tag_free[:-1] + [hint])!r}?" if hint else ""
+            lines.append(f"{where}: unknown key.{did_you_mean} Valid keys here: {', '.join(valid)}.")
+        elif err["type"] == "missing":
+            lines.append(f"{where}: required key is missing.")
+        else:
+            msg = err["msg"].removeprefix("Value error, ").rstrip(".")
+            got = repr(err.get("input"))
+            lines.append(f"{where}: {msg}." if got in msg else f"{where}: {msg} (got {got}).")
+    return f"{origin} is not a valid medclf config: " + " ".join(lines)
+
+
+def _is_tag(part: Any) -> bool:
+    return part in {"folder", "splits", "npz", "csv", "synthetic"}
+
+
+def parse_config(data: Any, *, base_dir: Path | None = None, origin: str = "config") -> Config:
+    """Validate a raw dict into a :class:`Config`; errors become one readable :class:`ConfigError`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin} must be a YAML mapping of sections (data, model, training, cv), got {data!r}.")
+    try:
+        return Config.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as error:
+        raise ConfigError(_format_errors(error, origin)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read, override and validate a YAML config; relative paths are resolved against its folder."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"Config file {path} does not exist.") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+    raw = apply_overrides(raw or {}, overrides or [])
+    return parse_config(raw, base_dir=path.parent.absolute(), origin=str(path))
+
+
+def dump_config(config: Config) -> str:
+    """The resolved config as YAML (absolute paths, every default written out)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+# Keys that change where or how fast a study runs, not what it computes: a run folder started with one value
+# resumes with another (the data itself is checked by its content fingerprint, not its path).
+RUNTIME_ONLY_KEYS = (
+    "data.cache_dir",
+    "data.source.path",
+    "training.device",
+    "training.num_threads",
+    "training.eval_batch_size",
+)
+
+
+def config_fingerprint(config: Config) -> str:
+    """A short content hash of what the resolved config computes (stable across key order).
+
+    Keys in :data:`RUNTIME_ONLY_KEYS` are left out, so moving the data or the cache does not invalidate runs.
+    """
+    data = config.model_dump(mode="json")
+    for dotted in RUNTIME_ONLY_KEYS:
+        *parents, leaf = dotted.split(".")
+        node = data
+        for part in parents:
+            node = node.get(part, {})
+        node.pop(leaf, None)
+    canonical = json.dumps(data, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def schema_keys() -> set[str]:
+    """Every dotted key a user may write (union over data-source variants); docs/config.md lists them all."""
+    keys: set[str] = set()
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            dotted = f"{prefix}{name}"
+            keys.add(dotted)
+            for sub in _models_in(field.annotation):
+                walk(sub, dotted + ".")
+
+    walk(Config, "")
+    return keys
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found: list[type[BaseModel]] = []
+    for arg in getattr(annotation, "__args__", ()):
+        found.extend(_models_in(arg))
+    return found

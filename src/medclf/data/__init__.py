@@ -1,0 +1,22 @@
+"""Data: sources and layouts, decoding, the decode cache, and the in-memory ImageSet.
+
+``medclf.data.augmentation`` and ``medclf.data.synthetic`` are imported where they are used, not here, so that
+loading data needs neither.
+"""
+
+from __future__ import annotations
+
+from medclf.data.dataset import ImageSet, Preprocessing
+from medclf.data.decode import decode_image, resize_array
+from medclf.data.sources import LAYOUTS, list_image_files, load_dataset, preprocessing_from_config
+
+__all__ = [
+    "ImageSet",
+    "LAYOUTS",
+    "Preprocessing",
+    "decode_image",
+    "list_image_files",
+    "load_dataset",
+    "preprocessing_from_config",
+    "resize_array",
+]

@@ -1,0 +1,306 @@
+"""The on-disk decode cache: every image is decoded once per preprocessing, then read back as one array.
+
+A cache folder (``data.cache_dir``, else ``$MEDCLF_CACHE``, else ``~/.cache/medclf``) holds::
+
+    <key>.npy         (N, C, H, W) uint8, one row per file, in the order of the files that made the key
+    <key>.json        the sha256 of each of those files and the preprocessing (lets a later entry reuse rows)
+    <lineage>.latest  the key last loaded for one source (its root folder) under one preprocessing
+
+``key`` hashes the ordered file digests, :meth:`Preprocessing.key` and :data:`CACHE_VERSION`, so a change to any
+file's bytes, to the file list or to the preprocessing is a miss, and the next fold or run of the same data is a
+hit that decodes nothing. Digests are of file bytes: reading bytes is cheap, decoding is not.
+
+On a miss, the previous entry of the same source (found through its lineage pointer) supplies every row whose
+file content is unchanged, so adding, removing or editing a few files decodes only those files. Files with
+identical bytes are decoded once. Writes go to a temporary name in the same folder and are renamed into place
+(``os.replace``), so a crash or a concurrent run never leaves a half-written entry under a real name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+
+from medclf.data.dataset import Preprocessing
+from medclf.data.decode import decode_image
+from medclf.errors import DataError
+
+__all__ = [
+    "CACHE_VERSION",
+    "STATS",
+    "CacheStats",
+    "CachedImages",
+    "atomic_save",
+    "cache_key",
+    "default_cache_dir",
+    "digest_files",
+    "file_digest",
+    "load_images",
+]
+
+# Bump when decoding changes what an image becomes (resampling, intensity mapping): every old entry misses.
+CACHE_VERSION = 1
+
+_CHUNK_BYTES = 1 << 20
+_T = TypeVar("_T")
+
+
+@dataclass
+class CacheStats:
+    """Counters since the last :meth:`reset`, summed over every :func:`load_images` call of this process."""
+
+    n_decoded: int = 0  # files decoded (content not found in the cache)
+    n_reused: int = 0  # rows copied from the previous entry of the same source
+    n_hits: int = 0  # loads answered entirely from the cache
+    n_misses: int = 0  # loads that had to build a new entry
+
+    def reset(self) -> None:
+        """Set every counter back to zero."""
+        self.n_decoded = self.n_reused = self.n_hits = self.n_misses = 0
+
+
+STATS = CacheStats()
+
+
+@dataclass(frozen=True)
+class CachedImages:
+    """The result of :func:`load_images`."""
+
+    images: np.ndarray  # (N, C, H, W) uint8
+    digests: list[str]  # sha256 hex of each file's bytes, index-aligned with images
+    n_decoded: int  # files decoded by this call (0 on a cache hit)
+    hit: bool  # whether the whole array came from the cache
+
+
+def default_cache_dir() -> Path:
+    """``$MEDCLF_CACHE`` when set, else ``~/.cache/medclf``."""
+    env = os.environ.get("MEDCLF_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "medclf"
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 (hex) of a file's bytes; a DataError naming the file when it cannot be read."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(_CHUNK_BYTES):
+                digest.update(chunk)
+    except FileNotFoundError:
+        raise DataError("the file does not exist (was it moved or deleted while loading?)", path=path) from None
+    except OSError as error:
+        raise DataError(f"cannot read the file ({error.strerror or error})", path=path) from None
+    return digest.hexdigest()
+
+
+def digest_files(paths: Sequence[Path], *, n_threads: int | None = None) -> list[str]:
+    """sha256 of every file, in order (hashlib releases the GIL, so threads overlap reading and hashing)."""
+    return _parallel_map(file_digest, paths, n_threads)
+
+
+def cache_key(digests: Sequence[str], prep: Preprocessing) -> str:
+    """The name of the cache entry for these file contents, in this order, under this preprocessing."""
+    h = hashlib.sha256(f"medclf-cache-v{CACHE_VERSION}\n{prep.key()}\n".encode())
+    h.update("\n".join(digests).encode())
+    return h.hexdigest()[:32]
+
+
+def load_images(
+    paths: Sequence[Path],
+    prep: Preprocessing,
+    *,
+    cache_dir: str | Path | None = None,
+    lineage: str | None = None,
+    n_threads: int | None = None,
+) -> CachedImages:
+    """Decode ``paths`` under ``prep``, or read them back from the cache when already decoded.
+
+    Args:
+        paths: image files, in dataset order.
+        prep: the preprocessing (part of the cache key).
+        cache_dir: the cache folder; None means :func:`default_cache_dir`.
+        lineage: a stable name of the source (its root folder): the previous entry with the same lineage and
+            preprocessing supplies the rows of unchanged files when this call misses. None: no such reuse.
+        n_threads: decoding and hashing threads; default min(4, CPU cores).
+
+    Returns:
+        The (N, C, H, W) uint8 images, the file digests and how many files were decoded.
+
+    Raises:
+        DataError: a file cannot be read or decoded (the first such file in ``paths`` order).
+    """
+    paths = [Path(p) for p in paths]
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    digests = digest_files(paths, n_threads=n_threads)
+    key = cache_key(digests, prep)
+    shape = (len(paths), prep.channels, *prep.size_hw)
+    lineage_key = _lineage_key(lineage, prep) if lineage is not None else None
+
+    images = _read_array(cache_dir / f"{key}.npy", shape)
+    if images is not None:
+        STATS.n_hits += 1
+        if lineage_key is not None:
+            _write_safely(cache_dir, lambda: _point_lineage(cache_dir, lineage_key, key))
+        return CachedImages(images=images, digests=digests, n_decoded=0, hit=True)
+
+    known = _previous_rows(cache_dir, lineage_key, prep) if lineage_key is not None else {}
+    images, n_decoded, n_reused = _assemble(paths, digests, known, prep, n_threads)
+    STATS.n_misses += 1
+    STATS.n_decoded += n_decoded
+    STATS.n_reused += n_reused
+    if len(paths):
+        _write_safely(cache_dir, lambda: _write_entry(cache_dir, key, images, digests, prep, lineage_key))
+    return CachedImages(images=images, digests=digests, n_decoded=n_decoded, hit=False)
+
+
+def _assemble(
+    paths: list[Path],
+    digests: list[str],
+    known: dict[str, np.ndarray],
+    prep: Preprocessing,
+    n_threads: int | None,
+) -> tuple[np.ndarray, int, int]:
+    """Build the image array from known rows plus decodes of each new content once; (images, decoded, reused)."""
+    images = np.empty((len(paths), prep.channels, *prep.size_hw), dtype=np.uint8)
+    first_of: dict[str, int] = {}
+    for i, digest in enumerate(digests):
+        first_of.setdefault(digest, i)
+    todo = [i for d, i in first_of.items() if d not in known]
+    decoded = dict(zip(todo, _parallel_map(lambda i: _try_decode(paths[i], prep), todo, n_threads)))
+    _raise_failures([result for result in decoded.values() if isinstance(result, DataError)])
+    n_reused = 0
+    for i, digest in enumerate(digests):
+        if digest in known:
+            images[i] = known[digest]
+            n_reused += 1
+        else:
+            images[i] = decoded[first_of[digest]]
+    return images, len(todo), n_reused
+
+
+def _try_decode(path: Path, prep: Preprocessing) -> np.ndarray | DataError:
+    """The decoded image, or the DataError saying why not (collected so one run reports every bad file)."""
+    try:
+        return decode_image(path, prep)
+    except DataError as error:
+        return error
+
+
+def _raise_failures(errors: list[DataError], limit: int = 10) -> None:
+    """One DataError for every file that failed to decode (the first ``limit`` listed), carrying the first path."""
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        listed = "; ".join(str(e) for e in errors[:limit])
+        more = f"; and {len(errors) - limit} more" if len(errors) > limit else ""
+        combined = DataError(f"{len(errors)} image files cannot be decoded: {listed}{more}")
+        combined.path = errors[0].path  # set after: the message already names every file
+        raise combined
+
+
+def _parallel_map(fn: Callable[[_T], object], items: Sequence[_T], n_threads: int | None) -> list:
+    """``[fn(x) for x in items]`` on a thread pool; the first failure in item order is raised."""
+    n_threads = n_threads or min(4, os.cpu_count() or 1)
+    if n_threads <= 1 or len(items) <= 1:
+        return [fn(x) for x in items]
+    pool = ThreadPoolExecutor(max_workers=n_threads, thread_name_prefix="medclf")
+    try:
+        return list(pool.map(fn, items))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # after a failure, skip the work still queued
+
+
+def _lineage_key(lineage: str, prep: Preprocessing) -> str:
+    """The file name stem of the pointer to the last entry of one source under one preprocessing."""
+    return hashlib.sha256(f"medclf-lineage-v{CACHE_VERSION}\n{prep.key()}\n{lineage}".encode()).hexdigest()[:32]
+
+
+def _read_array(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The cached array at ``path``, or None when absent, unreadable or not of ``shape`` uint8 (then a miss)."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    return arr if arr.shape == shape and arr.dtype == np.uint8 else None
+
+
+def _previous_rows(cache_dir: Path, lineage_key: str, prep: Preprocessing) -> dict[str, np.ndarray]:
+    """Rows of the last entry of this lineage, by file digest; empty when there is none or it is unusable."""
+    try:
+        previous = (cache_dir / f"{lineage_key}.latest").read_text().strip()
+        index = json.loads((cache_dir / f"{previous}.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(index, dict) or index.get("prep") != prep.key() or not isinstance(index.get("digests"), list):
+        return {}
+    digests = index["digests"]
+    images = _read_array(cache_dir / f"{previous}.npy", (len(digests), prep.channels, *prep.size_hw))
+    if images is None:
+        return {}
+    return {digest: images[i] for i, digest in enumerate(digests)}
+
+
+def _write_entry(
+    cache_dir: Path,
+    key: str,
+    images: np.ndarray,
+    digests: list[str],
+    prep: Preprocessing,
+    lineage_key: str | None,
+) -> None:
+    """Write the array, then its index, then the lineage pointer, each atomically."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    atomic_save(cache_dir / f"{key}.npy", lambda f: np.save(f, images, allow_pickle=False))
+    index = {"version": CACHE_VERSION, "prep": prep.key(), "digests": digests}
+    atomic_save(cache_dir / f"{key}.json", lambda f: f.write(json.dumps(index).encode()))
+    if lineage_key is not None:
+        _point_lineage(cache_dir, lineage_key, key)
+
+
+def _point_lineage(cache_dir: Path, lineage_key: str, key: str) -> None:
+    """Make ``key`` the entry a later miss of this lineage reuses rows from."""
+    pointer = cache_dir / f"{lineage_key}.latest"
+    try:
+        if pointer.read_text().strip() == key:
+            return  # nothing to do: avoid a write on every cache hit
+    except OSError:
+        pass
+    atomic_save(pointer, lambda f: f.write(key.encode()))
+
+
+def atomic_save(path: Path, write: Callable[..., object]) -> None:
+    """Call ``write(binary_file)`` on a temporary file beside ``path``, then rename it to ``path``.
+
+    The temporary name is unique per process and call, and starts with "." so a folder listing ignores it;
+    on any failure it is removed and the error re-raised.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_safely(cache_dir: Path, write: Callable[[], None]) -> None:
+    """Run a cache write; a failure (read-only or full disk) costs speed next time, never this run."""
+    try:
+        write()
+    except OSError as error:
+        warnings.warn(
+            f"Could not write the decode cache in {cache_dir} ({error}); images will be decoded again next "
+            "time. Set data.cache_dir or $MEDCLF_CACHE to a writable folder.",
+            RuntimeWarning,
+            stacklevel=3,
+        )

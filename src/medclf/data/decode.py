@@ -1,0 +1,190 @@
+"""Decoding one image file (or a stack of arrays) into the uint8 (C, H, W) form every later stage consumes.
+
+High-bit-depth images (16-bit PNG/TIFF, 32-bit integer and float TIFF) are rescaled per image, min to 0 and
+max to 255. That is the only intensity mapping for now; configurable normalisation (fixed windows, percentile
+clipping) is planned and would become part of :meth:`Preprocessing.key`.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from medclf.data.dataset import Preprocessing
+from medclf.errors import DataError
+
+__all__ = ["IMAGE_EXTENSIONS", "decode_image", "is_image_file", "resize_array"]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+
+# The exceptions PIL's decoders raise on broken input (a truncated stream is an OSError, a bad header a
+# SyntaxError or ValueError, a broken deflate stream a zlib.error).
+_DECODE_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    struct.error,
+    zlib.error,
+    Image.DecompressionBombError,
+)
+
+
+def is_image_file(path: str | Path) -> bool:
+    """Whether ``path`` has one of the supported image extensions (case-insensitive)."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def decode_image(path: str | Path, prep: Preprocessing) -> np.ndarray:
+    """Decode one image file to the array the model sees.
+
+    Args:
+        path: a JPEG, PNG, BMP or TIFF file (8 or 16 bit; grayscale, RGB, RGBA or palette).
+        prep: the target size, channel count and resize mode.
+
+    Returns:
+        (C, H, W) uint8 array with ``C = prep.channels`` and ``(H, W) = prep.size_hw`` (pixels).
+
+    Raises:
+        DataError: the file is empty, truncated, corrupt or not an image PIL can read.
+    """
+    img = _open(Path(path), prep)
+    img = _to_channels(img, prep.channels)
+    img = fit_to_size(img, prep)
+    arr = np.asarray(img, dtype=np.uint8)
+    return np.ascontiguousarray(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
+
+
+def _open(path: Path, prep: Preprocessing) -> Image.Image:
+    """Open and fully load ``path``; every way it can fail becomes one DataError naming the file."""
+    try:
+        n_bytes = path.stat().st_size
+    except FileNotFoundError:
+        raise DataError("the image file does not exist", path=path) from None
+    if n_bytes == 0:
+        raise DataError("the image file is empty (0 bytes); copy it again or remove it", path=path)
+    try:
+        with Image.open(path) as img:
+            # JPEG can decode at 1/2, 1/4 or 1/8 scale for almost free; ask for no less than the largest
+            # target side so the final resize still antialiases from at least that resolution.
+            side = max(prep.size_hw)
+            img.draft("L" if prep.channels == 1 else None, (side, side))
+            img.load()
+            return ImageOps.exif_transpose(img)
+    except PermissionError:
+        raise DataError("the image file cannot be read (permission denied); check its permissions", path=path) from None
+    except UnidentifiedImageError:
+        raise DataError(
+            f"not an image PIL can read (corrupt, or not really {path.suffix or 'an image'}); "
+            f"replace or remove it. Supported formats: {' '.join(IMAGE_EXTENSIONS)}",
+            path=path,
+        ) from None
+    except _DECODE_ERRORS as error:
+        raise DataError(
+            f"the image cannot be decoded ({type(error).__name__}: {error}); the file is probably truncated "
+            "or corrupt: copy it again or remove it",
+            path=path,
+        ) from None
+
+
+def _to_channels(img: Image.Image, channels: int) -> Image.Image:
+    """Convert any PIL mode to ``L`` (channels=1, luminance) or ``RGB`` (channels=3)."""
+    if img.mode == "F" or img.mode.startswith("I"):
+        img = _rescale_to_8bit(img)
+    elif img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:
+        img = _flatten_on_black(img)
+    elif img.mode not in ("L", "RGB"):
+        img = img.convert("L" if img.mode == "1" else "RGB")  # palette, CMYK, YCbCr, ...
+    target = "L" if channels == 1 else "RGB"
+    return img if img.mode == target else img.convert(target)
+
+
+def _rescale_to_8bit(img: Image.Image) -> Image.Image:
+    """Map a 16/32-bit or float image linearly so its minimum is 0 and its maximum 255 (mode ``L``)."""
+    arr = np.asarray(img).astype(np.float64)
+    finite = np.isfinite(arr)
+    if not finite.all():  # NaN or inf in a float TIFF: treat as the darkest value present
+        arr = np.where(finite, arr, arr[finite].min() if finite.any() else 0.0)
+    lo, hi = float(arr.min()), float(arr.max())
+    scaled = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
+    return Image.fromarray(np.rint(scaled).astype(np.uint8), mode="L")
+
+
+def _flatten_on_black(img: Image.Image) -> Image.Image:
+    """Composite a transparent image on black, as it would look displayed on the black background of a viewer."""
+    rgba = img.convert("RGBA")
+    black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+    return Image.alpha_composite(black, rgba).convert("RGB")
+
+
+def fit_to_size(img: Image.Image, prep: Preprocessing) -> Image.Image:
+    """Resize an ``L`` or ``RGB`` image to ``prep.size_hw``: stretched, or aspect-preserving and zero-padded."""
+    height, width = prep.size_hw
+    if img.size == (width, height):
+        return img
+    if prep.resize == "resize":
+        return img.resize((width, height), Image.Resampling.BILINEAR)
+    if prep.resize != "pad":
+        raise ValueError(f"Preprocessing.resize must be 'resize' or 'pad', got {prep.resize!r}")
+    scale = min(width / img.width, height / img.height)
+    inner = (max(1, min(width, round(img.width * scale))), max(1, min(height, round(img.height * scale))))
+    canvas = Image.new(img.mode, (width, height), 0)
+    canvas.paste(img.resize(inner, Image.Resampling.BILINEAR), ((width - inner[0]) // 2, (height - inner[1]) // 2))
+    return canvas
+
+
+def resize_array(arr: np.ndarray, prep: Preprocessing) -> np.ndarray:
+    """Bring a stack of images from an array source to the preprocessing's size and channel count.
+
+    Args:
+        arr: (N, H, W) or (N, H, W, C) with C in {1, 3, 4} (a fourth channel is alpha and is dropped). uint8;
+            other dtypes are rescaled per image from min-max to 0..255, as 16-bit files are.
+        prep: the target size, channel count and resize mode.
+
+    Returns:
+        A new (N, C, H, W) uint8 array (a plain copy when the size and channels already match).
+
+    Raises:
+        DataError: the array does not have one of the shapes above.
+    """
+    if arr.ndim == 3:
+        arr = arr[..., None]
+    if arr.ndim != 4 or arr.shape[-1] not in (1, 3, 4):
+        raise DataError(
+            f"image arrays must be (N, H, W) or (N, H, W, C) with C = 1, 3 or 4, got shape {arr.shape}"
+        )
+    arr = _array_to_uint8(arr[..., :3])
+    if prep.channels == 1 and arr.shape[-1] == 3:
+        arr = _luminance(arr)
+    out = np.empty((len(arr), *prep.size_hw, arr.shape[-1]), dtype=np.uint8)
+    if arr.shape[1:3] == tuple(prep.size_hw):
+        out[:] = arr
+    else:
+        for i, image in enumerate(arr):
+            pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+            out[i] = np.asarray(fit_to_size(pil, prep)).reshape(out.shape[1:])
+    out = out.transpose(0, 3, 1, 2)
+    if prep.channels == 3 and out.shape[1] == 1:
+        out = np.repeat(out, 3, axis=1)
+    return np.ascontiguousarray(out)
+
+
+def _array_to_uint8(arr: np.ndarray) -> np.ndarray:
+    """uint8 as is; any other dtype min-max rescaled per image (N, H, W, C) to 0..255."""
+    if arr.dtype == np.uint8:
+        return arr
+    data = arr.astype(np.float64)
+    lo = data.min(axis=(1, 2, 3), keepdims=True)
+    span = data.max(axis=(1, 2, 3), keepdims=True) - lo
+    scaled = np.where(span > 0, (data - lo) * (255.0 / np.where(span > 0, span, 1.0)), 0.0)
+    return np.rint(scaled).astype(np.uint8)
+
+
+def _luminance(rgb: np.ndarray) -> np.ndarray:
+    """(..., 3) uint8 RGB to (..., 1) luminance with PIL's own ITU-R 601-2 integer formula (same rounding)."""
+    r, g, b = (rgb[..., i].astype(np.uint32) for i in range(3))
+    return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).astype(np.uint8)[..., None]

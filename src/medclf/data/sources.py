@@ -1,0 +1,492 @@
+"""Data layouts: how a source (a folder tree, a CSV manifest, an npz, the phantom generator) becomes an ImageSet.
+
+Each layout is a plain function registered in :data:`LAYOUTS` under the ``data.source.type`` a user writes. It
+lists what the source holds (a :class:`SourceListing`: image files still to decode, or arrays already at the
+preprocessing's size); :func:`load_dataset` decodes files through the cache (:mod:`medclf.data.cache`) and adds
+the fingerprint and the duplicate audit.
+
+Every file layout skips hidden entries (names starting with ".", ``__MACOSX``, ``Thumbs.db``, ``desktop.ini``)
+and files whose extension is not an image's, and orders images by their id, the POSIX path relative to the root.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medclf.config import CsvSource, DataConfig, FolderSource, NpzSource, SplitsSource, SyntheticSource
+from medclf.data.cache import CACHE_VERSION, load_images
+from medclf.data.dataset import SPLITS, ImageSet, Preprocessing
+from medclf.data.decode import IMAGE_EXTENSIONS, is_image_file, resize_array
+from medclf.errors import DataError
+from medclf.registry import Registry
+
+__all__ = [
+    "LAYOUTS",
+    "SourceListing",
+    "dataset_fingerprint",
+    "find_duplicates",
+    "list_image_files",
+    "load_dataset",
+    "preprocessing_from_config",
+]
+
+_IGNORED_NAMES = frozenset({"thumbs.db", "desktop.ini", "__macosx"})  # OS litter, compared lower-case
+_SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+
+
+@dataclass
+class SourceListing:
+    """What a layout found, index-aligned: either ``files`` to decode or ``images`` already decoded.
+
+    Attributes:
+        labels: class index of each image.
+        ids: POSIX path relative to ``root`` (files) or ``<split>/<index>`` (arrays).
+        splits: "train", "val" or "test" for each image.
+        class_names: the class of each label index.
+        files: image files, for file layouts.
+        images: (N, C, H, W) uint8 at the preprocessing's size, for array layouts.
+        digests: sha256 of each image's source pixel bytes, for array layouts.
+        groups: patient id of each image, when the source has them.
+        root: the folder ids are relative to, for file layouts.
+    """
+
+    labels: list[int]
+    ids: list[str]
+    splits: list[str]
+    class_names: list[str]
+    files: list[Path] | None = None
+    images: np.ndarray | None = None
+    digests: list[str] | None = None
+    groups: list[str] | None = None
+    root: Path | None = None
+
+
+Layout = Callable[[Any, Preprocessing], SourceListing]
+LAYOUTS: Registry[Layout] = Registry("data layout")
+
+
+def preprocessing_from_config(cfg: DataConfig) -> Preprocessing:
+    """The :class:`Preprocessing` a data config asks for (size, channels, resize mode)."""
+    return Preprocessing(size_hw=tuple(cfg.size_hw), channels=cfg.channels, resize=cfg.resize)
+
+
+def load_dataset(cfg: DataConfig) -> ImageSet:
+    """Load, decode (through the on-disk cache) and audit the dataset a data config describes.
+
+    Args:
+        cfg: the ``data`` section of a study config.
+
+    Returns:
+        The ImageSet, with its fingerprint and its groups of byte-identical duplicates filled in.
+
+    Raises:
+        DataError: the source is missing, malformed, has fewer than two classes, or holds an unreadable image.
+        ConfigError: ``cfg.source.type`` names no registered layout.
+    """
+    prep = preprocessing_from_config(cfg)
+    listing = LAYOUTS.get(cfg.source.type)(cfg.source, prep)
+    if listing.files is not None:
+        # the same source, later edited, reuses the cached rows of its unchanged files
+        lineage = f"{cfg.source.type}:{getattr(cfg.source, 'path', listing.root)}"
+        cached = load_images(listing.files, prep, cache_dir=cfg.cache_dir, lineage=lineage)
+        images, digests = cached.images, cached.digests
+    else:
+        images, digests = listing.images, listing.digests
+    return ImageSet(
+        images=images,
+        labels=np.asarray(listing.labels, dtype=np.int64),
+        ids=np.asarray(listing.ids, dtype=str),
+        splits=np.asarray(listing.splits, dtype=str),
+        class_names=list(listing.class_names),
+        groups=None if listing.groups is None else np.asarray(listing.groups, dtype=str),
+        fingerprint=dataset_fingerprint(digests, listing, prep),
+        duplicates=find_duplicates(listing.ids, digests),
+        root=None if listing.root is None else str(listing.root),
+    )
+
+
+def dataset_fingerprint(digests: Sequence[str], listing: SourceListing, prep: Preprocessing) -> str:
+    """sha256 (16 hex) of the content digests, labels, splits, groups, class names and preprocessing."""
+    h = hashlib.sha256()
+    header = {"version": CACHE_VERSION, "prep": prep.key(), "classes": list(listing.class_names)}
+    h.update(json.dumps(header).encode())
+    groups = listing.groups if listing.groups is not None else [""] * len(digests)
+    for digest, label, split, group in zip(digests, listing.labels, listing.splits, groups):
+        h.update(f"\n{digest}\t{int(label)}\t{split}\t{group}".encode())
+    return h.hexdigest()[:16]
+
+
+def find_duplicates(ids: Sequence[str], digests: Sequence[str]) -> list[list[str]]:
+    """Groups of ids with identical content digests, each in dataset order, groups ordered by first member."""
+    by_digest: dict[str, list[str]] = {}
+    for id_, digest in zip(ids, digests):
+        by_digest.setdefault(digest, []).append(id_)
+    return [group for group in by_digest.values() if len(group) > 1]
+
+
+# ------------------------------------------------------------------------------------------- file walking
+def _is_hidden(name: str) -> bool:
+    """Whether a file or folder name is OS or tool litter, never data."""
+    return name.startswith(".") or name.lower() in _IGNORED_NAMES
+
+
+def _image_files(folder: Path) -> list[Path]:
+    """Image files anywhere below ``folder``, sorted by relative POSIX path, hidden entries pruned."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not _is_hidden(d)]  # in place: os.walk then skips them
+        found += [Path(dirpath, f) for f in filenames if not _is_hidden(f) and is_image_file(f)]
+    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def _require_dir(path: Path, expected: str, key: str = "data.source.path") -> Path:
+    """``path`` when it is a folder; otherwise a DataError naming it, the config key and the expected layout."""
+    if not path.exists():
+        raise DataError(f"the folder given as {key} does not exist; expected {expected}", path=path)
+    if not path.is_dir():
+        raise DataError(f"{key} must be a folder ({expected}), but this is a file", path=path)
+    return path
+
+
+def _require_file(path: Path, expected: str, key: str = "data.source.path") -> Path:
+    if not path.exists():
+        raise DataError(f"the file given as {key} does not exist; expected {expected}", path=path)
+    if not path.is_file():
+        raise DataError(f"{key} must be a file ({expected}), but this is a folder", path=path)
+    return path
+
+
+def _scan_classes(folder: Path) -> dict[str, list[Path]]:
+    """``{class name: image files}`` for each class sub-folder of ``folder``; an empty class is a DataError."""
+    classes = sorted(p for p in folder.iterdir() if p.is_dir() and not _is_hidden(p.name))
+    by_class = {}
+    for class_dir in classes:
+        files = _image_files(class_dir)
+        if not files:
+            raise DataError(
+                f"class folder {class_dir.name!r} holds no images ({' '.join(IMAGE_EXTENSIONS)}); add images "
+                "or remove the folder",
+                path=class_dir,
+            )
+        by_class[class_dir.name] = files
+    return by_class
+
+
+def _require_classes(class_names: Sequence[str], where: Path | str, expected: str) -> None:
+    """At least two classes, or a DataError saying what was found and what a classification needs."""
+    if len(class_names) < 2:
+        found = f"only {class_names[0]!r}" if class_names else "none"
+        raise DataError(
+            f"a classification dataset needs at least 2 classes, found {len(class_names)} ({found}); "
+            f"expected {expected}",
+            path=where,
+        )
+
+
+def _file_listing(
+    root: Path, files: list[Path], labels: list[int], splits: list[str], class_names: list[str]
+) -> SourceListing:
+    """A listing of files ordered by id (POSIX path relative to ``root``)."""
+    ids = [_relative_id(f, root) for f in files]
+    order = sorted(range(len(files)), key=ids.__getitem__)
+    return SourceListing(
+        labels=[labels[i] for i in order],
+        ids=[ids[i] for i in order],
+        splits=[splits[i] for i in order],
+        class_names=class_names,
+        files=[files[i] for i in order],
+        root=root,
+    )
+
+
+def _relative_id(path: Path, root: Path) -> str:
+    """POSIX path relative to ``root``; the absolute POSIX path for a file outside it."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+# ------------------------------------------------------------------------------------------ file layouts
+@LAYOUTS.register("folder")
+def folder_layout(source: FolderSource, prep: Preprocessing) -> SourceListing:
+    """``root/<class>/<images, in any sub-folders>``; every image in split "train"."""
+    expected = "a folder with one sub-folder of images per class (root/<class>/<image>)"
+    root = _require_dir(source.path, expected)
+    by_class = _scan_classes(root)
+    class_names = sorted(by_class)
+    if class_names and all(name.lower() in _SPLIT_ALIASES for name in class_names):
+        raise DataError(
+            f"the class folders are named like splits ({class_names}); for root/<split>/<class>/<image> "
+            "set data.source.type to 'splits'",
+            path=root,
+        )
+    _require_classes(class_names, root, expected)
+    files = [f for name in class_names for f in by_class[name]]
+    labels = [label for label, name in enumerate(class_names) for _ in by_class[name]]
+    return _file_listing(root, files, labels, ["train"] * len(files), class_names)
+
+
+@LAYOUTS.register("splits")
+def splits_layout(source: SplitsSource, prep: Preprocessing) -> SourceListing:
+    """``root/<split>/<class>/<images>``; train is required, val and test are used when present."""
+    expected = "root/<split>/<class>/<image> with split folders named as data.source.train, .val and .test"
+    root = _require_dir(source.path, expected)
+    per_split: dict[str, dict[str, list[Path]]] = {}
+    for split in SPLITS:
+        names = getattr(source, split)
+        folder = next((root / n for n in names if (root / n).is_dir()), None)
+        if folder is not None:
+            per_split[split] = _scan_classes(folder)
+        elif split == "train":
+            present = sorted(p.name for p in root.iterdir() if p.is_dir() and not _is_hidden(p.name))
+            raise DataError(
+                f"no training split folder: looked for {names} (data.source.train), found folders {present}; "
+                "set data.source.train to the name of the training folder",
+                path=root,
+            )
+    class_names = sorted(set().union(*per_split.values()))
+    _require_classes(class_names, root, expected)
+    for split, by_class in per_split.items():
+        unknown = sorted(set(by_class) - set(per_split["train"]))
+        if unknown:
+            raise DataError(
+                f"class {unknown[0]!r} appears in the {split} split but not in train (train classes: "
+                f"{sorted(per_split['train'])}); a model cannot learn a class it never sees: add training "
+                "images of it or remove it",
+                path=root,
+            )
+    files, labels, splits = [], [], []
+    for split, by_class in per_split.items():
+        for name, class_files in by_class.items():
+            files += class_files
+            labels += [class_names.index(name)] * len(class_files)
+            splits += [split] * len(class_files)
+    return _file_listing(root, files, labels, splits, class_names)
+
+
+@LAYOUTS.register("csv")
+def csv_layout(source: CsvSource, prep: Preprocessing) -> SourceListing:
+    """A CSV manifest: one row per image; paths relative to the CSV's folder; an optional split column."""
+    csv_path = _require_file(source.path, "a CSV with one row per image")
+    header, rows = _read_csv(csv_path)
+    for column, key in ((source.path_column, "path_column"), (source.label_column, "label_column")):
+        if column not in header:
+            raise DataError(
+                f"has no column {column!r} (data.source.{key}); its columns are {header}: set "
+                f"data.source.{key} to the right one",
+                path=csv_path,
+            )
+    split_column = source.split_column if source.split_column in header else None
+    files, names, splits = _parse_manifest(csv_path, rows, source.path_column, source.label_column, split_column)
+    class_names = _sorted_labels(set(names))
+    _require_classes(class_names, csv_path, f"distinct values in column {source.label_column!r}")
+    index = {name: i for i, name in enumerate(class_names)}
+    return _file_listing(csv_path.parent, files, [index[n] for n in names], splits, class_names)
+
+
+def _parse_manifest(
+    csv_path: Path,
+    rows: list[tuple[int, dict[str, str]]],
+    path_column: str,
+    label_column: str,
+    split_column: str | None,
+) -> tuple[list[Path], list[str], list[str]]:
+    """(files, label names, splits) of a manifest's rows; each file checked and listed once, each label set."""
+    files, names, splits = [], [], []
+    first_line: dict[Path, int] = {}
+    for line, row in rows:
+        file = _csv_image_path(csv_path, line, row.get(path_column))
+        label = (row.get(label_column) or "").strip()
+        if not label:
+            raise DataError(f"line {line}: empty label in column {label_column!r} for {file.name!r}", path=csv_path)
+        if file in first_line:
+            raise DataError(
+                f"line {line}: {file.name!r} is listed again (first on line {first_line[file]}); list each image once",
+                path=csv_path,
+            )
+        first_line[file] = line
+        files.append(file)
+        names.append(label)
+        splits.append(_csv_split(csv_path, line, row.get(split_column)) if split_column else "train")
+    return files, names, splits
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """The header and ``(line number, row)`` pairs of a CSV (UTF-8, a BOM allowed); data rows start at line 2."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            header = [h.strip() for h in reader.fieldnames or []]
+            reader.fieldnames = header
+            rows = [(reader.line_num, row) for row in reader]
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise DataError(f"is not a readable UTF-8 CSV ({error})", path=path) from None
+    if not header:
+        raise DataError("the CSV is empty; expected a header row, then one row per image", path=path)
+    if not rows:
+        raise DataError(f"the CSV has a header ({header}) but no rows; expected one row per image", path=path)
+    return header, rows
+
+
+def _csv_image_path(csv_path: Path, line: int, value: str | None) -> Path:
+    """The image file a CSV cell names (relative to the CSV's folder), checked to exist and be an image."""
+    value = (value or "").strip()
+    if not value:
+        raise DataError(f"line {line}: empty image path", path=csv_path)
+    # a manifest written on Windows uses backslashes; normpath also folds "a/../b"
+    file = Path(os.path.normpath(csv_path.parent / value.replace("\\", "/")))
+    if not file.is_file():
+        raise DataError(f"line {line}: image file {value!r} does not exist (looked for {file})", path=csv_path)
+    if not is_image_file(file):
+        raise DataError(
+            f"line {line}: {value!r} is not a supported image (extensions: {' '.join(IMAGE_EXTENSIONS)})",
+            path=csv_path,
+        )
+    return file
+
+
+def _csv_split(csv_path: Path, line: int, value: str | None) -> str:
+    split = _SPLIT_ALIASES.get((value or "").strip().lower())
+    if split is None:
+        raise DataError(f"line {line}: split {value!r} is not one of train, val, test", path=csv_path)
+    return split
+
+
+def _sorted_labels(labels: set[str]) -> list[str]:
+    """Labels in numeric order when they are all integers ("2" before "10"), else in string order."""
+    try:
+        return sorted(labels, key=int)
+    except ValueError:
+        return sorted(labels)
+
+
+# ----------------------------------------------------------------------------------------- array layouts
+@LAYOUTS.register("npz")
+def npz_layout(source: NpzSource, prep: Preprocessing) -> SourceListing:
+    """A MedMNIST ``.npz``: ``{train,val,test}_images`` (N, H, W[, C]) with ``{split}_labels`` (N,) or (N, 1)."""
+    path = _require_file(source.path, "a MedMNIST-style .npz with train_images and train_labels")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (OSError, ValueError, EOFError) as error:
+        raise DataError(f"is not a readable .npz archive ({error})", path=path) from None
+    if "train_images" not in arrays or "train_labels" not in arrays:
+        raise DataError(f"needs the arrays train_images and train_labels, has {sorted(arrays)}", path=path)
+    parts = []
+    for split in SPLITS:
+        images, labels = arrays.get(f"{split}_images"), arrays.get(f"{split}_labels")
+        if (images is None) != (labels is None):
+            raise DataError(f"has only one of {split}_images and {split}_labels; provide both or neither", path=path)
+        if images is not None:
+            parts.append((split, images, _npz_labels(path, split, labels, len(images))))
+    n_classes = 1 + max(int(p[2].max(initial=0)) for p in parts)
+    class_names = list(source.class_names) if source.class_names is not None else [str(i) for i in range(n_classes)]
+    if len(class_names) < n_classes:
+        raise DataError(
+            f"labels go up to {n_classes - 1} but data.source.class_names lists {len(class_names)} names "
+            f"({class_names}); give one name per label 0..{n_classes - 1}",
+            path=path,
+        )
+    _require_classes(class_names[:n_classes], path, "labels with at least two distinct values")
+    return _array_listing(parts, class_names, prep)
+
+
+def _npz_labels(path: Path, split: str, labels: np.ndarray, n_images: int) -> np.ndarray:
+    """``{split}_labels`` as (N,) int64, checked: one non-negative integer per image."""
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1:
+        raise DataError(
+            f"{split}_labels has shape {labels.shape}; expected (N,) or (N, 1) (multi-label data is not supported)",
+            path=path,
+        )
+    if len(labels) != n_images:
+        raise DataError(f"{split}_labels has {len(labels)} labels for {n_images} images", path=path)
+    if not np.issubdtype(labels.dtype, np.integer) or (len(labels) and labels.min() < 0):
+        raise DataError(f"{split}_labels must be non-negative integers, got dtype {labels.dtype}", path=path)
+    return labels.astype(np.int64)
+
+
+@LAYOUTS.register("synthetic")
+def synthetic_layout(source: SyntheticSource, prep: Preprocessing) -> SourceListing:
+    """MRI-like head phantoms from :mod:`medclf.data.synthetic`; split "train", grouped by patient."""
+    from medclf.data.synthetic import make_phantoms  # lazy: generator code is not needed by other layouts
+
+    phantoms = make_phantoms(
+        n_patients=source.n_patients,
+        slices_per_patient=source.slices_per_patient,
+        image_size=source.image_size,
+        seed=source.seed,
+    )
+    images = np.asarray(phantoms.images).transpose(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C) for resize_array
+    listing = _array_listing([("train", images, np.asarray(phantoms.labels))], list(phantoms.class_names), prep)
+    listing.groups = [str(g) for g in phantoms.patient_ids]
+    return listing
+
+
+def _array_listing(
+    parts: list[tuple[str, np.ndarray, np.ndarray]], class_names: list[str], prep: Preprocessing
+) -> SourceListing:
+    """A listing of decoded arrays from ``(split, images, labels)`` parts; digests are of the source pixels."""
+    images, labels, ids, splits, digests = [], [], [], [], []
+    for split, split_images, split_labels in parts:
+        images.append(resize_array(split_images, prep))
+        digests += [hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest() for image in split_images]
+        labels += [int(x) for x in split_labels]
+        ids += [f"{split}/{i}" for i in range(len(split_images))]
+        splits += [split] * len(split_images)
+    return SourceListing(
+        labels=labels,
+        ids=ids,
+        splits=splits,
+        class_names=class_names,
+        images=np.concatenate(images),
+        digests=digests,
+    )
+
+
+# --------------------------------------------------------------------------------------------- prediction
+def list_image_files(inputs: Sequence[str | Path]) -> list[Path]:
+    """The image files that prediction inputs name, in order.
+
+    Args:
+        inputs: each an image file, a folder (searched recursively, sorted, hidden entries skipped) or a
+            ``.csv`` whose ``path`` column (else its first column) lists images relative to the CSV's folder.
+
+    Returns:
+        The image files, input by input.
+
+    Raises:
+        DataError: an input does not exist, is not an image, folder or CSV, or names no image.
+    """
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if not path.exists():
+            raise DataError("the input does not exist; give an image file, a folder of images or a .csv", path=path)
+        if path.is_dir():
+            found = _image_files(path)
+        elif path.suffix.lower() == ".csv":
+            header, rows = _read_csv(path)
+            column = "path" if "path" in header else header[0]
+            found = [_csv_image_path(path, line, row[column]) for line, row in rows]
+        elif is_image_file(path):
+            found = [path]
+        else:
+            raise DataError(
+                f"is not an image ({' '.join(IMAGE_EXTENSIONS)}), a folder or a .csv list of images", path=path
+            )
+        if not found:
+            raise DataError(f"holds no images ({' '.join(IMAGE_EXTENSIONS)}) outside hidden folders", path=path)
+        files += found
+    return files

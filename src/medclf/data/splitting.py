@@ -1,0 +1,130 @@
+"""Cross-validation splits: pure functions of labels (and patient groups), indices in, indices out.
+
+Every split is stratified by class; when patient ids are given, it is also grouped (scikit-learn's
+``StratifiedGroupKFold``), so no patient ever sits on both sides of a split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, StratifiedShuffleSplit
+
+from medclf.config import CVConfig
+from medclf.data.dataset import ImageSet
+from medclf.errors import DataError
+
+__all__ = ["Fold", "make_folds", "stratified_holdout", "stratified_kfold"]
+
+
+@dataclass(frozen=True)
+class Fold:
+    """Indices (into the ImageSet) of one fold's parts.
+
+    ``train`` fits the weights; ``val`` picks the best epoch; ``holdout`` is the fold's held-out part of the
+    pool in k-fold mode (empty in holdout mode); ``test`` is the data's test split (possibly empty).
+    """
+
+    index: int
+    train: np.ndarray
+    val: np.ndarray
+    holdout: np.ndarray
+    test: np.ndarray
+
+    def parts(self) -> dict[str, np.ndarray]:
+        return {"train": self.train, "val": self.val, "holdout": self.holdout, "test": self.test}
+
+
+def stratified_kfold(
+    labels: np.ndarray, *, n_folds: int, seed: int, groups: np.ndarray | None = None, setting: str = "cv.n_folds"
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, held_out) position pairs of a shuffled, stratified (and grouped) k-fold split.
+
+    ``setting`` names the config key that asked for the split, for the error when a class is too small.
+    """
+    labels = np.asarray(labels)
+    _check_enough(labels, n_folds, groups, setting)
+    if groups is None:
+        splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+        return [(tr, te) for tr, te in splitter.split(np.zeros(len(labels)), labels)]
+    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    return [(tr, te) for tr, te in splitter.split(np.zeros(len(labels)), labels, groups)]
+
+
+def stratified_holdout(
+    labels: np.ndarray, *, fraction: float, seed: int, groups: np.ndarray | None = None, setting: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """(keep, held_out) positions holding out ``fraction`` of the items, stratified by class.
+
+    Grouped, whole patients move together, so the fraction is approximate: one part of a stratified group
+    k-fold with round(1 / fraction) parts (at least 2, so at most half is held out).
+    """
+    labels = np.asarray(labels)
+    if groups is None:
+        _check_enough(labels, 2, None, setting)
+        splitter = StratifiedShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
+        keep, held = next(splitter.split(np.zeros(len(labels)), labels))
+        return keep, held
+    n_splits = max(2, round(1 / fraction))
+    return stratified_kfold(labels, n_folds=n_splits, seed=seed, groups=groups, setting=setting)[0]
+
+
+def _check_enough(labels: np.ndarray, n_parts: int, groups: np.ndarray | None, setting: str) -> None:
+    classes, counts = np.unique(labels, return_counts=True)
+    units = counts if groups is None else [len(np.unique(groups[labels == c])) for c in classes]
+    what = "images" if groups is None else "patients"
+    if len(units) and min(units) < n_parts:
+        smallest = classes[int(np.argmin(units))]
+        raise DataError(
+            f"Cannot make the split {setting} asks for ({n_parts} stratified parts): class index {smallest} has "
+            f"only {min(units)} {what} there. Change {setting} or add data for that class."
+        )
+
+
+def make_folds(data: ImageSet, cv: CVConfig, *, seed: int) -> list[Fold]:
+    """The folds of a study, deterministic in ``seed``.
+
+    k-fold mode cross-validates the images of the ``cv.pool`` splits and always carves each fold's validation
+    split from its training part (the data's own val split is used only when "val" is in ``cv.pool``).
+    Holdout mode uses the data's own train/val splits as one fold, carving val from train when there is none.
+    A test split is carved first when ``cv.test_fraction`` > 0 and the data has none.
+    """
+    groups = data.groups if cv.grouped else None
+    test = data.split_indices("test")
+    candidates = np.flatnonzero(data.splits != "test")
+    if len(test) == 0 and cv.test_fraction > 0:
+        keep, held = stratified_holdout(
+            data.labels[candidates], fraction=cv.test_fraction, seed=seed, groups=_sub(groups, candidates),
+            setting="cv.test_fraction",
+        )
+        candidates, test = candidates[keep], np.sort(candidates[held])
+
+    if cv.mode == "holdout":
+        train = np.intersect1d(candidates, data.split_indices("train"))
+        val = np.intersect1d(candidates, data.split_indices("val"))
+        if len(val) == 0:
+            train, val = _carve_val(data, train, cv, seed, groups)
+        return [Fold(0, train, val, np.array([], dtype=np.int64), test)]
+
+    pool = candidates[np.isin(data.splits[candidates], cv.pool)]
+    folds = []
+    for k, (tr, ho) in enumerate(
+        stratified_kfold(data.labels[pool], n_folds=cv.n_folds, seed=seed, groups=_sub(groups, pool))
+    ):
+        train, val = _carve_val(data, pool[tr], cv, seed + k, groups)
+        folds.append(Fold(k, train, val, np.sort(pool[ho]), test))
+    return folds
+
+
+def _carve_val(
+    data: ImageSet, train: np.ndarray, cv: CVConfig, seed: int, groups: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    keep, held = stratified_holdout(
+        data.labels[train], fraction=cv.val_fraction, seed=seed, groups=_sub(groups, train), setting="cv.val_fraction"
+    )
+    return np.sort(train[keep]), np.sort(train[held])
+
+
+def _sub(groups: np.ndarray | None, idx: np.ndarray) -> np.ndarray | None:
+    return None if groups is None else groups[idx]

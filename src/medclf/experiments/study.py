@@ -1,0 +1,325 @@
+"""Run one study: load the data, make the folds, fit and evaluate each fold, summarise, ensemble.
+
+Files are the interface: every fold writes its own folder and the summary is rebuilt from those files, so
+a study interrupted after fold 2 resumes at fold 3 and ends with the same summary.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medclf import __version__
+from medclf.config import Config, config_fingerprint, dump_config
+from medclf.data import ImageSet, load_dataset, preprocessing_from_config
+from medclf.data.splitting import Fold, make_folds
+from medclf.errors import RunFolderError
+from medclf.evaluation.metrics import SUMMARY_METRICS, aggregate_folds, classification_metrics, confusion
+from medclf.experiments.rundir import (
+    atomic_write_csv,
+    atomic_write_json,
+    atomic_write_text,
+    fold_dir,
+    read_json,
+    save_weights,
+)
+from medclf.models import build_model, count_parameters
+from medclf.training import Callback, RichProgress, Trainer, predict_proba
+
+__all__ = ["EVAL_SPLITS", "run_study"]
+
+EVAL_SPLITS = ("val", "holdout", "test")  # the parts of a fold that are predicted and scored
+_RESULT_FILES = ("data.json", "splits.json", "summary.json", "folds.csv")
+_RUN_FILES = ("config.yaml", "run.json", *_RESULT_FILES)
+
+Log = Callable[[str], None]
+
+
+def run_study(
+    config: Config, out: Path, *, overwrite: bool = False, progress: Any = None, log: Log = lambda msg: None
+) -> dict[str, Any]:
+    """Run (or resume) the cross-validated study ``config`` into the run folder ``out``.
+
+    Args:
+        config: the validated configuration.
+        out: the run folder; created when missing.
+        overwrite: replace a run of a different config instead of refusing.
+        progress: a ``rich.progress.Progress`` to draw fold, epoch and batch bars on, or None.
+        log: receives one-line status messages.
+
+    Returns:
+        The summary written to ``out/summary.json``.
+
+    Raises:
+        RunFolderError: ``out`` holds a different study and ``overwrite`` is False.
+    """
+    out = Path(out)
+    start = time.perf_counter()
+    _prepare_run_folder(out, config, overwrite=overwrite)
+    data = load_dataset(config.data)
+    data_s = time.perf_counter() - start
+    _check_same_data(out, data, overwrite=overwrite)
+    data_info = _describe_data(data)
+    atomic_write_json(out / "data.json", data_info)
+    if data.duplicates:
+        n_extra = sum(len(g) - 1 for g in data.duplicates)
+        log(f"warning: {n_extra} images are byte-identical copies of others ({len(data.duplicates)} groups); "
+            "see data.json")
+
+    folds = make_folds(data, config.cv, seed=config.seed)
+    atomic_write_json(out / "splits.json", _describe_splits(data, folds))
+    fold_task = progress.add_task("folds", total=len(folds)) if progress is not None else None
+    results = []
+    for fold in folds:
+        metrics_path = fold_dir(out, fold.index) / "metrics.json"
+        if metrics_path.exists():
+            log(f"fold {fold.index}: already complete, skipped")
+            results.append(read_json(metrics_path))
+        else:
+            callbacks = [RichProgress(progress, f"fold {fold.index}")] if progress is not None else []
+            results.append(_run_fold(config, data, fold, out, callbacks=callbacks))
+            log(_fold_line(results[-1]))
+        if progress is not None:
+            progress.update(fold_task, advance=1)
+    summary = _summarize(out, config, data, data_info, results, timing={"data_s": data_s, "start": start})
+    return summary
+
+
+# ------------------------------------------------------------------------------------------ run folder
+def _prepare_run_folder(out: Path, config: Config, *, overwrite: bool) -> None:
+    fingerprint = config_fingerprint(config)
+    run_file = out / "run.json"
+    if run_file.exists():
+        previous = read_json(run_file).get("config_fingerprint")
+        if previous != fingerprint and not overwrite:
+            raise RunFolderError(
+                f"{out} holds a run of a different config ({_config_difference(out, config)}). "
+                "Give another --out, or --overwrite to replace it."
+            )
+        if previous != fingerprint:
+            _clear_results(out)
+    elif out.exists() and any(out.iterdir()) and not overwrite:
+        raise RunFolderError(
+            f"{out} exists, is not empty and is not a medclf run folder. Give another --out, or --overwrite "
+            "to write into it anyway."
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml", dump_config(config))
+    atomic_write_json(run_file, {"config_fingerprint": fingerprint, "medclf_version": __version__})
+
+
+def _config_difference(out: Path, config: Config) -> str:
+    import yaml
+
+    try:
+        old = _flatten(yaml.safe_load((out / "config.yaml").read_text()))
+    except (OSError, yaml.YAMLError):
+        return "its config.yaml is unreadable"
+    new = _flatten(config.model_dump(mode="json"))
+    keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys[:5])
+    return f"differs in {shown}" + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix.rstrip("."): d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out |= _flatten(v, f"{prefix}{k}.")
+    return out
+
+
+def _clear_results(out: Path) -> None:
+    """Remove every result of a previous run (its config.yaml and run.json are rewritten by the caller)."""
+    for name in _RESULT_FILES:
+        (out / name).unlink(missing_ok=True)
+    for child in out.glob("fold-*"):
+        shutil.rmtree(child)
+    shutil.rmtree(out / "ensemble", ignore_errors=True)
+
+
+def _check_same_data(out: Path, data: ImageSet, *, overwrite: bool) -> None:
+    path = out / "data.json"
+    if path.exists() and read_json(path).get("fingerprint") != data.fingerprint:
+        if not overwrite:
+            raise RunFolderError(
+                f"The data changed since {out} was started (its fingerprint differs), so completed folds "
+                "would not be comparable. Give another --out, or --overwrite to start again."
+            )
+        _clear_results(out)
+
+
+def _describe_data(data: ImageSet) -> dict[str, Any]:
+    return {
+        "n_images": len(data),
+        "classes": data.class_names,
+        "counts": data.counts(),
+        "image_shape": list(data.images.shape[1:]),
+        "n_patients": None if data.groups is None else int(len(np.unique(data.groups))),
+        "fingerprint": data.fingerprint,
+        "root": data.root,
+        "duplicates": {
+            "count": sum(len(g) - 1 for g in data.duplicates),
+            "groups": data.duplicates,
+        },
+    }
+
+
+def _describe_splits(data: ImageSet, folds: list[Fold]) -> dict[str, Any]:
+    return {
+        "folds": [{"fold": f.index} | {k: data.ids[v].tolist() for k, v in f.parts().items()} for f in folds]
+    }
+
+
+# ------------------------------------------------------------------------------------------------ a fold
+def _run_fold(config: Config, data: ImageSet, fold: Fold, out: Path, *, callbacks: list[Callback]) -> dict:
+    torch.manual_seed(config.seed + fold.index)  # same seed, same initial weights and dropout masks
+    images = torch.from_numpy(data.images)
+    labels = torch.from_numpy(data.labels)
+    model = build_model(config.model, in_chans=data.images.shape[1], n_classes=len(data.class_names))
+    trainer = Trainer(
+        model, config.training, class_names=data.class_names, seed=config.seed + fold.index, callbacks=callbacks
+    )
+    fit = trainer.fit(images[fold.train], labels[fold.train], images[fold.val], labels[fold.val])
+
+    eval_start = time.perf_counter()
+    metrics, confusions, rows = {}, {}, []
+    for split in EVAL_SPLITS:
+        idx = fold.parts()[split]
+        if len(idx) == 0:
+            continue
+        probs = predict_proba(model, images[idx], batch_size=config.training.eval_batch_size, runtime=trainer.runtime)
+        metrics[split] = classification_metrics(data.labels[idx], probs, class_names=data.class_names)
+        confusions[split] = confusion(data.labels[idx], probs, n_classes=len(data.class_names))
+        rows += _prediction_rows(split, data, idx, probs)
+
+    fd = fold_dir(out, fold.index)
+    atomic_write_csv(fd / "predictions.csv", rows, _prediction_columns(data.class_names))
+    atomic_write_csv(fd / "history.csv", fit.history, list(fit.history[0]) if fit.history else ["epoch"])
+    save_weights(fd / "model.safetensors", model.state_dict())
+    spec = model.spec | {
+        "class_names": data.class_names,
+        "preprocessing": preprocessing_from_config(config.data).to_dict(),
+        "medclf_version": __version__,
+    }
+    atomic_write_json(fd / "model.json", spec)
+    result = {
+        "fold": fold.index,
+        "best_epoch": fit.best_epoch,
+        "epochs_run": len(fit.history),
+        "monitor": config.training.monitor,
+        "best_score": fit.best_score,
+        "metrics": metrics,
+        "confusion": confusions,
+        "n_images": {k: int(len(v)) for k, v in fold.parts().items()},
+        "timing": {"train_s": fit.train_time_s, "eval_s": time.perf_counter() - eval_start},
+        "parameters": count_parameters(model),
+        "runtime": fit.runtime,
+    }
+    atomic_write_json(fd / "metrics.json", result)  # last: its presence marks the fold complete
+    return result
+
+
+def _prediction_columns(class_names: list[str]) -> list[str]:
+    return ["split", "id", "label", *[f"prob_{c}" for c in class_names], "predicted"]
+
+
+def _prediction_rows(split: str, data: ImageSet, idx: np.ndarray, probs: np.ndarray) -> list[dict]:
+    names = data.class_names
+    rows = []
+    for i, p in zip(idx, probs):
+        row = {"split": split, "id": data.ids[i], "label": names[data.labels[i]], "predicted": names[int(p.argmax())]}
+        row |= {f"prob_{c}": float(v) for c, v in zip(names, p)}
+        rows.append(row)
+    return rows
+
+
+def _fold_line(result: dict) -> str:
+    parts = [f"fold {result['fold']}: best epoch {result['best_epoch']}/{result['epochs_run']}"]
+    for split in EVAL_SPLITS:
+        if split in result["metrics"]:
+            m = result["metrics"][split]
+            parts.append(f"{split} acc {m['accuracy']:.3f} auc {m['auc_macro']:.3f}")
+    return ", ".join(parts) + f" ({result['timing']['train_s']:.0f} s)"
+
+
+# -------------------------------------------------------------------------------------------- summary
+def _summarize(
+    out: Path, config: Config, data: ImageSet, data_info: dict, results: list[dict], *, timing: dict
+) -> dict[str, Any]:
+    splits = [s for s in EVAL_SPLITS if all(s in r["metrics"] for r in results)]
+    metrics = {s: aggregate_folds([r["metrics"][s] for r in results]) for s in splits}
+    ensemble: dict[str, Any] = {}
+    if "test" in splits and len(results) > 1:
+        ensemble["test"] = _ensemble_test(out, data, [r["fold"] for r in results])
+    summary = {
+        "name": config.name,
+        "metrics": metrics,
+        "ensemble": {s: e["metrics"] for s, e in ensemble.items()},
+        "ensemble_confusion": {s: e["confusion"] for s, e in ensemble.items()},
+        "best_epochs": [r["best_epoch"] for r in results],
+        "timing": {
+            "total_s": time.perf_counter() - timing["start"],
+            "data_s": timing["data_s"],
+            "fold_train_s": [r["timing"]["train_s"] for r in results],
+        },
+        "data": {k: v for k, v in data_info.items() if k != "duplicates"}
+        | {"n_duplicates": data_info["duplicates"]["count"]},
+        "model": {"architecture": config.model.name, "parameters": results[0]["parameters"]},
+        "runtime": results[0]["runtime"],
+        "config_fingerprint": config_fingerprint(config),
+        "medclf_version": __version__,
+    }
+    atomic_write_json(out / "summary.json", summary)
+    _write_folds_csv(out, data.class_names, results, summary["ensemble"])
+    return summary
+
+
+def _ensemble_test(out: Path, data: ImageSet, fold_indices: list[int]) -> dict[str, Any]:
+    """Mean of the fold models' test probabilities, read back from each fold's predictions.csv."""
+    names = data.class_names
+    total: dict[str, np.ndarray] = {}
+    truth: dict[str, str] = {}
+    for k in fold_indices:
+        with open(fold_dir(out, k) / "predictions.csv", newline="") as handle:
+            for row in csv.DictReader(handle):
+                if row["split"] != "test":
+                    continue
+                p = np.array([float(row[f"prob_{c}"]) for c in names])
+                total[row["id"]] = total.get(row["id"], 0) + p / len(fold_indices)
+                truth[row["id"]] = row["label"]
+    ids = list(total)
+    probs = np.stack([total[i] for i in ids])
+    y = np.array([names.index(truth[i]) for i in ids])
+    rows = [
+        {"split": "test", "id": i, "label": truth[i], "predicted": names[int(p.argmax())]}
+        | {f"prob_{c}": float(v) for c, v in zip(names, p)}
+        for i, p in zip(ids, probs)
+    ]
+    atomic_write_csv(out / "ensemble" / "predictions.csv", rows, _prediction_columns(names))
+    return {
+        "metrics": classification_metrics(y, probs, class_names=names),
+        "confusion": confusion(y, probs, n_classes=len(names)),
+    }
+
+
+def _write_folds_csv(out: Path, class_names: list[str], results: list[dict], ensemble: dict) -> None:
+    per_class = [f"{m}/{c}" for m in ("precision", "recall", "f1", "auc") for c in class_names]
+    columns = ["fold", "split", "n_images", "best_epoch", *SUMMARY_METRICS, *per_class]
+    rows = []
+    for r in results:
+        for split, m in r["metrics"].items():
+            rows.append({"fold": r["fold"], "split": split, "n_images": r["n_images"][split],
+                         "best_epoch": r["best_epoch"]} | m)
+    for split, m in ensemble.items():
+        n_test = results[0]["n_images"].get(split, "")
+        rows.append({"fold": "ensemble", "split": split, "n_images": n_test, "best_epoch": ""} | m)
+    atomic_write_csv(out / "folds.csv", rows, columns)

@@ -1,0 +1,17 @@
+"""Training: the fit loop, callbacks, losses, optimizers, schedulers, device handling."""
+
+from medclf.training.callbacks import BestWeights, Callback, RichProgress
+from medclf.training.device import Runtime, resolve_runtime
+from medclf.training.loop import FitResult, Trainer, batch_indices, predict_proba
+
+__all__ = [
+    "BestWeights",
+    "Callback",
+    "FitResult",
+    "RichProgress",
+    "Runtime",
+    "Trainer",
+    "batch_indices",
+    "predict_proba",
+    "resolve_runtime",
+]

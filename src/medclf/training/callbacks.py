@@ -1,0 +1,86 @@
+"""The Callback base and the callbacks the fit loop ships with (best-weights keeping, progress).
+
+Hooks are plain methods named ``on_<unit>_<start|end>`` that do nothing by default; the loop calls them in
+order. Early stopping, checkpointing and progress display are callbacks, never flags inside the loop.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
+    from medclf.training.loop import Trainer
+
+__all__ = ["BestWeights", "Callback", "RichProgress"]
+
+
+class Callback:
+    """Do-nothing hooks; subclasses override the ones they need."""
+
+    def on_fit_start(self, trainer: Trainer) -> None: ...
+
+    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None: ...
+
+    def on_batch_end(self, trainer: Trainer, step: int, loss: float) -> None: ...
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, Any]) -> None: ...
+
+    def on_fit_end(self, trainer: Trainer) -> None: ...
+
+
+class BestWeights(Callback):
+    """Keep a copy of the weights of the epoch with the best monitored value (ties: the earlier epoch)."""
+
+    def __init__(self, monitor: str, mode: str) -> None:
+        self.monitor, self.mode = monitor, mode
+        self.best_score = math.inf if mode == "min" else -math.inf
+        self.best_epoch: int | None = None
+        self.best_state: dict[str, torch.Tensor] | None = None
+
+    def _improved(self, value: float) -> bool:
+        if math.isnan(value):
+            return False
+        return value < self.best_score if self.mode == "min" else value > self.best_score
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, Any]) -> None:
+        value = float(logs.get(self.monitor, math.nan))
+        if self._improved(value) or self.best_state is None:
+            self.best_score = value if not math.isnan(value) else self.best_score
+            self.best_epoch = epoch
+            self.best_state = copy.deepcopy(trainer.model.state_dict())
+
+
+class RichProgress(Callback):
+    """Drive an epoch bar and a batch bar of a shared rich ``Progress``."""
+
+    def __init__(self, progress: Progress, label: str) -> None:
+        self.progress, self.label = progress, label
+        self.epoch_task: TaskID | None = None
+        self.batch_task: TaskID | None = None
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self.epoch_task = self.progress.add_task(f"{self.label} epochs", total=trainer.cfg.epochs)
+        self.batch_task = self.progress.add_task(f"{self.label} batches", total=trainer.steps_per_epoch)
+
+    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
+        self.progress.reset(self.batch_task, total=trainer.steps_per_epoch)
+
+    def on_batch_end(self, trainer: Trainer, step: int, loss: float) -> None:
+        self.progress.update(self.batch_task, advance=1)
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, Any]) -> None:
+        monitor = trainer.cfg.monitor
+        self.progress.update(
+            self.epoch_task, advance=1,
+            description=f"{self.label} epochs ({monitor} {logs.get(monitor, float('nan')):.4f})",
+        )
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        self.progress.remove_task(self.batch_task)
+        self.progress.remove_task(self.epoch_task)

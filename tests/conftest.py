@@ -1,0 +1,6 @@
+"""Suite-wide settings: no test may reach a model hub (the suite runs offline)."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MEDCLF_CACHE", os.path.join(os.path.dirname(__file__), "..", ".medclf-cache", "tests"))

@@ -1,0 +1,139 @@
+"""The real ``medclf`` command on tiny data: the run-folder contract, predict, resume, refusals, errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from medclf import __version__
+from medclf.cli import app
+
+CLASSES = ["blank", "circle", "square"]
+HEADLINE = ["accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "auc_macro", "loss"]
+runner = CliRunner()
+
+
+def medclf(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "medclf", *args], capture_output=True, text=True, timeout=600)
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_run_then_predict_honours_the_run_folder_contract(tiny_config: Path, tiny_splits: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    done = medclf("run", str(tiny_config), "--out", str(out), "--quiet", "-o", "training.epochs=1")
+    assert done.returncode == 0, done.stderr
+
+    resolved = yaml.safe_load((out / "config.yaml").read_text())
+    assert resolved["training"]["epochs"] == 1 and resolved["training"]["optimizer"]["name"] == "adamw"
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["medclf_version"] == __version__
+    assert set(summary["metrics"]) == {"val", "holdout", "test"}
+    for name in HEADLINE + [f"auc/{c}" for c in CLASSES]:
+        stats = summary["metrics"]["test"][name]
+        assert set(stats) == {"mean", "std", "min", "max", "folds"} and len(stats["folds"]) == 2
+    assert set(summary["ensemble"]["test"]) >= set(HEADLINE)
+    assert summary["data"]["counts"]["train"] == {c: 10 for c in CLASSES}
+    assert {"total_s", "data_s", "fold_train_s"} <= set(summary["timing"])
+
+    rows = _read_csv(out / "folds.csv")
+    assert {(r["fold"], r["split"]) for r in rows} == {
+        (f, s) for f in ("0", "1") for s in ("val", "holdout", "test")} | {("ensemble", "test")}
+    assert set(HEADLINE) <= set(rows[0])
+
+    for k in (0, 1):
+        fold = out / f"fold-{k}"
+        metrics = json.loads((fold / "metrics.json").read_text())
+        assert metrics["fold"] == k and metrics["n_images"]["test"] == 12
+        history = _read_csv(fold / "history.csv")
+        assert len(history) == 1 and {"train_loss", "val_loss", "val_accuracy"} <= set(history[0])
+        preds = _read_csv(fold / "predictions.csv")
+        assert list(preds[0]) == ["split", "id", "label", *[f"prob_{c}" for c in CLASSES], "predicted"]
+        assert sum(r["split"] == "test" for r in preds) == 12
+        assert abs(sum(float(preds[0][f"prob_{c}"]) for c in CLASSES) - 1) < 1e-6
+        spec = json.loads((fold / "model.json").read_text())
+        assert spec["architecture"] == "test_resnet" and spec["class_names"] == CLASSES
+        assert spec["preprocessing"] == {"size_hw": [16, 16], "channels": 1, "resize": "resize"}
+        assert load_file(str(fold / "model.safetensors"))
+    assert not list(out.rglob("*.tmp"))
+
+    pred_out = tmp_path / "preds.csv"
+    done = medclf("predict", str(out), str(tiny_splits / "test"), "--out", str(pred_out), "--quiet")
+    assert done.returncode == 0, done.stderr
+    preds = _read_csv(pred_out)
+    assert len(preds) == 12
+    assert list(preds[0]) == ["path", *[f"prob_{c}" for c in CLASSES], "predicted"]
+    assert all(r["predicted"] in CLASSES for r in preds)
+
+    one = runner.invoke(app, ["predict", str(out), str(tiny_splits / "test" / "circle"), "--fold", "1",
+                              "--out", str(tmp_path / "one.csv")])
+    assert one.exit_code == 0, one.output
+    assert len(_read_csv(tmp_path / "one.csv")) == 4
+
+
+def test_resume_skips_complete_folds_and_ends_with_the_same_summary(tiny_config: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    args = ["run", str(tiny_config), "--out", str(out), "--quiet"]
+    assert runner.invoke(app, args).exit_code == 0
+    first = json.loads((out / "summary.json").read_text())
+    (out / "fold-1" / "metrics.json").unlink()  # as if killed during fold 1
+    (out / "summary.json").unlink()
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert "fold 0: already complete, skipped" in again.output
+    assert "fold 1: already complete" not in again.output
+    second = json.loads((out / "summary.json").read_text())
+    assert second["metrics"] == first["metrics"] and second["ensemble"] == first["ensemble"]
+
+
+def test_a_different_config_is_refused_unless_overwrite(tiny_config: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    base = ["run", str(tiny_config), "--out", str(out), "--quiet", "-o", "training.epochs=1"]
+    assert runner.invoke(app, base).exit_code == 0
+    refused = runner.invoke(app, base + ["-o", "training.optimizer.lr=0.01"])
+    assert refused.exit_code == 2
+    assert "holds a run of a different config" in refused.output
+    assert "training.optimizer.lr: 0.001 -> 0.01" in refused.output
+    assert "Traceback" not in refused.output
+    forced = runner.invoke(app, base + ["-o", "training.optimizer.lr=0.01", "--overwrite"])
+    assert forced.exit_code == 0, forced.output
+    assert yaml.safe_load((out / "config.yaml").read_text())["training"]["optimizer"]["lr"] == 0.01
+
+
+def test_validate_prints_resolved_config_or_one_paragraph_errors(tiny_config: Path, tmp_path: Path):
+    ok = runner.invoke(app, ["validate", str(tiny_config)])
+    assert ok.exit_code == 0 and "optimizer:" in ok.output and "name: adamw" in ok.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(tiny_config.read_text().replace("epochs: 2", "epochz: 2"))
+    result = runner.invoke(app, ["validate", str(bad)])
+    assert result.exit_code == 2
+    assert "training.epochz: unknown key. Did you mean 'training.epochs'?" in " ".join(result.output.split())
+
+
+def test_bad_data_is_a_clear_error_not_a_traceback(tmp_path: Path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"data": {"source": {"type": "folder", "path": "nowhere"}}}))
+    done = medclf("run", str(cfg), "--out", str(tmp_path / "r"), "--quiet")
+    assert done.returncode == 2
+    assert "nowhere" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_version_and_help_examples():
+    done = medclf("--version")
+    assert done.returncode == 0 and done.stdout.strip() == f"medclf {__version__}"
+    for command in ("run", "validate", "demo", "predict"):
+        result = runner.invoke(app, [command, "--help"])
+        assert result.exit_code == 0
+        assert f"Example: medclf {command}" in result.output

@@ -1,0 +1,96 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from medclf.config import (
+    RECIPES,
+    apply_overrides,
+    config_fingerprint,
+    dump_config,
+    load_config,
+    parse_config,
+)
+from medclf.errors import ConfigError
+
+MINIMAL = {"data": {"source": {"type": "npz", "path": "data.npz"}}}
+
+
+def test_defaults_are_the_finetune_recipe():
+    cfg = parse_config(MINIMAL)
+    assert cfg.training.optimizer.name == "adamw"
+    assert cfg.training.optimizer.lr == 1e-3 and cfg.training.optimizer.weight_decay == 1e-4
+    assert cfg.training.scheduler.name == "onecycle"
+    assert cfg.training.loss.label_smoothing == 0.1
+    assert cfg.training.augmentation.presets == ["hflip"]
+
+
+def test_recipe_is_one_line_and_explicit_keys_win():
+    cfg = parse_config(MINIMAL | {"training": {"recipe": "sgd", "optimizer": {"lr": 0.01}}})
+    assert cfg.training.optimizer.name == "sgd"
+    assert cfg.training.optimizer.lr == 0.01
+    assert cfg.training.scheduler.name == "none"
+    assert cfg.training.augmentation.presets == []
+    assert set(RECIPES) >= {"finetune", "sgd", "adam"}
+
+
+def test_unknown_key_suggests_the_closest():
+    with pytest.raises(ConfigError, match=r"training\.epoch: unknown key\. Did you mean 'training\.epochs'\?"):
+        parse_config(MINIMAL | {"training": {"epoch": 3}})
+
+
+def test_unknown_key_inside_a_source_variant():
+    with pytest.raises(ConfigError, match=r"Did you mean 'data\.source\.path'\?"):
+        parse_config({"data": {"source": {"type": "folder", "path": "x", "pth": "y"}}})
+
+
+def test_bad_values_name_field_and_value():
+    with pytest.raises(ConfigError, match=r"model\.name: 'resnet19' is not a timm architecture\. Did you mean 'resnet18'"):
+        parse_config(MINIMAL | {"model": {"name": "resnet19"}})
+    with pytest.raises(ConfigError, match=r"training\.optimizer\.name: Unknown optimizer 'adamm'.*adam, adamw, sgd"):
+        parse_config(MINIMAL | {"training": {"optimizer": {"name": "adamm"}}})
+    with pytest.raises(ConfigError, match=r"training\.monitor: cannot monitor 'val_acc'\. Did you mean 'val_accuracy'"):
+        parse_config(MINIMAL | {"training": {"monitor": "val_acc"}})
+    with pytest.raises(ConfigError, match=r"cv\.n_folds"):
+        parse_config(MINIMAL | {"cv": {"n_folds": 1}})
+    with pytest.raises(ConfigError, match=r"unknown recipe 'fintune'\. Did you mean 'finetune'"):
+        parse_config(MINIMAL | {"training": {"recipe": "fintune"}})
+
+
+def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path):
+    (tmp_path / "sub").mkdir()
+    path = tmp_path / "sub" / "study.yaml"
+    path.write_text(yaml.safe_dump(MINIMAL))
+    cfg = load_config(path)
+    assert cfg.data.source.path == tmp_path / "sub" / "data.npz"
+
+
+def test_overrides_are_parsed_as_yaml(tmp_path: Path):
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(MINIMAL))
+    cfg = load_config(path, ["training.epochs=3", "model.pretrained=true", "training.optimizer.name=sgd",
+                             "data.image_size=[32, 48]"])
+    assert cfg.training.epochs == 3
+    assert cfg.model.pretrained is True
+    assert cfg.training.optimizer.name == "sgd"
+    assert cfg.data.size_hw == (32, 48)
+    with pytest.raises(ConfigError, match="not of the form dotted.key=value"):
+        apply_overrides({}, ["training.epochs"])
+
+
+def test_missing_file_and_bad_yaml(tmp_path: Path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_dump_round_trips_and_fingerprint_tracks_content(tmp_path: Path):
+    cfg = parse_config(MINIMAL, base_dir=tmp_path)
+    again = parse_config(yaml.safe_load(dump_config(cfg)))
+    assert again == cfg
+    assert config_fingerprint(again) == config_fingerprint(cfg)
+    changed = parse_config(MINIMAL | {"seed": 1}, base_dir=tmp_path)
+    assert config_fingerprint(changed) != config_fingerprint(cfg)

@@ -1,0 +1,65 @@
+import math
+
+import pytest
+import torch
+
+from medclf.config import ModelConfig, TrainingConfig
+from medclf.models import build_model
+from medclf.training import Callback, Trainer, batch_indices
+
+
+def _toy(n=160, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 60, (n, 1, 16, 16), generator=g, dtype=torch.uint8)
+    y = torch.arange(n) % 2
+    x[y == 1, :, 4:12, 4:12] += 150  # a bright square marks class 1
+    return x, y
+
+
+def _fit(cfg, seed=0, callbacks=()):
+    torch.manual_seed(seed)
+    model = build_model(ModelConfig(name="test_resnet"), in_chans=1, n_classes=2)
+    x, y = _toy()
+    trainer = Trainer(model, cfg, class_names=["a", "b"], seed=seed, callbacks=callbacks)
+    return trainer, trainer.fit(x[:120], y[:120], x[120:], y[120:])
+
+
+def test_learns_a_separable_problem_and_logs_every_epoch():
+    _, result = _fit(TrainingConfig(epochs=4, batch_size=16, device="cpu"))
+    assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]
+    assert {"train_loss", "val_loss", "val_accuracy", "val_auc_macro", "lr", "time_s"} <= set(result.history[0])
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert max(h["val_accuracy"] for h in result.history) >= 0.9
+
+
+def test_same_seed_same_history_on_cpu():
+    cfg = TrainingConfig(epochs=2, batch_size=16, device="cpu")
+    _, a = _fit(cfg)
+    _, b = _fit(cfg)
+    assert [h["val_loss"] for h in a.history] == [h["val_loss"] for h in b.history]
+
+
+def test_best_epoch_weights_are_restored():
+    cfg = TrainingConfig(epochs=3, batch_size=16, device="cpu", monitor="val_accuracy")
+    trainer, result = _fit(cfg)
+    scores = [h["val_accuracy"] for h in result.history]
+    assert result.best_epoch == scores.index(max(scores)) + 1
+    assert result.best_score == max(scores)
+    best_state = trainer.best.best_state
+    assert all(torch.equal(v, best_state[k]) for k, v in trainer.model.state_dict().items())
+
+
+def test_a_callback_can_stop_training():
+    class StopAfterTwo(Callback):
+        def on_epoch_end(self, trainer, epoch, logs):
+            trainer.should_stop = epoch >= 2
+
+    _, result = _fit(TrainingConfig(epochs=5, batch_size=16, device="cpu"), callbacks=[StopAfterTwo()])
+    assert len(result.history) == 2
+
+
+def test_batch_indices_cover_everything_and_drop_a_lonely_last_batch():
+    assert sorted(torch.cat(batch_indices(10, 4)).tolist()) == list(range(10))
+    shuffled = batch_indices(9, 4, generator=torch.Generator().manual_seed(0))
+    assert [len(b) for b in shuffled] == [4, 4]
+    assert [len(b) for b in batch_indices(9, 4)] == [4, 4, 1]
