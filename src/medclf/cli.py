@@ -11,11 +11,18 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from importlib.resources import files
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from medclf import __version__
@@ -120,7 +127,7 @@ def _run(config: Any, out: Path, *, overwrite: bool, quiet: bool) -> None:
 
 
 OverridesOpt = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option("--override", "-o", help="Set a config key: dotted.key=value (repeatable)."),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars (for CI logs).")]
@@ -133,7 +140,7 @@ OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace a run o
 def run(
     config: Annotated[Path, typer.Argument(help="The study's YAML config.")],
     override: OverridesOpt = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default: runs/<name>).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Run folder (default: runs/<name>).")] = None,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -180,7 +187,7 @@ def predict(
     out: Annotated[Path, typer.Option("--out", help="CSV of probabilities and predictions.")] = Path(
         "predictions.csv"
     ),
-    fold: Annotated[Optional[int], typer.Option("--fold", help="Use one fold's model, not the ensemble.")] = None,
+    fold: Annotated[int | None, typer.Option("--fold", help="Use one fold's model, not the ensemble.")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Predict new images with a run's fold ensemble (or one fold) and write a CSV."""

@@ -146,6 +146,7 @@ class ModelConfig(_Section):
     name: str = "resnet18"  # any timm architecture
     pretrained: bool | UserPath = False  # true: installed weights package, then the timm hub; or a file
     drop_rate: float = Field(0.0, ge=0.0, lt=1.0)  # dropout before the classifier
+    kwargs: dict[str, Any] = {}  # extra arguments for timm.create_model, e.g. {output_stride: 8}
 
     @field_validator("name")
     @classmethod

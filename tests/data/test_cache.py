@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medclf.data import Preprocessing, decode_image
-from medclf.data import cache
+from medclf.atomic import atomic_write
+from medclf.data import Preprocessing, cache, decode_image
 from medclf.errors import DataError
 
 PREP = Preprocessing(size_hw=(16, 16), channels=1)
@@ -89,13 +89,13 @@ def test_writes_leave_only_finished_entries(tmp_path: Path, files: list[Path]) -
     np.testing.assert_array_equal(np.load(folder / f"{key}.npy"), result.images)
 
 
-def test_atomic_save_removes_its_temporary_file_on_failure(tmp_path: Path) -> None:
+def test_atomic_write_removes_its_temporary_file_on_failure(tmp_path: Path) -> None:
     def failing_write(f) -> None:
         f.write(b"partial")
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError, match="disk full"):
-        cache.atomic_save(tmp_path / "x.npy", failing_write)
+        atomic_write(tmp_path / "x.npy", failing_write)
     assert entry_files(tmp_path) == []
 
 

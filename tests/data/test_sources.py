@@ -11,8 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medclf.data import LAYOUTS, Preprocessing, list_image_files, load_dataset, preprocessing_from_config
-from medclf.data import cache
+from medclf.data import (
+    LAYOUTS,
+    Preprocessing,
+    cache,
+    list_image_files,
+    load_dataset,
+    preprocessing_from_config,
+)
 from medclf.errors import DataError
 
 REAL_NPZ = Path(__file__).resolve().parents[3] / "shared" / "data" / "pneumoniamnist.npz"

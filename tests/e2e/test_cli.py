@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 from safetensors.torch import load_file
 from typer.testing import CliRunner

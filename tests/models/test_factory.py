@@ -3,6 +3,7 @@ import timm
 import torch
 
 from medclf.config import ModelConfig
+from medclf.errors import ModelError
 from medclf.models import build_model, count_parameters, model_from_spec
 
 
@@ -52,3 +53,11 @@ def test_channels_last_gives_the_same_outputs():
     before = model(x)
     after = model.to_channels_last()(x)
     assert torch.allclose(before, after, atol=1e-5)
+
+
+def test_kwargs_reach_timm_and_the_saved_spec():
+    model = build_model(ModelConfig(name="test_resnet", kwargs={"output_stride": 8}), in_chans=1, n_classes=2)
+    assert model.net.forward_features(torch.rand(1, 1, 32, 32)).shape[-1] == 4  # 32 / 8
+    assert model_from_spec(model.spec).net.forward_features(torch.rand(1, 1, 32, 32)).shape[-1] == 4
+    with pytest.raises(ModelError, match=r"model.kwargs: timm's 'test_resnet' does not accept"):
+        build_model(ModelConfig(name="test_resnet", kwargs={"no_such_arg": 1}), in_chans=1, n_classes=2)

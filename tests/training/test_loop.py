@@ -1,6 +1,4 @@
-import math
 
-import pytest
 import torch
 
 from medclf.config import ModelConfig, TrainingConfig

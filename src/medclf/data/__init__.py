@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from medclf.data.dataset import ImageSet, Preprocessing
 from medclf.data.decode import decode_image, resize_array
-from medclf.data.sources import LAYOUTS, list_image_files, load_dataset, preprocessing_from_config
+from medclf.data.sources import (
+    LAYOUTS,
+    list_image_files,
+    load_dataset,
+    preprocessing_from_config,
+)
 
 __all__ = [
     "ImageSet",

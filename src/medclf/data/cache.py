@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +30,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from medclf.atomic import atomic_write
 from medclf.data.dataset import Preprocessing
 from medclf.data.decode import decode_image
 from medclf.errors import DataError
@@ -40,7 +40,6 @@ __all__ = [
     "STATS",
     "CacheStats",
     "CachedImages",
-    "atomic_save",
     "cache_key",
     "default_cache_dir",
     "digest_files",
@@ -259,9 +258,9 @@ def _write_entry(
 ) -> None:
     """Write the array, then its index, then the lineage pointer, each atomically."""
     cache_dir.mkdir(parents=True, exist_ok=True)
-    atomic_save(cache_dir / f"{key}.npy", lambda f: np.save(f, images, allow_pickle=False))
+    atomic_write(cache_dir / f"{key}.npy", lambda f: np.save(f, images, allow_pickle=False))
     index = {"version": CACHE_VERSION, "prep": prep.key(), "digests": digests}
-    atomic_save(cache_dir / f"{key}.json", lambda f: f.write(json.dumps(index).encode()))
+    atomic_write(cache_dir / f"{key}.json", lambda f: f.write(json.dumps(index).encode()))
     if lineage_key is not None:
         _point_lineage(cache_dir, lineage_key, key)
 
@@ -274,23 +273,7 @@ def _point_lineage(cache_dir: Path, lineage_key: str, key: str) -> None:
             return  # nothing to do: avoid a write on every cache hit
     except OSError:
         pass
-    atomic_save(pointer, lambda f: f.write(key.encode()))
-
-
-def atomic_save(path: Path, write: Callable[..., object]) -> None:
-    """Call ``write(binary_file)`` on a temporary file beside ``path``, then rename it to ``path``.
-
-    The temporary name is unique per process and call, and starts with "." so a folder listing ignores it;
-    on any failure it is removed and the error re-raised.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(pointer, lambda f: f.write(key.encode()))
 
 
 def _write_safely(cache_dir: Path, write: Callable[[], None]) -> None:

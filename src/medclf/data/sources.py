@@ -22,7 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from medclf.config import CsvSource, DataConfig, FolderSource, NpzSource, SplitsSource, SyntheticSource
+from medclf.config import (
+    CsvSource,
+    DataConfig,
+    FolderSource,
+    NpzSource,
+    SplitsSource,
+    SyntheticSource,
+)
 from medclf.data.cache import CACHE_VERSION, load_images
 from medclf.data.dataset import SPLITS, ImageSet, Preprocessing
 from medclf.data.decode import IMAGE_EXTENSIONS, is_image_file, resize_array
@@ -420,7 +427,9 @@ def _npz_labels(path: Path, split: str, labels: np.ndarray, n_images: int) -> np
 @LAYOUTS.register("synthetic")
 def synthetic_layout(source: SyntheticSource, prep: Preprocessing) -> SourceListing:
     """MRI-like head phantoms from :mod:`medclf.data.synthetic`; split "train", grouped by patient."""
-    from medclf.data.synthetic import make_phantoms  # lazy: generator code is not needed by other layouts
+    from medclf.data.synthetic import (
+        make_phantoms,  # lazy: generator code is not needed by other layouts
+    )
 
     phantoms = make_phantoms(
         n_patients=source.n_patients,

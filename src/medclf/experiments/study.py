@@ -17,19 +17,18 @@ import numpy as np
 import torch
 
 from medclf import __version__
+from medclf.atomic import atomic_write_csv, atomic_write_json, atomic_write_text
 from medclf.config import Config, config_fingerprint, dump_config
 from medclf.data import ImageSet, load_dataset, preprocessing_from_config
 from medclf.data.splitting import Fold, make_folds
 from medclf.errors import RunFolderError
-from medclf.evaluation.metrics import SUMMARY_METRICS, aggregate_folds, classification_metrics, confusion
-from medclf.experiments.rundir import (
-    atomic_write_csv,
-    atomic_write_json,
-    atomic_write_text,
-    fold_dir,
-    read_json,
-    save_weights,
+from medclf.evaluation.metrics import (
+    SUMMARY_METRICS,
+    aggregate_folds,
+    classification_metrics,
+    confusion,
 )
+from medclf.experiments.rundir import fold_dir, read_json, save_weights
 from medclf.models import build_model, count_parameters
 from medclf.training import Callback, RichProgress, Trainer, predict_proba
 

@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medclf.atomic import atomic_write_csv
 from medclf.data import Preprocessing, decode_image, list_image_files
 from medclf.errors import RunFolderError
-from medclf.experiments.rundir import atomic_write_csv, read_json
+from medclf.experiments.rundir import read_json
 from medclf.models import Classifier, model_from_spec
 from medclf.training import Runtime, predict_proba
 

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from medclf.config import ModelConfig
+from medclf.errors import ModelError
 from medclf.models.pretrained import resolve_pretrained_weights
 
 __all__ = ["Classifier", "InputNorm", "build_model", "count_parameters", "model_from_spec"]
@@ -65,13 +66,24 @@ def count_parameters(model: nn.Module) -> dict[str, float]:
     return {"total": total, "trainable": trainable, "size_mb": round(size / 2**20, 3)}
 
 
+def _create(name: str, **kwargs: Any) -> nn.Module:
+    """timm.create_model, with an unknown keyword reported against ``model.kwargs``."""
+    try:
+        return timm.create_model(name, pretrained=False, **kwargs)
+    except TypeError as error:
+        raise ModelError(
+            f"model.kwargs: timm's {name!r} does not accept these arguments ({error}). Remove the key, or see "
+            f"the signature of the architecture's model class in timm."
+        ) from None
+
+
 def _assemble(spec: dict[str, Any]) -> Classifier:
-    net = timm.create_model(
+    net = _create(
         spec["architecture"],
-        pretrained=False,
         num_classes=spec["n_classes"],
         in_chans=spec["model_in_chans"],
         drop_rate=spec.get("drop_rate", 0.0),
+        **spec.get("kwargs", {}),
     )
     repeat = spec["model_in_chans"] if spec["in_chans"] == 1 and spec["model_in_chans"] > 1 else 1
     return Classifier(net, InputNorm(spec["mean"], spec["std"], repeat), spec)
@@ -91,12 +103,13 @@ def build_model(cfg: ModelConfig, *, in_chans: int, n_classes: int) -> Classifie
         "n_classes": n_classes,
         "in_chans": in_chans,
         "drop_rate": cfg.drop_rate,
+        "kwargs": dict(cfg.kwargs),
         "pretrained": None,
     }
     if cfg.pretrained is False:
         spec |= {"model_in_chans": in_chans, "mean": [SCRATCH_MEAN] * in_chans, "std": [SCRATCH_STD] * in_chans}
         return _assemble(spec)
-    net = timm.create_model(cfg.name, pretrained=False, drop_rate=cfg.drop_rate)
+    net = _create(cfg.name, drop_rate=cfg.drop_rate, **cfg.kwargs)
     spec["pretrained"] = resolve_pretrained_weights(net, cfg.name, cfg.pretrained)
     net.reset_classifier(n_classes)
     data_cfg = net.pretrained_cfg

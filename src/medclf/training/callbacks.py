@@ -27,7 +27,8 @@ class Callback:
 
     def on_epoch_start(self, trainer: Trainer, epoch: int) -> None: ...
 
-    def on_batch_end(self, trainer: Trainer, step: int, loss: float) -> None: ...
+    def on_batch_end(self, trainer: Trainer, step: int, loss: torch.Tensor) -> None:
+        """``loss`` is the batch's detached loss tensor; call ``.item()`` only when needed (it syncs a GPU)."""
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, Any]) -> None: ...
 
@@ -71,7 +72,7 @@ class RichProgress(Callback):
     def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
         self.progress.reset(self.batch_task, total=trainer.steps_per_epoch)
 
-    def on_batch_end(self, trainer: Trainer, step: int, loss: float) -> None:
+    def on_batch_end(self, trainer: Trainer, step: int, loss: torch.Tensor) -> None:
         self.progress.update(self.batch_task, advance=1)
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, Any]) -> None:

@@ -145,7 +145,7 @@ class Trainer:
                 if scheduler is not None:
                     scheduler.step()
                 losses.append(loss.detach())
-                self._call("on_batch_end", step, float(losses[-1]))
+                self._call("on_batch_end", step, losses[-1])  # a tensor: .item() would sync the GPU
             logs = {"epoch": epoch, "lr": lr, "train_loss": float(torch.stack(losses).mean()) if losses else math.nan}
             logs |= self._validate(val_x, val_y)
             logs["time_s"] = time.perf_counter() - epoch_start

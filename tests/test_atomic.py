@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from medclf.experiments.rundir import atomic_write_csv, atomic_write_json, atomic_write_text
+from medclf.atomic import atomic_write_csv, atomic_write_json, atomic_write_text
 
 
 def test_atomic_write_replaces_and_leaves_no_temporary(tmp_path):
