@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -58,7 +59,7 @@ def _resolve_path(value: Path, info: ValidationInfo) -> Path:
     value = Path(value).expanduser()
     if not value.is_absolute() and base is not None:
         value = Path(base) / value
-    return value.absolute() if not value.is_absolute() else value
+    return Path(os.path.normpath(value.absolute()))
 
 
 UserPath = Annotated[Path, AfterValidator(_resolve_path)]

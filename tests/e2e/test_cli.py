@@ -99,8 +99,10 @@ def test_resume_skips_complete_folds_and_ends_with_the_same_summary(tiny_config:
 
 def test_a_different_config_is_refused_unless_overwrite(tiny_config: Path, tmp_path: Path):
     out = tmp_path / "run"
-    base = ["run", str(tiny_config), "--out", str(out), "--quiet", "-o", "training.epochs=1"]
-    assert runner.invoke(app, base).exit_code == 0
+    base = ["run", str(tiny_config), "--out", str(out), "-o", "training.epochs=1"]
+    first = runner.invoke(app, base)  # with progress bars: they must not break a run
+    assert first.exit_code == 0, first.output
+    assert "auc_macro" in first.output and "ensemble" in first.output
     refused = runner.invoke(app, base + ["-o", "training.optimizer.lr=0.01"])
     assert refused.exit_code == 2
     assert "holds a run of a different config" in refused.output
