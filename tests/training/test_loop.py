@@ -61,3 +61,16 @@ def test_batch_indices_cover_everything_and_drop_a_lonely_last_batch():
     shuffled = batch_indices(9, 4, generator=torch.Generator().manual_seed(0))
     assert [len(b) for b in shuffled] == [4, 4]
     assert [len(b) for b in batch_indices(9, 4)] == [4, 4, 1]
+
+
+def test_history_csv_is_rewritten_after_every_epoch(tmp_path):
+    from medclf.training import HistoryCSV
+
+    seen = []
+
+    class Peek(Callback):
+        def on_epoch_end(self, trainer, epoch, logs):
+            seen.append((tmp_path / "h.csv").read_text().count("\n"))
+
+    _fit(TrainingConfig(epochs=2, batch_size=16, device="cpu"), callbacks=[HistoryCSV(tmp_path / "h.csv"), Peek()])
+    assert seen == [2, 3]  # header + one line per finished epoch

@@ -30,7 +30,7 @@ from medclf.evaluation.metrics import (
 )
 from medclf.experiments.rundir import fold_dir, read_json, save_weights
 from medclf.models import build_model, count_parameters
-from medclf.training import Callback, RichProgress, Trainer, predict_proba
+from medclf.training import Callback, HistoryCSV, RichProgress, Trainer, predict_proba
 
 __all__ = ["EVAL_SPLITS", "run_study"]
 
@@ -184,8 +184,10 @@ def _run_fold(config: Config, data: ImageSet, fold: Fold, out: Path, *, callback
     images = torch.from_numpy(data.images)
     labels = torch.from_numpy(data.labels)
     model = build_model(config.model, in_chans=data.images.shape[1], n_classes=len(data.class_names))
+    fd = fold_dir(out, fold.index)
     trainer = Trainer(
-        model, config.training, class_names=data.class_names, seed=config.seed + fold.index, callbacks=callbacks
+        model, config.training, class_names=data.class_names, seed=config.seed + fold.index,
+        callbacks=[HistoryCSV(fd / "history.csv"), *callbacks],
     )
     fit = trainer.fit(images[fold.train], labels[fold.train], images[fold.val], labels[fold.val])
 
@@ -200,9 +202,7 @@ def _run_fold(config: Config, data: ImageSet, fold: Fold, out: Path, *, callback
         confusions[split] = confusion(data.labels[idx], probs, n_classes=len(data.class_names))
         rows += _prediction_rows(split, data, idx, probs)
 
-    fd = fold_dir(out, fold.index)
     atomic_write_csv(fd / "predictions.csv", rows, _prediction_columns(data.class_names))
-    atomic_write_csv(fd / "history.csv", fit.history, list(fit.history[0]) if fit.history else ["epoch"])
     save_weights(fd / "model.safetensors", model.state_dict())
     spec = model.spec | {
         "class_names": data.class_names,

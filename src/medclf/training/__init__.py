@@ -1,6 +1,6 @@
 """Training: the fit loop, callbacks, losses, optimizers, schedulers, device handling."""
 
-from medclf.training.callbacks import BestWeights, Callback, RichProgress
+from medclf.training.callbacks import BestWeights, Callback, HistoryCSV, RichProgress
 from medclf.training.device import Runtime, resolve_runtime
 from medclf.training.loop import FitResult, Trainer, batch_indices, predict_proba
 
@@ -8,6 +8,7 @@ __all__ = [
     "BestWeights",
     "Callback",
     "FitResult",
+    "HistoryCSV",
     "RichProgress",
     "Runtime",
     "Trainer",

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+
+from medclf.atomic import atomic_write_csv
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
     from medclf.training.loop import Trainer
 
-__all__ = ["BestWeights", "Callback", "RichProgress"]
+__all__ = ["BestWeights", "Callback", "HistoryCSV", "RichProgress"]
 
 
 class Callback:
@@ -55,6 +58,16 @@ class BestWeights(Callback):
             self.best_score = value if not math.isnan(value) else self.best_score
             self.best_epoch = epoch
             self.best_state = copy.deepcopy(trainer.model.state_dict())
+
+
+class HistoryCSV(Callback):
+    """Rewrite ``path`` (atomically) after every epoch, so a long or killed fit keeps its curves on disk."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, Any]) -> None:
+        atomic_write_csv(self.path, trainer.history, list(trainer.history[0]))
 
 
 class RichProgress(Callback):

@@ -100,6 +100,7 @@ class Trainer:
         self.should_stop = False  # a callback sets it to end training after the current epoch
         self.steps_per_epoch = 0
         self.runtime: Runtime | None = None
+        self.history: list[dict[str, Any]] = []  # one dict per finished epoch, for callbacks
 
     def fit(
         self, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor
@@ -121,7 +122,7 @@ class Trainer:
         loss_fn = build_loss(cfg.loss).to(runtime.device)
         augment = build_augmentation(cfg.augmentation.presets)
         scaler = torch.amp.GradScaler(enabled=runtime.amp_dtype == torch.float16)
-        history: list[dict[str, Any]] = []
+        history = self.history = []
         start = time.perf_counter()
 
         self._call("on_fit_start")
