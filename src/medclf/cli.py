@@ -91,6 +91,8 @@ def _fmt(stats: dict[str, Any] | float | None) -> str:
     if isinstance(stats, dict):
         if stats.get("mean") is None:
             return "n/a"
+        if stats.get("std") is None:  # a single fold: no spread to report
+            return f"{stats['mean']:.3f}"
         return f"{stats['mean']:.3f} ± {stats['std']:.3f}"
     return "n/a" if stats is None else f"{stats:.3f}"
 
