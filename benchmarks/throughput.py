@@ -29,8 +29,8 @@ Three measurements, printed as Markdown tables (and written as JSON with ``--out
 
 Usage::
 
-    python benchmarks/throughput.py                 # ~10 minutes on a 2-core CPU
-    python benchmarks/throughput.py --quick         # smoke check, < 1 minute
+    python benchmarks/throughput.py                 # ~7 minutes on an idle 2-core CPU
+    python benchmarks/throughput.py --quick         # smoke check, ~15 s idle
     python benchmarks/throughput.py --wait-load 0.6 --out bench.json
 
 On a machine shared with other CPU-bound jobs, multi-threaded torch (GNU OpenMP's default active spin-wait)

@@ -74,3 +74,12 @@ def test_history_csv_is_rewritten_after_every_epoch(tmp_path):
 
     _fit(TrainingConfig(epochs=2, batch_size=16, device="cpu"), callbacks=[HistoryCSV(tmp_path / "h.csv"), Peek()])
     assert seen == [2, 3]  # header + one line per finished epoch
+
+
+def test_without_validation_data_the_last_epoch_is_kept():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name="test_resnet"), in_chans=1, n_classes=2)
+    x, y = _toy()
+    trainer = Trainer(model, TrainingConfig(epochs=3, batch_size=16, device="cpu"), class_names=["a", "b"], seed=0)
+    result = trainer.fit(x[:120], y[:120], x[:0], y[:0])
+    assert result.best_epoch == 3

@@ -54,7 +54,9 @@ class BestWeights(Callback):
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, Any]) -> None:
         value = float(logs.get(self.monitor, math.nan))
-        if self._improved(value) or self.best_state is None:
+        never_scored = math.isinf(self.best_score)
+        # no monitored value yet (e.g. no validation data): the latest epoch stands, not the first one
+        if self._improved(value) or (math.isnan(value) and never_scored):
             self.best_score = value if not math.isnan(value) else self.best_score
             self.best_epoch = epoch
             self.best_state = copy.deepcopy(trainer.model.state_dict())
