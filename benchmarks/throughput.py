@@ -392,24 +392,19 @@ def bench_folder(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     one_epoch(g.integers(0, 256, (warm_n, 3, args.size, args.size), dtype=np.uint8),
               np.arange(warm_n) % 2, args)
 
-    stats.reset()
-    t0 = time.perf_counter()
-    cold = load_dataset(data_cfg)
-    cold_load_s = time.perf_counter() - t0
-    cold_stats = dict(vars(stats))
-    cold_epoch_s = one_epoch(cold.images, cold.labels, args)
-    print(f"    cold: load {cold_load_s:.2f} s ({cold_stats['n_decoded']} decoded), epoch {cold_epoch_s:.2f} s",
-          flush=True)
+    def load_then_epoch(label: str) -> tuple:
+        """Time one load_dataset (with its decode counters) and one training epoch on what it loaded."""
+        stats.reset()
+        t0 = time.perf_counter()
+        loaded = load_dataset(data_cfg)
+        load_s = time.perf_counter() - t0
+        counters = dict(vars(stats))
+        epoch_s = one_epoch(loaded.images, loaded.labels, args)
+        print(f"    {label}: load {load_s:.2f} s ({counters['n_decoded']} decoded), epoch {epoch_s:.2f} s", flush=True)
+        return loaded, load_s, counters, epoch_s
 
-    stats.reset()
-    t0 = time.perf_counter()
-    warm = load_dataset(data_cfg)
-    warm_load_s = time.perf_counter() - t0
-    warm_stats = dict(vars(stats))
-    warm_epoch_s = one_epoch(warm.images, warm.labels, args)
-    print(f"    warm: load {warm_load_s:.2f} s ({warm_stats['n_decoded']} decoded), epoch {warm_epoch_s:.2f} s",
-          flush=True)
-
+    cold, cold_load_s, cold_stats, cold_epoch_s = load_then_epoch("cold")
+    warm, warm_load_s, warm_stats, warm_epoch_s = load_then_epoch("warm")
     assert cold_stats["n_decoded"] == args.images and cold_stats["n_misses"] == 1, cold_stats
     assert warm_stats["n_decoded"] == 0 and warm_stats["n_hits"] == 1, warm_stats
     assert np.array_equal(cold.images, warm.images) and cold.fingerprint == warm.fingerprint

@@ -1,4 +1,5 @@
 
+import pytest
 import torch
 
 from medclf.config import ModelConfig, TrainingConfig
@@ -83,3 +84,10 @@ def test_without_validation_data_the_last_epoch_is_kept():
     trainer = Trainer(model, TrainingConfig(epochs=3, batch_size=16, device="cpu"), class_names=["a", "b"], seed=0)
     result = trainer.fit(x[:120], y[:120], x[:0], y[:0])
     assert result.best_epoch == 3
+
+
+@pytest.mark.parametrize("n", [1, 4, 5, 8, 9, 10, 17])
+def test_step_count_matches_the_shuffled_batches(n):
+    from medclf.training.loop import _n_train_steps
+
+    assert _n_train_steps(n, 4) == len(batch_indices(n, 4, generator=torch.Generator().manual_seed(0)))

@@ -53,6 +53,12 @@ def batch_indices(n: int, batch_size: int, *, generator: torch.Generator | None 
     return batches
 
 
+def _n_train_steps(n: int, batch_size: int) -> int:
+    """Batches per training epoch, as :func:`batch_indices` makes them (a lonely last image is dropped)."""
+    steps = -(-n // batch_size)
+    return steps - 1 if steps > 1 and n % batch_size == 1 else steps
+
+
 def _to_input(x: torch.Tensor, runtime: Runtime) -> torch.Tensor:
     """uint8 batch -> float in [0, 1] on the device (normalisation lives in the model)."""
     return x.to(runtime.device, non_blocking=True).float().div_(255.0)
@@ -116,7 +122,7 @@ class Trainer:
         if runtime.device.type == "cuda":
             train_x = train_x.pin_memory()  # lets the host-to-device copy overlap with compute
         generator = torch.Generator().manual_seed(self.seed)
-        self.steps_per_epoch = len(batch_indices(len(train_x), cfg.batch_size, generator=torch.Generator()))
+        self.steps_per_epoch = _n_train_steps(len(train_x), cfg.batch_size)
         optimizer = build_optimizer(self.model, cfg.optimizer)
         scheduler = build_scheduler(optimizer, cfg.scheduler, epochs=cfg.epochs, steps_per_epoch=self.steps_per_epoch)
         loss_fn = build_loss(cfg.loss).to(runtime.device)
