@@ -138,3 +138,25 @@ def test_version_and_help_examples():
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0
         assert f"Example: medclf {command}" in result.output
+
+
+def test_show_batch_writes_a_grid_of_one_augmented_batch(tiny_config, tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "grid.png"
+    result = runner.invoke(app, ["show-batch", str(tiny_config), "--out", str(out), "-o",
+                                 "training.augmentation.presets=[basic]", "-o", "training.oversample=augment"])
+    assert result.exit_code == 0, result.output
+    assert "8 augmented training images" in " ".join(result.output.split())
+    assert Image.open(out).size[0] > 400
+
+
+def test_augmented_batch_matches_the_config():
+    from medclf.config import parse_config
+    from medclf.experiments.preview import augmented_batch
+
+    cfg = parse_config({"data": {"source": {"type": "synthetic", "n_patients": 48, "slices_per_patient": 1,
+                                            "image_size": 32}, "image_size": 32},
+                        "training": {"batch_size": 12, "augmentation": {"presets": []}}, "cv": {"n_folds": 2}})
+    images, names, copies = augmented_batch(cfg)
+    assert images.shape == (12, 1, 32, 32) and len(names) == 12 and not any(copies)

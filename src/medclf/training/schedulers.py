@@ -44,7 +44,9 @@ def onecycle(optimizer, cfg, epochs, steps_per_epoch, mode) -> LRScheduler | Non
     # torch divides by (warm-up steps - 1): keep at least two warm-up steps
     pct_start = min(max(cfg.pct_start, 2 / total), 1 - 2 / total)
     max_lr = [group["lr"] for group in optimizer.param_groups]
-    return OneCycleLR(optimizer, max_lr=max_lr, total_steps=total, pct_start=pct_start)
+    # cycle SGD momentum or Adam's beta1; optimizers without momentum (adagrad, adadelta, rmsprop at 0) keep theirs
+    cycle = "betas" in optimizer.defaults or optimizer.defaults.get("momentum", 0) > 0
+    return OneCycleLR(optimizer, max_lr=max_lr, total_steps=total, pct_start=pct_start, cycle_momentum=cycle)
 
 
 @SCHEDULERS.register("cosine")
