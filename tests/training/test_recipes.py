@@ -156,6 +156,9 @@ def test_stages_run_in_order_from_the_best_weights_with_their_own_rules():
     x, y = _toy()
     result = _trainer(cfg).fit(x[:120], y[:120], x[120:], y[120:])
     assert [h["stage"] for h in result.history] == [0, 1, 1]
+    total = sum(p.numel() for p in _trainer(cfg).model.parameters())
+    head = sum(p.numel() for p in _trainer(cfg).model.head_module().parameters())
+    assert result.trainable_per_stage == [head, total]
     assert [h["epoch"] for h in result.history] == [1, 2, 3]
     assert result.history[0]["step"] < result.history[1]["step"] < result.history[2]["step"]
 

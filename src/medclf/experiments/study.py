@@ -225,11 +225,21 @@ def _run_fold(config: Config, data: ImageSet, fold: Fold, out: Path, *, callback
         "confusion": confusions,
         "n_images": {k: int(len(v)) for k, v in fold.parts().items()},
         "timing": {"train_s": fit.train_time_s, "eval_s": time.perf_counter() - eval_start},
-        "parameters": count_parameters(model),
+        "parameters": _parameters(model, fit.trainable_per_stage),
         "runtime": fit.runtime,
     }
     atomic_write_json(fd / "metrics.json", result)  # last: its presence marks the fold complete
     return result
+
+
+def _parameters(model: torch.nn.Module, trainable_per_stage: list[int]) -> dict[str, Any]:
+    """Total parameters, those trained (by the last stage), and the weights' size in MB."""
+    counts: dict[str, Any] = count_parameters(model)
+    if trainable_per_stage:
+        counts["trainable"] = trainable_per_stage[-1]
+    if len(trainable_per_stage) > 1:
+        counts["trainable_per_stage"] = trainable_per_stage
+    return counts
 
 
 def _prediction_columns(class_names: list[str]) -> list[str]:

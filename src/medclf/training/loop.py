@@ -44,6 +44,7 @@ class FitResult:
     runtime: dict[str, Any] = field(default_factory=dict)
     stopped_epoch: int | None = None  # the epoch early stopping ended training (the last stage's stop)
     activation: str = "softmax"  # how logits become probabilities (see medclf.training.losses.ACTIVATIONS)
+    trainable_per_stage: list[int] = field(default_factory=list)  # parameters each stage trained
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,7 @@ class Trainer:
         self.runtime: Runtime | None = None
         self.activation = "softmax"
         self.history: list[dict[str, Any]] = []  # one dict per finished epoch, for callbacks
+        self.trainable_per_stage: list[int] = []
         if multilabel and cfg.oversample != "none":
             raise ConfigError(
                 f"training.oversample: {cfg.oversample!r} balances classes of single-label data; a multi-label "
@@ -186,6 +188,7 @@ class Trainer:
             if stage.index > 0 and self.best.best_state is not None:
                 self.model.load_state_dict(self.best.best_state)  # each stage starts from the best so far
             frozen_bn = apply_freeze(self.model, stage.freeze, freeze_batchnorm=stage.freeze_batchnorm)
+            self.trainable_per_stage.append(sum(p.numel() for p in self.model.parameters() if p.requires_grad))
             optimizer = build_optimizer(self.model, stage.optimizer)
             schedule = build_scheduler(optimizer, stage.scheduler, epochs=stage.epochs,
                                        steps_per_epoch=self.steps_per_epoch, monitor=cfg.monitor,
@@ -242,6 +245,7 @@ class Trainer:
             runtime=runtime.describe(),
             stopped_epoch=self.early_stopping.stopped_epoch if self.early_stopping else None,
             activation=self.activation,
+            trainable_per_stage=list(self.trainable_per_stage),
         )
 
     def _augmentations(self, train_x: torch.Tensor) -> tuple[BatchTransform | None, BatchTransform | None]:
