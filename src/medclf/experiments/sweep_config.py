@@ -216,7 +216,8 @@ def _format_sweep_errors(error: ValidationError, origin: str) -> str:
             lines.append(f"{where}: unknown key.{did_you_mean} Valid keys here: {', '.join(valid)}.")
         else:
             msg = err["msg"].removeprefix("Value error, ").rstrip(".")
-            lines.append(f"{where}: {msg} (got {err.get('input')!r}).")
+            got = repr(err.get("input"))
+            lines.append(f"{where}: {msg}." if got in msg else f"{where}: {msg} (got {got}).")
     return f"{origin} is not a valid sweep config: " + " ".join(lines)
 
 
