@@ -62,6 +62,7 @@ def test_a_misspelt_override_names_the_variant(tmp_path: Path):
     ({"variants": {"a": {}}, "metric": "auc_marco"},
      r"sweep.metric: cannot rank on 'auc_marco'. Did you mean 'auc_macro'\? Choose one of: accuracy, .*loss\.$"),
     ({"variants": {"a": {}}, "grdi": {}}, r"sweep.grdi: unknown key. Did you mean 'grid'\?"),
+    ({"variants": {"a": {}, "b": {"cv.n_folds": 3}}}, r"variant 'b' changes seed or cv, so it would run on other folds"),
     ({}, r"a grid sweep needs sweep.grid or sweep.variants"),
     ({"grid": {"training.epochs": []}}, r"grid keys need at least one value; empty: training.epochs"),
     ({"search": "optuna"}, r"sweep.search: optuna needs sweep.space"),

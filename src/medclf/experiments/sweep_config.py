@@ -201,6 +201,11 @@ def expand_variants(plan: SweepPlan) -> list[Variant]:
                               "sweep.variants.")
         seen.add(name)
         variants.append(plan.make_variant(name, overrides))
+    for v in variants[1:]:
+        if (v.config.seed, v.config.cv) != (variants[0].config.seed, variants[0].config.cv):
+            raise ConfigError(f"{plan.origin}: variant {v.name!r} changes seed or cv, so it would run on other folds "
+                              f"than {variants[0].name!r} and the comparison would not be paired. Set seed and cv in "
+                              "the base config, not in a variant.")
     return variants
 
 
