@@ -362,6 +362,7 @@ class AuditConfig(_Section):
 
     leakage: Literal["warn", "fail", "drop_duplicates"] = "warn"
     near_distance: int = Field(4, ge=0, le=64)  # near duplicates: perceptual hashes at most this many bits apart
+    near_correlation: float = Field(0.97, ge=-1, le=1)  # ...and 32x32 thumbnails at least this correlated
     near_duplicates: bool = True  # false: only exact duplicates and patient overlap are audited
 
 
