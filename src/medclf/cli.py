@@ -206,6 +206,25 @@ def predict(
     console.print(f"wrote {out}", highlight=False)
 
 
+@app.command("show-batch", epilog="Example: medclf show-batch examples/demo.yaml --out batch.png")
+@_friendly_errors
+def show_batch(
+    config: Annotated[Path, typer.Argument(help="The study's YAML config.")],
+    out: Annotated[Path, typer.Option("--out", help="PNG to write.")] = Path("batch.png"),
+    override: OverridesOpt = None,
+    n_images: Annotated[int | None, typer.Option("--n", help="Images to draw (default: batch size, <= 64).")] = None,
+) -> None:
+    """Draw one augmented training batch (fold 0, with oversampling) as a labelled grid PNG."""
+    from medclf.config import load_config
+    from medclf.experiments.preview import augmented_batch, save_batch_grid
+
+    cfg = load_config(config, override or [])
+    images, names, copies = augmented_batch(cfg, n_images=n_images)
+    titles = [f"{name} (copy)" if copy else name for name, copy in zip(names, copies)]
+    save_batch_grid(images, titles, out)
+    console.print(f"wrote {out}: {len(images)} augmented training images", highlight=False)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -22,3 +22,42 @@ def test_no_presets_means_no_transform_and_unknown_is_an_error():
     assert build_augmentation([]) is None
     with pytest.raises(ConfigError, match="Unknown augmentation preset 'hflp'"):
         build_augmentation(["hflp"])
+
+
+PRESETS = ["basic", "shift", "intensity", "distortion", "blur", "vflip"]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_every_preset_keeps_shape_and_dtype_changes_pixels_and_is_seeded(preset, channels):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 255, (8, channels, 24, 24), generator=g, dtype=torch.uint8)
+    aug = build_augmentation([preset], size_hw=(24, 24), channels=channels)
+    a = aug(x, torch.Generator().manual_seed(0))
+    b = aug(x, torch.Generator().manual_seed(0))
+    assert a.shape == x.shape and a.dtype == torch.uint8
+    assert torch.equal(a, b)
+    assert not torch.equal(a, x)
+
+
+def test_preset_parameters_can_be_overridden():
+    x = torch.zeros(4, 1, 21, 21, dtype=torch.uint8)
+    x[:, :, 10, :] = 255  # a horizontal line
+    still = build_augmentation(["basic"], {"basic": {"RandomRotation": {"degrees": 0},
+                                                     "RandomVerticalFlip": {"p": 0.0}}}, size_hw=(21, 21))
+    out = still(x, torch.Generator().manual_seed(0))
+    assert torch.equal(out, x)  # only the horizontal flip remains, which leaves a centred line as it is
+    with pytest.raises(ValueError, match="the preset 'basic' has no 'ColorJitter' transform"):
+        build_augmentation(["basic"], {"basic": {"ColorJitter": {"brightness": 0.5}}})
+
+
+def test_free_transforms_are_torchvision_v2_classes_with_their_arguments():
+    x = torch.randint(0, 255, (4, 1, 16, 16), dtype=torch.uint8)
+    aug = build_augmentation([], transforms=[{"name": "RandomInvert", "p": 1.0}], size_hw=(16, 16))
+    assert torch.equal(aug(x, torch.Generator()), 255 - x)
+    from medclf.config import AugmentationConfig
+
+    with pytest.raises(ValueError, match="'RandomWarp' is not a torchvision.transforms.v2 transform"):
+        AugmentationConfig(transforms=[{"name": "RandomWarp"}])
+    with pytest.raises(ValueError, match=r"RandomRotation\(degree=5\) fails"):
+        AugmentationConfig(transforms=[{"name": "RandomRotation", "degree": 5}])

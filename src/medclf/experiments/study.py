@@ -31,6 +31,7 @@ from medclf.evaluation.metrics import (
 from medclf.experiments.rundir import fold_dir, read_json, save_weights
 from medclf.models import build_model, count_parameters
 from medclf.training import Callback, HistoryCSV, RichProgress, Trainer, predict_proba
+from medclf.training.losses import n_outputs
 
 __all__ = ["EVAL_SPLITS", "run_study"]
 
@@ -183,7 +184,8 @@ def _run_fold(config: Config, data: ImageSet, fold: Fold, out: Path, *, callback
     torch.manual_seed(config.seed + fold.index)  # same seed, same initial weights and dropout masks
     images = torch.from_numpy(data.images)
     labels = torch.from_numpy(data.labels)
-    model = build_model(config.model, in_chans=data.images.shape[1], n_classes=len(data.class_names))
+    n_out = n_outputs(config.training.loss, n_classes=len(data.class_names))
+    model = build_model(config.model, in_chans=data.images.shape[1], n_classes=n_out, size_hw=data.images.shape[-2:])
     fd = fold_dir(out, fold.index)
     trainer = Trainer(
         model, config.training, class_names=data.class_names, seed=config.seed + fold.index,
@@ -197,7 +199,8 @@ def _run_fold(config: Config, data: ImageSet, fold: Fold, out: Path, *, callback
         idx = fold.parts()[split]
         if len(idx) == 0:
             continue
-        probs = predict_proba(model, images[idx], batch_size=config.training.eval_batch_size, runtime=trainer.runtime)
+        probs = predict_proba(model, images[idx], batch_size=config.training.eval_batch_size, runtime=trainer.runtime,
+                              activation=fit.activation)
         metrics[split] = classification_metrics(data.labels[idx], probs, class_names=data.class_names)
         confusions[split] = confusion(data.labels[idx], probs, n_classes=len(data.class_names))
         rows += _prediction_rows(split, data, idx, probs)
@@ -206,6 +209,7 @@ def _run_fold(config: Config, data: ImageSet, fold: Fold, out: Path, *, callback
     save_weights(fd / "model.safetensors", model.state_dict())
     spec = model.spec | {
         "class_names": data.class_names,
+        "activation": fit.activation,
         "preprocessing": preprocessing_from_config(config.data).to_dict(),
         "medclf_version": __version__,
     }
@@ -214,17 +218,28 @@ def _run_fold(config: Config, data: ImageSet, fold: Fold, out: Path, *, callback
         "fold": fold.index,
         "best_epoch": fit.best_epoch,
         "epochs_run": len(fit.history),
+        "stopped_epoch": fit.stopped_epoch,
         "monitor": config.training.monitor,
         "best_score": fit.best_score,
         "metrics": metrics,
         "confusion": confusions,
         "n_images": {k: int(len(v)) for k, v in fold.parts().items()},
         "timing": {"train_s": fit.train_time_s, "eval_s": time.perf_counter() - eval_start},
-        "parameters": count_parameters(model),
+        "parameters": _parameters(model, fit.trainable_per_stage),
         "runtime": fit.runtime,
     }
     atomic_write_json(fd / "metrics.json", result)  # last: its presence marks the fold complete
     return result
+
+
+def _parameters(model: torch.nn.Module, trainable_per_stage: list[int]) -> dict[str, Any]:
+    """Total parameters, those trained (by the last stage), and the weights' size in MB."""
+    counts: dict[str, Any] = count_parameters(model)
+    if trainable_per_stage:
+        counts["trainable"] = trainable_per_stage[-1]
+    if len(trainable_per_stage) > 1:
+        counts["trainable_per_stage"] = trainable_per_stage
+    return counts
 
 
 def _prediction_columns(class_names: list[str]) -> list[str]:
