@@ -41,6 +41,7 @@ __all__ = [
     "Config",
     "CsvSource",
     "DataConfig",
+    "EvaluationConfig",
     "FolderSource",
     "FoldsSource",
     "IntensityConfig",
@@ -559,7 +560,20 @@ class CVConfig(_Section):
     test_fraction: float = Field(0.0, ge=0, lt=1)  # carve a test split when the data has none
     pool: list[Literal["train", "val"]] = ["train"]  # the splits whose images are cross-validated
     grouped: bool = True  # keep every image of a patient on one side of every split (when ids exist)
-    patient_aggregation: Literal["mean", "vote"] = "mean"  # how image probabilities become a patient's
+
+
+class EvaluationConfig(_Section):
+    """How predictions are scored beyond the image level."""
+
+    patient_aggregation: Literal["mean", "vote"] = "mean"  # how image probabilities become a patient's (study's)
+    threshold: Literal["tuned"] | float = 0.5  # multi-label: decision threshold, or tuned per label on val
+
+    @field_validator("threshold")
+    @classmethod
+    def _in_unit_interval(cls, v: str | float) -> str | float:
+        if not isinstance(v, str) and not 0 < v < 1:
+            raise ValueError(f"threshold must be 'tuned' or a number between 0 and 1, got {v}")
+        return v
 
 
 class AuditConfig(_Section):
@@ -579,6 +593,7 @@ class Config(_Section):
     training: TrainingConfig = TrainingConfig()
     cv: CVConfig = CVConfig()
     audit: AuditConfig = AuditConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
 
 
 # ------------------------------------------------------------------------------------------------ loading

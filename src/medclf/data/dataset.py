@@ -31,19 +31,14 @@ class Preprocessing:
 
     def key(self) -> str:
         base = f"{self.size_hw[0]}x{self.size_hw[1]}-c{self.channels}-{self.resize}"
-        extra = self.to_dict()
-        for name in ("size_hw", "channels", "resize"):
-            extra.pop(name)
-        defaults = Preprocessing((1, 1), 1).to_dict()
-        if all(extra[k] == defaults[k] for k in extra):
-            return base  # the key of older versions: their cache entries stay valid
-        return base + "-" + "-".join(f"{k}={extra[k]}" for k in sorted(extra))
+        extra = {k: v for k, v in self.to_dict().items() if k not in ("size_hw", "channels", "resize")}
+        # with default intensity and volume settings the key (and model.json) is that of older versions
+        return base + "".join(f"-{k}={extra[k]}" for k in sorted(extra))
 
     def to_dict(self) -> dict:
-        return {
-            "size_hw": list(self.size_hw),
-            "channels": self.channels,
-            "resize": self.resize,
+        """The fields as JSON; intensity and volume fields only where they differ from the defaults."""
+        out = {"size_hw": list(self.size_hw), "channels": self.channels, "resize": self.resize}
+        extra = {
             "normalization": self.normalization,
             "percentiles": list(self.percentiles),
             "window": None if self.window is None else list(self.window),
@@ -51,6 +46,9 @@ class Preprocessing:
             "volume_axis": self.volume_axis,
             "volume_slice": self.volume_slice,
         }
+        defaults = {"normalization": "minmax", "percentiles": [0.5, 99.5], "window": None, "dicom_voi": True,
+                    "volume_axis": 2, "volume_slice": "middle"}
+        return out | {k: v for k, v in extra.items() if v != defaults[k]}
 
     @classmethod
     def from_dict(cls, d: dict) -> Preprocessing:
