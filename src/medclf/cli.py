@@ -108,10 +108,17 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
         table.add_column(split, justify="right")
     for split in summary["ensemble"]:
         table.add_column(f"ensemble {split}", justify="right")
-    for name in SUMMARY_METRICS:
+    from medclf.evaluation.multilabel import MULTILABEL_SUMMARY
+
+    for name in MULTILABEL_SUMMARY if summary.get("task") == "multilabel" else SUMMARY_METRICS:
         cells = [_fmt(summary["metrics"][s].get(name)) for s in splits]
         cells += [_fmt(summary["ensemble"][s].get(name)) for s in summary["ensemble"]]
         table.add_row(name, *cells)
+    for level in ("patient", "study"):  # unit-level rows, when the data has patient or study ids
+        if all(level in summary["metrics"][s] for s in splits) and splits:
+            for name in ("accuracy", "f1_macro", "auc_macro"):
+                cells = [_fmt(summary["metrics"][s][level].get(name)) for s in splits]
+                table.add_row(f"{level} {name}", *cells, *[""] * len(summary["ensemble"]))
     console.print(table)
     console.print(f"wall time {summary['timing']['total_s']:.0f} s; results in {out}", highlight=False)
 
