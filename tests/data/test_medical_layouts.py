@@ -43,6 +43,7 @@ def write_dicom(path: Path, pixels: np.ndarray, **attrs) -> Path:
 
 RAMP = np.tile(np.arange(16, dtype=np.uint16) * 100, (16, 1))  # 0 .. 1500, left to right
 PREP = Preprocessing((16, 16), 1)
+SPLIT_SEED = {"train": 1, "valid": 2, "test": 3}
 
 
 # ------------------------------------------------------------------------------------------------- formats
@@ -117,7 +118,7 @@ def test_patient_tree_layout_groups_patients_and_studies(tmp_path: Path, make_co
             for s, label in enumerate(("negative", "positive")):
                 for i in range(2):
                     img.write(root / split / "XR_WRIST" / f"patient{split}{p}" / f"study{s + 1}_{label}" /
-                              f"image{i}.png", seed=hash((split, p, s, i)) % 1000)
+                              f"image{i}.png", seed=1000 * (split == "train") + 100 * p + 10 * s + i)
     data = load_dataset(make_config({"type": "patients", "path": str(root)}))
     assert data.class_names == ["negative", "positive"] and len(data) == 32
     assert data.groups[0] == "patienttrain0" and data.studies[0] == "XR_WRIST/patienttrain0/study1_negative"
@@ -203,3 +204,42 @@ def test_on_bad_image_skip_lists_the_skipped(tmp_path: Path, make_config, img) -
     assert all(reason for _, reason in data.skipped)
     again = load_dataset(cfg)  # cached: the good rows come back, the bad files are listed again
     assert np.array_equal(again.images, data.images) and len(again.skipped) == 4
+
+
+def test_dicom_and_nifti_files_load_through_the_cache_normalised_first(tmp_path: Path, make_config) -> None:
+    from medclf.data import cache
+
+    root = tmp_path / "scans"
+    for i in range(2):
+        write_dicom(root / "ct" / f"s{i}.dcm", RAMP + i, RescaleSlope=1, RescaleIntercept=-1024)
+        volume = np.stack([RAMP.astype(np.float32) * (i + 1)] * 3, axis=-1)
+        (root / "mr").mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(volume, np.eye(4)), str(root / "mr" / f"v{i}.nii.gz"))
+    source = {"type": "folder", "path": str(root)}
+    data = load_dataset(make_config(source))
+    assert data.ids.tolist() == ["ct/s0.dcm", "ct/s1.dcm", "mr/v0.nii.gz", "mr/v1.nii.gz"]
+    assert cache.STATS.n_decoded == 4
+    again = load_dataset(make_config(source))
+    assert cache.STATS.n_decoded == 4 and np.array_equal(again.images, data.images)  # a cache hit
+    windowed = load_dataset(make_config(source, intensity={"normalization": "window", "window": [-774, 200]},
+                                        ))
+    assert cache.STATS.n_decoded == 8  # other normalisation: another cache entry, decoded again
+    assert not np.array_equal(windowed.images[0], data.images[0])
+
+
+def test_audit_of_predefined_folds_compares_within_each_fold_only(tmp_path: Path, make_config, img) -> None:
+    from medclf.data.audit import audit_dataset
+
+    root = tmp_path / "folds"
+    for k in range(2):
+        for split in ("train", "valid", "test"):
+            for c, cls in enumerate(("a", "b")):
+                img.write(root / f"Fold{k}" / split / cls / f"{split}.png", seed=100 * c + SPLIT_SEED[split])
+    # the same image in every fold's folders is expected; Fold1 also leaks its train image into its test
+    img.write(root / "Fold1" / "test" / "a" / "leak.png", seed=SPLIT_SEED["train"])
+    data = load_dataset(make_config({"type": "folds", "path": str(root)}))
+    folds = make_folds(data, CVConfig(), seed=0)
+    report = audit_dataset(data, folds, near=False).report
+    assert report["exact_duplicates"]["count"] == 1 and report["exact_duplicates"]["across"] == 1
+    assert report["exact_duplicates"]["groups"] == [["Fold1/test/a/leak.png", "Fold1/train/a/train.png"]]
+    assert [f["exact"] for f in report["folds"]] == [0, 1]

@@ -159,3 +159,27 @@ def test_inspect_writes_json_and_sample_grids(mura: Path, tmp_path: Path) -> Non
     assert report["files"]["sizes"] == {"16x16": 32} and report["files"]["bit_depths"] == {"8": 32}
     assert [Path(u["path"]).name for u in report["unreadable"]] == ["bad.png"]
     assert (tmp_path / "ins" / "samples_negative.png").is_file()
+
+
+def test_predefined_folds_run_uses_those_folds(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    root = tmp_path / "folds"
+    for k in range(2):
+        for split, n in (("train", 6), ("valid", 2), ("test", 3)):
+            for c, cls in enumerate(("neg", "pos")):
+                (root / f"Fold{k}" / split / cls).mkdir(parents=True)
+                for i in range(n):
+                    Image.fromarray(_img(c, rng)).save(root / f"Fold{k}" / split / cls / f"{i}.png")
+    out = tmp_path / "run"
+    done = runner.invoke(app, ["run", str(_config(tmp_path, {"type": "folds", "path": str(root)})),
+                               "--out", str(out), "--quiet", "-o", "cv.n_folds=5"])
+    assert done.exit_code == 0, done.output
+    splits = json.loads((out / "splits.json").read_text())["folds"]
+    assert len(splits) == 2  # the data's two folds, not cv.n_folds
+    assert all(i.startswith("Fold1/test/") for i in splits[1]["holdout"]) and len(splits[1]["holdout"]) == 6
+    assert all(i.startswith("Fold0/valid/") for i in splits[0]["val"])
+    inspect = runner.invoke(app, ["inspect", str(root), "--json", "--out", str(tmp_path / "ins"),
+                                  "-o", f"data.cache_dir={tmp_path / 'cache'}"])
+    assert inspect.exit_code == 0, inspect.output
+    report = json.loads(inspect.stdout)
+    assert report["source"] == "folds" and report["counts"]["by_fold"]["1"]["test"] == {"neg": 3, "pos": 3}
