@@ -243,3 +243,17 @@ def test_audit_of_predefined_folds_compares_within_each_fold_only(tmp_path: Path
     assert report["exact_duplicates"]["count"] == 1 and report["exact_duplicates"]["across"] == 1
     assert report["exact_duplicates"]["groups"] == [["Fold1/test/a/leak.png", "Fold1/train/a/train.png"]]
     assert [f["exact"] for f in report["folds"]] == [0, 1]
+
+
+def test_npz_with_multilabel_targets(tmp_path: Path, make_config) -> None:
+    rng = np.random.default_rng(0)
+    path = tmp_path / "chest.npz"
+    np.savez(path, train_images=rng.integers(0, 256, (6, 16, 16), dtype=np.uint8),
+             train_labels=rng.integers(0, 2, (6, 3)), test_images=rng.integers(0, 256, (2, 16, 16), dtype=np.uint8),
+             test_labels=rng.integers(0, 2, (2, 3)))
+    data = load_dataset(make_config({"type": "npz", "path": str(path), "class_names": ["a", "b", "c"]}))
+    assert data.multilabel and data.labels.shape == (8, 3) and data.class_names == ["a", "b", "c"]
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, train_images=np.zeros((2, 16, 16), np.uint8), train_labels=np.full((2, 3), 2))
+    with pytest.raises(DataError, match=r"\(N, L\) 0/1 multi-label"):
+        load_dataset(make_config({"type": "npz", "path": str(bad)}))

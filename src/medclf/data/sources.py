@@ -392,6 +392,8 @@ def npz_layout(source: NpzSource, prep: Preprocessing) -> SourceListing:
             raise DataError(f"has only one of {split}_images and {split}_labels; provide both or neither", path=path)
         if images is not None:
             parts.append((split, images, _npz_labels(path, split, labels, len(images))))
+    if parts[0][2].ndim == 2:  # (N, L) 0/1: multi-label (MedMNIST's ChestMNIST)
+        return _npz_multilabel(path, parts, source, prep)
     n_classes = 1 + max(int(p[2].max(initial=0)) for p in parts)
     class_names = list(source.class_names) if source.class_names is not None else [str(i) for i in range(n_classes)]
     if len(class_names) < n_classes:
@@ -408,9 +410,10 @@ def _npz_labels(path: Path, split: str, labels: np.ndarray, n_images: int) -> np
     """``{split}_labels`` as (N,) int64, checked: one non-negative integer per image."""
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]
-    if labels.ndim != 1:
+    if labels.ndim not in (1, 2) or (labels.ndim == 2 and not np.isin(labels, (0, 1)).all()):
         raise DataError(
-            f"{split}_labels has shape {labels.shape}; expected (N,) or (N, 1) (multi-label data is not supported)",
+            f"{split}_labels has shape {labels.shape}; expected (N,) or (N, 1) class indices, or (N, L) 0/1 "
+            "multi-label targets",
             path=path,
         )
     if len(labels) != n_images:
@@ -418,6 +421,22 @@ def _npz_labels(path: Path, split: str, labels: np.ndarray, n_images: int) -> np
     if not np.issubdtype(labels.dtype, np.integer) or (len(labels) and labels.min() < 0):
         raise DataError(f"{split}_labels must be non-negative integers, got dtype {labels.dtype}", path=path)
     return labels.astype(np.int64)
+
+
+def _npz_multilabel(
+    path: Path, parts: list[tuple[str, np.ndarray, np.ndarray]], source: NpzSource, prep: Preprocessing
+) -> SourceListing:
+    """A multi-label npz: every split's labels (N, L) 0/1 with the same L."""
+    n_labels = parts[0][2].shape[1]
+    if any(p[2].ndim != 2 or p[2].shape[1] != n_labels for p in parts):
+        raise DataError(f"every split's labels must be (N, {n_labels}) 0/1 like train_labels", path=path)
+    names = list(source.class_names) if source.class_names is not None else [str(i) for i in range(n_labels)]
+    if len(names) != n_labels:
+        raise DataError(f"data.source.class_names lists {len(names)} names for {n_labels} labels", path=path)
+    listing = _array_listing([(s, images, np.zeros(len(images))) for s, images, _ in parts], names, prep)
+    listing.labels = [row.tolist() for _, _, labels in parts for row in labels.astype(np.int64)]
+    listing.multilabel = True
+    return listing
 
 
 @LAYOUTS.register("synthetic")
