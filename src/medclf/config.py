@@ -30,6 +30,7 @@ from medclf.errors import ConfigError
 from medclf.registry import closest
 
 __all__ = [
+    "AuditConfig",
     "AugmentationConfig",
     "EarlyStoppingConfig",
     "FreezeLastN",
@@ -40,16 +41,21 @@ __all__ = [
     "Config",
     "CsvSource",
     "DataConfig",
+    "EvaluationConfig",
     "FolderSource",
+    "FoldsSource",
+    "IntensityConfig",
     "LossConfig",
     "ModelConfig",
     "NpzSource",
     "OptimizerConfig",
+    "PatientsSource",
     "RECIPES",
     "SchedulerConfig",
     "SplitsSource",
     "SyntheticSource",
     "TrainingConfig",
+    "VolumeConfig",
     "config_fingerprint",
     "dump_config",
     "load_config",
@@ -108,6 +114,26 @@ class CsvSource(_Section):
     path_column: str = "path"
     label_column: str = "label"
     split_column: str = "split"  # used when the CSV has it: values train, val or test
+    patient_column: str = "patient_id"  # used when the CSV has it: images of one patient are grouped
+    study_column: str = "study_id"  # used when the CSV has it: study-level evaluation
+    fold_column: str = "fold"  # used when the CSV has it: the fold (0, 1, ...) whose held-out part holds the row
+    multilabel: bool = False  # label_column holds several labels per image, joined by label_separator
+    label_separator: str = "|"
+    label_columns: list[str] | None = None  # multi-label as one 0/1 column per label (implies multilabel)
+
+
+class FoldsSource(_Section):
+    """Predefined folds: ``root/Fold<k>/{train,valid,test}/<class>/<image>``; CV uses exactly these folds."""
+
+    type: Literal["folds"]
+    path: UserPath
+
+
+class PatientsSource(_Section):
+    """A patient/study tree: ``root/<split>/<body part>/<patient>/<study>_<label>/<image>`` (MURA style)."""
+
+    type: Literal["patients"]
+    path: UserPath
 
 
 class SyntheticSource(_Section):
@@ -121,9 +147,34 @@ class SyntheticSource(_Section):
 
 
 Source = Annotated[
-    Union[FolderSource, SplitsSource, NpzSource, CsvSource, SyntheticSource],
+    Union[FolderSource, SplitsSource, NpzSource, CsvSource, SyntheticSource, FoldsSource, PatientsSource],
     Field(discriminator="type"),
 ]
+
+
+class IntensityConfig(_Section):
+    """How images deeper than 8 bits (16-bit PNG/TIFF, float TIFF, DICOM, NIfTI) are mapped to 0..255."""
+
+    normalization: Literal["minmax", "percentile", "window"] = "minmax"
+    percentiles: tuple[float, float] = (0.5, 99.5)  # percentile: clip to these percentiles, then min-max
+    window: tuple[float, float] | None = None  # window: [center, width] in the image's (rescaled) units
+    dicom_voi: bool = True  # DICOM: use the file's own window center/width or VOI LUT when it has one
+
+    @model_validator(mode="after")
+    def _consistent(self) -> IntensityConfig:
+        lo, hi = self.percentiles
+        if not 0 <= lo < hi <= 100:
+            raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {list(self.percentiles)}")
+        if self.normalization == "window" and (self.window is None or self.window[1] <= 0):
+            raise ValueError("normalization 'window' needs window: [center, width] with a positive width")
+        return self
+
+
+class VolumeConfig(_Section):
+    """Which 2-D slice of a 3-D volume (NIfTI) becomes the image."""
+
+    axis: int = Field(2, ge=0, le=2)  # the axis sliced across (2: axial for RAS-oriented volumes)
+    slice: Literal["middle"] | int = "middle"  # an index along the axis (negative counts from the end)
 
 
 class DataConfig(_Section):
@@ -132,6 +183,9 @@ class DataConfig(_Section):
     channels: Literal[1, 3] = 1  # images are converted to grayscale (1) or RGB (3)
     resize: Literal["resize", "pad"] = "resize"  # pad: keep the aspect ratio, pad with black
     cache_dir: UserPath | None = None  # default: $MEDCLF_CACHE or ~/.cache/medclf
+    intensity: IntensityConfig = IntensityConfig()
+    volume: VolumeConfig = VolumeConfig()
+    on_bad_image: Literal["fail", "skip"] = "fail"  # skip: leave unreadable files out, listed in skipped.csv
 
     @field_validator("image_size")
     @classmethod
@@ -508,6 +562,29 @@ class CVConfig(_Section):
     grouped: bool = True  # keep every image of a patient on one side of every split (when ids exist)
 
 
+class EvaluationConfig(_Section):
+    """How predictions are scored beyond the image level."""
+
+    patient_aggregation: Literal["mean", "vote"] = "mean"  # how image probabilities become a patient's (study's)
+    threshold: Literal["tuned"] | float = 0.5  # multi-label: decision threshold, or tuned per label on val
+
+    @field_validator("threshold")
+    @classmethod
+    def _in_unit_interval(cls, v: str | float) -> str | float:
+        if not isinstance(v, str) and not 0 < v < 1:
+            raise ValueError(f"threshold must be 'tuned' or a number between 0 and 1, got {v}")
+        return v
+
+
+class AuditConfig(_Section):
+    """The leakage audit run before every study (``RUN_DIR/audit.json``)."""
+
+    leakage: Literal["warn", "fail", "drop_duplicates"] = "warn"
+    near_distance: int = Field(4, ge=0, le=64)  # near duplicates: perceptual hashes at most this many bits apart
+    near_correlation: float = Field(0.97, ge=-1, le=1)  # ...and 32x32 thumbnails at least this correlated
+    near_duplicates: bool = True  # false: only exact duplicates and patient overlap are audited
+
+
 class Config(_Section):
     name: str = "study"
     seed: int = 0
@@ -515,6 +592,8 @@ class Config(_Section):
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
     cv: CVConfig = CVConfig()
+    audit: AuditConfig = AuditConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
 
 
 # ------------------------------------------------------------------------------------------------ loading
@@ -596,7 +675,7 @@ def _format_errors(error: ValidationError, origin: str) -> str:
 
 
 _TAGGED = (
-    FolderSource, SplitsSource, NpzSource, CsvSource, SyntheticSource,
+    FolderSource, SplitsSource, NpzSource, CsvSource, SyntheticSource, FoldsSource, PatientsSource,
     ConvLayer, PoolLayer, BatchNormLayer, DropoutLayer, FlattenLayer, GlobalPoolLayer, DenseLayer, ResidualLayer,
 )
 

@@ -61,3 +61,24 @@ def test_free_transforms_are_torchvision_v2_classes_with_their_arguments():
         AugmentationConfig(transforms=[{"name": "RandomWarp"}])
     with pytest.raises(ValueError, match=r"RandomRotation\(degree=5\) fails"):
         AugmentationConfig(transforms=[{"name": "RandomRotation", "degree": 5}])
+
+
+@pytest.mark.parametrize(("angle", "shear", "scale"), [(90, 0, 1.0), (30, 0, 1.0), (-40, -10, 1.2), (0, 20, 0.9)])
+def test_batched_affine_matches_torchvision_for_fixed_parameters(angle, shear, scale):
+    from torchvision.transforms.v2 import functional as TF
+
+    from medclf.data.augmentation import _batched_affine
+
+    x = torch.randint(0, 255, (2, 1, 15, 15), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    out = _batched_affine({"degrees": [angle, angle], "shear": [shear, shear], "scale": [scale, scale]})(
+        x, torch.Generator())
+    ref = torch.stack([TF.affine(img, angle=angle, translate=[0, 0], scale=scale, shear=[shear, 0]) for img in x])
+    assert (out != ref).float().mean() < 0.02  # nearest sampling: at most a rounding-edge pixel or two
+
+
+def test_rotation_draws_one_angle_per_image_in_one_batched_call():
+    x = torch.zeros(16, 1, 21, 21, dtype=torch.uint8)
+    x[:, :, 10, :] = 255
+    out = build_augmentation([], transforms=[{"name": "RandomRotation", "degrees": 45}], size_hw=(21, 21))(
+        x, torch.Generator().manual_seed(0))
+    assert len({tuple(o.flatten().tolist()) for o in out}) >= 12  # one angle per image (a few may round alike)

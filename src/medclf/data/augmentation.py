@@ -5,7 +5,8 @@ the ``torchvision.transforms.v2`` transforms it stands for, by class name, with 
 ``training.augmentation.params`` overrides). ``training.augmentation.transforms`` appends any other v2
 transform. :func:`build_augmentation` turns the list into one :data:`BatchTransform`: (B, C, H, W) uint8 in,
 the same shape out. Flips run vectorised over the batch (one random decision per image); the other transforms
-draw their own parameters per image, so they run image by image on the small cached tensors. All randomness
+draw their own parameters per image: rotations and affine maps run as one ``grid_sample`` over the batch, the
+rest (colour jitter, perspective, crops, blur) image by image on the small cached tensors. All randomness
 comes from the given ``torch.Generator``: the same seed gives the same batches.
 """
 
@@ -153,6 +154,62 @@ def _random_flip(dim: int, p: float) -> BatchTransform:
     return flip
 
 
+def _range(value: Any, *, symmetric: bool) -> tuple[float, float]:
+    """``d`` -> (-d, d) for symmetric arguments such as degrees; ``[a, b]`` -> (a, b)."""
+    if isinstance(value, (int, float)):
+        return (-float(value), float(value)) if symmetric else (float(value), float(value))
+    return float(value[0]), float(value[1])
+
+
+def _batched_affine(kwargs: dict[str, Any]) -> BatchTransform:
+    """RandomRotation / RandomAffine with one random draw per image, as one ``grid_sample`` over the batch.
+
+    Parameters are drawn as torchvision draws them (angle, translation as a fraction of the size, scale, shear
+    on x), pixels are sampled nearest (torchvision's default) and the outside is filled with 0.
+    """
+    degrees = _range(kwargs.get("degrees", 0), symmetric=True)
+    translate = kwargs.get("translate")
+    scale = _range(kwargs["scale"], symmetric=False) if kwargs.get("scale") is not None else None
+    shear = _range(kwargs["shear"], symmetric=True) if kwargs.get("shear") is not None else None
+
+    def apply(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        b, _, h, w = x.shape
+
+        def uniform(lo: float, hi: float) -> torch.Tensor:
+            return lo + (hi - lo) * torch.rand(b, generator=generator, dtype=torch.float64)
+
+        angle = torch.deg2rad(uniform(*degrees))
+        s = uniform(*scale) if scale else torch.ones(b, dtype=torch.float64)
+        sh = -torch.tan(torch.deg2rad(uniform(*shear))) if shear else torch.zeros(b, dtype=torch.float64)
+        tx = uniform(-translate[0] * w, translate[0] * w).round() if translate else torch.zeros(b, dtype=torch.float64)
+        ty = uniform(-translate[1] * h, translate[1] * h).round() if translate else torch.zeros(b, dtype=torch.float64)
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        # forward map in centred pixel coordinates (y down), as torchvision's affine: R(angle) S SHx(shear)
+        rot = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
+        shear_m = torch.stack([torch.stack([torch.ones_like(sh), sh], -1),
+                               torch.stack([torch.zeros_like(sh), torch.ones_like(sh)], -1)], -2)
+        forward = rot @ shear_m * s.view(-1, 1, 1)
+        inverse = torch.linalg.inv(forward)
+        to_unit = torch.diag(torch.tensor([2.0 / w, 2.0 / h], dtype=torch.float64))
+        lin = to_unit @ inverse @ torch.linalg.inv(to_unit)
+        shift = -(to_unit @ inverse @ torch.stack([tx, ty], -1).unsqueeze(-1))
+        theta = torch.cat([lin, shift], -1).float().to(x.device)
+        grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+        out = torch.nn.functional.grid_sample(x.float(), grid, mode="nearest", padding_mode="zeros",
+                                              align_corners=False)
+        return out.to(torch.uint8)
+
+    return apply
+
+
+_BATCHED_AFFINE_ARGS = {"degrees", "translate", "scale", "shear"}
+
+
+def _shear_x_only(kwargs: dict[str, Any]) -> bool:
+    shear = kwargs.get("shear")
+    return shear is None or isinstance(shear, (int, float)) or len(shear) == 2
+
+
 def _per_image(transform: v2.Transform) -> BatchTransform:
     """Apply ``transform`` image by image, seeding torch's global RNG from ``generator`` and restoring it."""
 
@@ -168,6 +225,9 @@ def _per_image(transform: v2.Transform) -> BatchTransform:
 def _batch_step(name: str, kwargs: dict[str, Any], *, size_hw: tuple[int, int], channels: int) -> BatchTransform:
     if name in ("RandomHorizontalFlip", "RandomVerticalFlip") and set(kwargs) <= {"p"}:
         return _random_flip(-1 if name == "RandomHorizontalFlip" else -2, float(kwargs.get("p", 0.5)))
+    if name in ("RandomRotation", "RandomAffine") and set(kwargs) <= _BATCHED_AFFINE_ARGS and _shear_x_only(kwargs):
+        _instantiate(name, kwargs, size_hw=size_hw, channels=channels)  # torchvision validates the arguments
+        return _batched_affine(kwargs)
     return _per_image(_instantiate(name, kwargs, size_hw=size_hw, channels=channels))
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from medclf.config import Config
+from medclf.data.splitting import Fold
 from medclf.errors import ConfigError, DataError
 from medclf.experiments.sweep_config import RayOptions
 
@@ -35,7 +36,7 @@ class FoldTask:
     variant: str
     config: Config
     run_dir: Path
-    fold: int
+    fold: Fold  # as the driver prepared it (after the audit), so every executor runs the same indices
     data_fingerprint: str
     score_test: bool = True
 
@@ -60,13 +61,12 @@ def execute_fold_task(task: FoldTask, num_threads: int | None = None) -> dict[st
     import torch
 
     from medclf.data import load_dataset
-    from medclf.data.splitting import make_folds
     from medclf.experiments.rundir import fold_dir, read_json
     from medclf.experiments.study import PreparedStudy, run_fold
 
     if num_threads:
         torch.set_num_threads(num_threads)
-    done = fold_dir(task.run_dir, task.fold) / "metrics.json"
+    done = fold_dir(task.run_dir, task.fold.index) / "metrics.json"
     if done.exists():
         return read_json(done)
     key = task.config.data.model_dump_json()
@@ -77,9 +77,8 @@ def execute_fold_task(task: FoldTask, num_threads: int | None = None) -> dict[st
     if data.fingerprint != task.data_fingerprint:
         raise DataError(f"the data changed while the sweep ran (fingerprint {data.fingerprint}, planned with "
                         f"{task.data_fingerprint}); rerun the sweep to replan it.", path=task.run_dir)
-    folds = make_folds(data, task.config.cv, seed=task.config.seed)
-    study = PreparedStudy(data=data, data_info={}, folds=folds, start=time.perf_counter(), data_s=0.0)
-    return run_fold(task.config, study, task.fold, task.run_dir, score_test=task.score_test)
+    study = PreparedStudy(data=data, data_info={}, folds=[task.fold], start=time.perf_counter(), data_s=0.0)
+    return run_fold(task.config, study, task.fold.index, task.run_dir, score_test=task.score_test)
 
 
 @contextlib.contextmanager
@@ -183,4 +182,4 @@ class RayExecutor:
 
 def _log_fold(log: Log, task: FoldTask, result: dict[str, Any]) -> None:
     train_s = result.get("timing", {}).get("train_s", 0.0)
-    log(f"{task.variant}: fold {task.fold} done ({train_s:.0f} s)")
+    log(f"{task.variant}: fold {task.fold.index} done ({train_s:.0f} s)")

@@ -80,10 +80,10 @@ class _Store:
             done = completed_folds(run_dir, len(study.folds))
             if done:
                 self.log(f"{v.name}: {len(done)}/{len(study.folds)} folds already complete, skipped")
-            for k in range(len(study.folds)):
-                if k not in done and (run_dir, k) not in seen:
-                    seen.add((run_dir, k))
-                    tasks.append(FoldTask(v.name, v.config, run_dir, k, study.data.fingerprint, v.score_test))
+            for fold in study.folds:
+                if fold.index not in done and (run_dir, fold.index) not in seen:
+                    seen.add((run_dir, fold.index))
+                    tasks.append(FoldTask(v.name, v.config, run_dir, fold, study.data.fingerprint, v.score_test))
         self.executor.run(tasks, run_inline=self._inline, log=self.log)
         for run_dir in {self.dirs[v.name] for v in variants}:
             config, study = self.studies[run_dir]
@@ -91,8 +91,8 @@ class _Store:
 
     def _inline(self, task: FoldTask) -> dict[str, Any]:
         _, study = self.studies[task.run_dir]
-        result = run_fold(task.config, study, task.fold, task.run_dir, score_test=task.score_test)
-        self.log(f"{task.variant}: fold {task.fold} done ({result['timing']['train_s']:.0f} s)")
+        result = run_fold(task.config, study, task.fold.index, task.run_dir, score_test=task.score_test)
+        self.log(f"{task.variant}: fold {task.fold.index} done ({result['timing']['train_s']:.0f} s)")
         return result
 
     def entry(self, variant: Variant) -> dict[str, Any]:
