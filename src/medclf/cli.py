@@ -213,6 +213,54 @@ def predict(
     console.print(f"wrote {out}", highlight=False)
 
 
+def print_comparison(comparison: dict[str, Any], out: Path) -> None:
+    """The sweep's ranking: the chosen metric with its 95 % interval, and each variant's test against the baseline."""
+    metric, split = comparison["metric"], comparison["split"]
+    table = Table(title=f"{metric} on {split}, {comparison['n_folds']} folds per variant; baseline "
+                  f"{comparison['baseline']}", title_justify="left")
+    for column in ("rank", "variant", "mean ± std", "95 % CI", "Δ", "p (t)", "p (Wilcoxon)", "train s"):
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    for v in comparison["variants"]:
+        m, vs = v["metrics"][metric], v["vs_baseline"] or {}
+        ci = "n/a" if m["ci_low"] is None else f"{m['ci_low']:.3f}-{m['ci_high']:.3f}"
+        diff = vs.get("diff_mean")
+        table.add_row(str(v["rank"]), v["name"], _fmt(m), ci, "" if diff is None else f"{diff:+.3f}",
+                      _fmt(vs.get("p_corrected_t")) if vs else "", _fmt(vs.get("p_wilcoxon")) if vs else "",
+                      f"{v['train_time_s']:.0f}")
+    console.print(table)
+    for v in comparison["variants"]:
+        if v["vs_baseline"]:
+            console.print(f"{v['name']}: {v['vs_baseline']['verdict']}", highlight=False)
+    console.print(f"comparison in {out}/comparison.md", highlight=False)
+
+
+@app.command(epilog="Example: medclf sweep examples/sweeps/losses.yaml --out runs/losses --parallel 2")
+@_friendly_errors
+def sweep(
+    config: Annotated[Path, typer.Argument(help="A sweep file: a study config plus a sweep: section.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Sweep folder (default: runs/sweep-<name>).")] = None,
+    parallel: Annotated[int, typer.Option("--parallel", help="Folds at once (local), or CPUs of a local Ray.")] = 1,
+    executor: Annotated[str, typer.Option("--executor", help="local or ray.")] = "local",
+    address: Annotated[
+        str | None, typer.Option("--address", help="Ray cluster to join (with --executor ray).")
+    ] = None,
+) -> None:
+    """Run (or resume) every variant of a sweep on the same folds, then rank and test them against the baseline."""
+    from medclf.errors import ConfigError
+    from medclf.experiments.sweep import run_sweep
+    from medclf.experiments.sweep_config import load_sweep
+
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"--executor must be local or ray, got {executor!r}.")
+    if address and executor != "ray":
+        raise ConfigError("--address joins a Ray cluster; give it with --executor ray.")
+    plan = load_sweep(config)
+    folder = out or Path("runs") / f"sweep-{plan.base.get('name', 'study')}"
+    comparison = run_sweep(plan, folder, executor=executor, parallel=parallel, address=address,
+                           log=lambda msg: console.print(msg, highlight=False))
+    print_comparison(comparison, folder)
+
+
 @app.command("show-batch", epilog="Example: medclf show-batch examples/demo.yaml --out batch.png")
 @_friendly_errors
 def show_batch(

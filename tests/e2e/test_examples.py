@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 from medclf.cli import app
 from medclf.config import load_config
 
-EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").rglob("*.yaml"))
+# examples/sweeps/ holds sweep files (a config plus a sweep: section): tests/e2e/test_sweep_examples.py checks them
+EXAMPLES = sorted(p for p in (Path(__file__).resolve().parents[2] / "examples").rglob("*.yaml") if p.parent.name != "sweeps")
 runner = CliRunner()
 
 

@@ -7,9 +7,11 @@ a study interrupted after fold 2 resumes at fold 3 and ends with the same summar
 from __future__ import annotations
 
 import csv
+import dataclasses
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +44,7 @@ from medclf.models import build_model, count_parameters
 from medclf.training import Callback, HistoryCSV, RichProgress, Trainer, predict_proba
 from medclf.training.losses import n_outputs
 
-__all__ = ["EVAL_SPLITS", "run_study"]
+__all__ = ["EVAL_SPLITS", "PreparedStudy", "prepare_study", "run_fold", "run_study", "summarize_study"]
 
 EVAL_SPLITS = ("val", "holdout", "test")  # the parts of a fold that are predicted and scored
 _RESULT_FILES = ("data.json", "splits.json", "summary.json", "folds.csv", "audit.json", "skipped.csv")
@@ -70,9 +72,49 @@ def run_study(
         RunFolderError: ``out`` holds a different study and ``overwrite`` is False.
     """
     out = Path(out)
+    study = prepare_study(config, out, overwrite=overwrite, log=log)
+    fold_task = progress.add_task("folds", total=len(study.folds)) if progress is not None else None
+    results = []
+    for fold in study.folds:
+        metrics_path = fold_dir(out, fold.index) / "metrics.json"
+        if metrics_path.exists():
+            log(f"fold {fold.index}: already complete, skipped")
+            results.append(read_json(metrics_path))
+        else:
+            callbacks = [RichProgress(progress, f"fold {fold.index}")] if progress is not None else []
+            results.append(run_fold(config, study, fold.index, out, callbacks=callbacks))
+            log(_fold_line(results[-1]))
+        if progress is not None:
+            progress.update(fold_task, advance=1)
+    return summarize_study(config, study, out, results)
+
+
+@dataclass
+class PreparedStudy:
+    """What every fold of a study shares: the loaded data, its description and the folds."""
+
+    data: ImageSet
+    data_info: dict[str, Any]
+    folds: list[Fold]
+    start: float  # time.perf_counter() when the study started
+    data_s: float  # seconds spent loading the data
+
+
+def prepare_study(
+    config: Config, out: Path, *, overwrite: bool = False, data: ImageSet | None = None, log: Log = lambda msg: None
+) -> PreparedStudy:
+    """Check or create the run folder ``out``, load the data (unless given), make the folds.
+
+    Writes ``config.yaml``, ``run.json``, ``data.json`` and ``splits.json``; the folds are then run with
+    :func:`run_fold` (in any order, in any process) and summarised with :func:`summarize_study`.
+
+    Raises:
+        RunFolderError: ``out`` holds a different study (or data) and ``overwrite`` is False.
+    """
+    out = Path(out)
     start = time.perf_counter()
     _prepare_run_folder(out, config, overwrite=overwrite)
-    data = load_dataset(config.data)
+    data = load_dataset(config.data) if data is None else data
     data_s = time.perf_counter() - start
     _check_same_data(out, data, overwrite=overwrite)
     data_info = _describe_data(data)
@@ -81,26 +123,36 @@ def run_study(
         n_extra = sum(len(g) - 1 for g in data.duplicates)
         log(f"warning: {n_extra} images are byte-identical copies of others ({len(data.duplicates)} groups); "
             "see data.json")
-
     write_skipped(data, out, log)
     folds = make_folds(data, config.cv, seed=config.seed)
     folds = run_audit(config, data, folds, out, log)  # audit.json; may refuse the run or drop leaking images
     atomic_write_json(out / "splits.json", _describe_splits(data, folds))
-    fold_task = progress.add_task("folds", total=len(folds)) if progress is not None else None
-    results = []
-    for fold in folds:
-        metrics_path = fold_dir(out, fold.index) / "metrics.json"
-        if metrics_path.exists():
-            log(f"fold {fold.index}: already complete, skipped")
-            results.append(read_json(metrics_path))
-        else:
-            callbacks = [RichProgress(progress, f"fold {fold.index}")] if progress is not None else []
-            results.append(_run_fold(config, data, fold, out, callbacks=callbacks))
-            log(_fold_line(results[-1]))
-        if progress is not None:
-            progress.update(fold_task, advance=1)
-    summary = _summarize(out, config, data, data_info, results, timing={"data_s": data_s, "start": start})
-    return summary
+    return PreparedStudy(data=data, data_info=data_info, folds=folds, start=start, data_s=data_s)
+
+
+def run_fold(
+    config: Config,
+    study: PreparedStudy,
+    index: int,
+    out: Path,
+    *,
+    callbacks: list[Callback] | None = None,
+    score_test: bool = True,
+) -> dict[str, Any]:
+    """Fit and evaluate fold ``index`` into ``out/fold-<index>/``; its ``metrics.json`` is written last.
+
+    ``score_test=False`` leaves the test split unpredicted (a search scores its trials on validation only).
+    """
+    fold = next(f for f in study.folds if f.index == index)
+    if not score_test:
+        fold = dataclasses.replace(fold, test=np.empty(0, dtype=np.int64))
+    return _run_fold(config, study.data, fold, Path(out), callbacks=list(callbacks or []))
+
+
+def summarize_study(config: Config, study: PreparedStudy, out: Path, results: list[dict]) -> dict[str, Any]:
+    """Write ``summary.json`` and ``folds.csv`` from the folds' results (their ``metrics.json``)."""
+    timing = {"data_s": study.data_s, "start": study.start}
+    return _summarize(Path(out), config, study.data, study.data_info, results, timing=timing)
 
 
 # ------------------------------------------------------------------------------------------ run folder

@@ -1,0 +1,185 @@
+"""Executors: run a sweep's (variant, fold) tasks in-process, in worker processes, or as Ray tasks.
+
+Every executor writes into the same run store (``fold-<k>/`` of the variant's run folder) and a fold is done
+when its ``metrics.json`` exists, so executors can be swapped between runs of a sweep and a killed sweep loses
+at most the folds in progress. Workers load the data themselves (through the decode cache) and check its
+fingerprint against the one the sweep planned with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medclf.config import Config
+from medclf.data.splitting import Fold
+from medclf.errors import ConfigError, DataError
+from medclf.experiments.sweep_config import RayOptions
+
+__all__ = ["FoldTask", "LocalExecutor", "RayExecutor", "available_cores", "execute_fold_task"]
+
+Log = Callable[[str], None]
+_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+@dataclass(frozen=True)
+class FoldTask:
+    """One fold of one variant: everything a worker needs to run it into the run store."""
+
+    variant: str
+    config: Config
+    run_dir: Path
+    fold: Fold  # as the driver prepared it (after the audit), so every executor runs the same indices
+    data_fingerprint: str
+    score_test: bool = True
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (its affinity mask where the platform has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+_DATA_MEMO: dict[str, Any] = {}  # per worker process: data config -> (ImageSet, folds per cv/seed)
+
+
+def execute_fold_task(task: FoldTask, num_threads: int | None = None) -> dict[str, Any]:
+    """Run one fold in this process (a worker's entry point); a fold already complete is read back, not rerun.
+
+    Raises:
+        DataError: the data loaded here differs from the data the sweep was planned with.
+    """
+    import torch
+
+    from medclf.data import load_dataset
+    from medclf.experiments.rundir import fold_dir, read_json
+    from medclf.experiments.study import PreparedStudy, run_fold
+
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    done = fold_dir(task.run_dir, task.fold.index) / "metrics.json"
+    if done.exists():
+        return read_json(done)
+    key = task.config.data.model_dump_json()
+    if key not in _DATA_MEMO:
+        _DATA_MEMO.clear()  # one dataset at a time per worker
+        _DATA_MEMO[key] = load_dataset(task.config.data)
+    data = _DATA_MEMO[key]
+    if data.fingerprint != task.data_fingerprint:
+        raise DataError(f"the data changed while the sweep ran (fingerprint {data.fingerprint}, planned with "
+                        f"{task.data_fingerprint}); rerun the sweep to replan it.", path=task.run_dir)
+    study = PreparedStudy(data=data, data_info={}, folds=[task.fold], start=time.perf_counter(), data_s=0.0)
+    return run_fold(task.config, study, task.fold.index, task.run_dir, score_test=task.score_test)
+
+
+@contextlib.contextmanager
+def _thread_env(n_threads: int) -> Iterator[None]:
+    """Set the OpenMP/BLAS thread variables that spawned workers inherit (read when they import torch)."""
+    saved = {k: os.environ.get(k) for k in _THREAD_VARS}
+    os.environ.update({k: str(n_threads) for k in _THREAD_VARS})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+class LocalExecutor:
+    """One machine: in-process and sequential (``parallel=1``), or ``parallel`` folds at once in worker processes.
+
+    Workers are spawned (not forked) with ``OMP_NUM_THREADS`` set to ``cores // parallel`` before they import
+    torch, and call ``torch.set_num_threads`` with the same number, so the folds never oversubscribe the cores.
+    """
+
+    def __init__(self, *, parallel: int = 1, cores: int | None = None) -> None:
+        if parallel < 1:
+            raise ConfigError(f"--parallel must be at least 1, got {parallel}.")
+        self.parallel = parallel
+        self.threads = max(1, (cores or available_cores()) // parallel)
+
+    def run(self, tasks: list[FoldTask], *, run_inline: Callable[[FoldTask], dict], log: Log) -> None:
+        """Run every task; ``run_inline`` runs one in this process (it reuses the sweep's loaded data)."""
+        if self.parallel == 1 or len(tasks) <= 1:
+            for task in tasks:
+                run_inline(task)
+            return
+        context = multiprocessing.get_context("spawn")
+        with _thread_env(self.threads), ProcessPoolExecutor(self.parallel, mp_context=context) as pool:
+            pending = {pool.submit(execute_fold_task, task, self.threads): task for task in tasks}
+            try:
+                while pending:
+                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        task = pending.pop(future)
+                        _log_fold(log, task, future.result())
+            except BaseException:
+                for future in pending:
+                    future.cancel()
+                raise
+
+
+class RayExecutor:
+    """Each (variant, fold) is a Ray task declaring its CPUs and GPUs; a lost worker's task is retried.
+
+    With no ``address`` a local Ray is started with ``num_cpus`` CPUs (default: this machine's cores) and shut
+    down afterwards; with one, the driver joins that cluster. The run store must then be on a file system
+    every node sees (the tasks write their folds into it).
+    """
+
+    def __init__(self, options: RayOptions, *, address: str | None = None, num_cpus: int | None = None) -> None:
+        self.options = options
+        self.address = address
+        self.num_cpus = num_cpus
+
+    def run(self, tasks: list[FoldTask], *, run_inline: Callable[[FoldTask], dict], log: Log) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError("--executor ray needs Ray: pip install 'medclf[ray]'.") from None
+        started = not ray.is_initialized()
+        if started:
+            if self.address:
+                ray.init(address=self.address, log_to_driver=False)
+            else:
+                ray.init(num_cpus=self.num_cpus or available_cores(), include_dashboard=False, log_to_driver=False)
+        try:
+            self._run(ray, tasks, log)
+        finally:
+            if started:
+                ray.shutdown()
+
+    def _run(self, ray: Any, tasks: list[FoldTask], log: Log) -> None:
+        threads = max(1, int(self.options.num_cpus_per_task))
+        remote = ray.remote(
+            num_cpus=self.options.num_cpus_per_task,
+            num_gpus=self.options.num_gpus_per_task,
+            max_retries=self.options.max_retries,
+        )(execute_fold_task)
+        pending = {remote.remote(task, threads): task for task in tasks}
+        try:
+            while pending:
+                finished, _ = ray.wait(list(pending), num_returns=1)
+                for ref in finished:
+                    task = pending.pop(ref)
+                    _log_fold(log, task, ray.get(ref))
+        except BaseException:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise
+
+
+def _log_fold(log: Log, task: FoldTask, result: dict[str, Any]) -> None:
+    train_s = result.get("timing", {}).get("train_s", 0.0)
+    log(f"{task.variant}: fold {task.fold.index} done ({train_s:.0f} s)")

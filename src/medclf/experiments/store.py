@@ -1,0 +1,43 @@
+"""The sweep's run store: one ordinary medclf run folder per distinct (resolved config, data) pair.
+
+A variant's folder is ``DIR/runs/<key>/``, where the key hashes the config fingerprint
+(:func:`medclf.config.config_fingerprint`, which leaves out runtime-only keys) and the data's content
+fingerprint. Two variants that resolve to the same config share a folder, a re-run finds every finished fold
+(its ``metrics.json``) and skips it, and ``DIR/sweep.json`` maps the variant names to their folders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from medclf.atomic import atomic_write_json
+from medclf.config import Config, config_fingerprint
+from medclf.experiments.rundir import fold_dir
+
+__all__ = ["completed_folds", "run_key", "variant_dir", "write_sweep_index"]
+
+
+def run_key(config: Config, data_fingerprint: str, *, score_test: bool = True) -> str:
+    """A short content hash naming a variant's run folder.
+
+    ``score_test=False`` (search trials, which never look at the test split) gets its own key, so a trial
+    folder is never mistaken for a run that scored test.
+    """
+    text = f"{config_fingerprint(config)}:{data_fingerprint}" + ("" if score_test else ":no-test")
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def variant_dir(sweep_dir: Path, key: str) -> Path:
+    return Path(sweep_dir) / "runs" / key
+
+
+def completed_folds(run_dir: Path, n_folds: int) -> list[int]:
+    """Indices of the folds whose ``metrics.json`` exists (written last, so the fold is complete)."""
+    return [k for k in range(n_folds) if (fold_dir(run_dir, k) / "metrics.json").exists()]
+
+
+def write_sweep_index(sweep_dir: Path, index: dict[str, Any]) -> None:
+    """Write ``DIR/sweep.json``: the sweep's settings and each variant's name, overrides and run folder."""
+    atomic_write_json(Path(sweep_dir) / "sweep.json", index)

@@ -1,0 +1,192 @@
+"""Run a sweep: plan every variant's run folder in the store, run the missing folds, compare.
+
+1. Each variant's data is loaded once (shared by variants with the same data section) and its run folder,
+   ``DIR/runs/<key>/``, is prepared like any study's; ``DIR/sweep.json`` maps names to folders.
+2. The folds without a ``metrics.json`` become tasks for the executor (local or Ray); finished folds are
+   skipped, so a re-run after Ctrl-C or kill -9 resumes where the sweep stopped.
+3. Each run folder is summarised (``summary.json``, ``folds.csv``), then the variants are compared
+   (``comparison.json/.csv/.md``, and ``comparison.html`` through the reporting module).
+
+A search (``sweep.search: random | optuna``) runs the base config and then its trials one at a time without
+scoring the test split, optimising ``sweep.metric`` on ``sweep.split`` (holdout or val); the best config is then
+run once more with test scored, and ``DIR/best.json`` holds its test metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from medclf.atomic import atomic_write_json
+from medclf.config import Config
+from medclf.data import ImageSet, load_dataset
+from medclf.experiments.comparison import build_comparison, read_fold_results, write_comparison
+from medclf.experiments.executors import FoldTask, LocalExecutor, RayExecutor
+from medclf.experiments.rundir import read_json
+from medclf.experiments.search import make_sampler
+from medclf.experiments.store import completed_folds, run_key, variant_dir, write_sweep_index
+from medclf.experiments.study import PreparedStudy, prepare_study, run_fold, summarize_study
+from medclf.experiments.sweep_config import SweepPlan, Variant
+
+__all__ = ["make_executor", "run_sweep"]
+
+Log = Callable[[str], None]
+
+
+def make_executor(
+    kind: str, plan: SweepPlan, *, parallel: int = 1, address: str | None = None
+) -> LocalExecutor | RayExecutor:
+    """``local`` (``parallel`` folds at once) or ``ray`` (a local Ray of ``parallel`` CPUs when > 1, or ``address``)."""
+    if kind == "ray":
+        return RayExecutor(plan.sweep.ray, address=address, num_cpus=parallel if parallel > 1 else None)
+    return LocalExecutor(parallel=parallel)
+
+
+class _Store:
+    """The sweep's run store as seen by the driver: planned variants, their folders and loaded data."""
+
+    def __init__(self, plan: SweepPlan, out: Path, executor: LocalExecutor | RayExecutor, log: Log) -> None:
+        self.plan, self.out, self.executor, self.log = plan, out, executor, log
+        self.data: dict[str, ImageSet] = {}
+        self.studies: dict[Path, tuple[Config, PreparedStudy]] = {}
+        self.dirs: dict[str, Path] = {}
+        self.variants: list[Variant] = []
+
+    def _load(self, config: Config) -> ImageSet:
+        key = config.data.model_dump_json()
+        if key not in self.data:
+            self.data[key] = load_dataset(config.data)
+        return self.data[key]
+
+    def prepare(self, variant: Variant) -> Path:
+        data = self._load(variant.config)
+        run_dir = variant_dir(self.out, run_key(variant.config, data.fingerprint, score_test=variant.score_test))
+        if run_dir not in self.studies:
+            self.studies[run_dir] = (variant.config, prepare_study(variant.config, run_dir, data=data, log=self.log))
+        self.dirs[variant.name] = run_dir
+        self.variants.append(variant)
+        return run_dir
+
+    def run(self, variants: list[Variant]) -> None:
+        """Prepare, run the missing folds of, and summarise ``variants``."""
+        for v in variants:
+            self.prepare(v)
+        self.write_index()
+        tasks, seen = [], set()
+        for v in variants:
+            run_dir = self.dirs[v.name]
+            _, study = self.studies[run_dir]
+            done = completed_folds(run_dir, len(study.folds))
+            if done:
+                self.log(f"{v.name}: {len(done)}/{len(study.folds)} folds already complete, skipped")
+            for fold in study.folds:
+                if fold.index not in done and (run_dir, fold.index) not in seen:
+                    seen.add((run_dir, fold.index))
+                    tasks.append(FoldTask(v.name, v.config, run_dir, fold, study.data.fingerprint, v.score_test))
+        self.executor.run(tasks, run_inline=self._inline, log=self.log)
+        for run_dir in {self.dirs[v.name] for v in variants}:
+            config, study = self.studies[run_dir]
+            summarize_study(config, study, run_dir, read_fold_results(run_dir, len(study.folds)))
+
+    def _inline(self, task: FoldTask) -> dict[str, Any]:
+        _, study = self.studies[task.run_dir]
+        result = run_fold(task.config, study, task.fold.index, task.run_dir, score_test=task.score_test)
+        self.log(f"{task.variant}: fold {task.fold.index} done ({result['timing']['train_s']:.0f} s)")
+        return result
+
+    def entry(self, variant: Variant) -> dict[str, Any]:
+        run_dir = self.dirs[variant.name]
+        n_folds = len(self.studies[run_dir][1].folds)
+        return {"name": variant.name, "overrides": variant.overrides, "run_dir": str(run_dir.relative_to(self.out)),
+                "folds": read_fold_results(run_dir, n_folds)}
+
+    def score(self, variant: Variant) -> float | None:
+        """Mean of ``sweep.metric`` on ``sweep.split`` across folds (None when undefined on every fold)."""
+        s = self.plan.sweep
+        values = [f["metrics"].get(s.split, {}).get(s.metric) for f in self.entry(variant)["folds"]]
+        values = [v for v in values if v is not None and v == v]
+        return sum(values) / len(values) if values else None
+
+    def write_index(self, best: dict[str, Any] | None = None) -> None:
+        s = self.plan.sweep
+        write_sweep_index(self.out, {
+            "sweep_file": self.plan.origin, "metric": s.metric, "split": s.split, "search": s.search,
+            "baseline": self.plan.baseline,
+            "variants": [{"name": v.name, "overrides": v.overrides, "run_dir": str(self.dirs[v.name].relative_to(
+                self.out)), "score_test": v.score_test} for v in self.variants],
+            "best": best,
+        })
+
+
+def _search(plan: SweepPlan, store: _Store) -> list[Variant]:
+    """Run the base and ``sweep.trials`` sampled trials (validation only), then the best one with test scored."""
+    s = plan.sweep
+    maximize = s.metric != "loss"
+    sampler = make_sampler(s.search, s.space, seed=s.seed, maximize=maximize)
+    trials = list(plan.variants)  # the base config, the baseline
+    store.run(trials)
+    scores = {trials[0].name: store.score(trials[0])}
+    for i in range(s.trials):
+        trial = plan.make_variant(f"trial-{i:03d}", sampler.ask(), score_test=False)
+        store.run([trial])
+        scores[trial.name] = store.score(trial)
+        sampler.tell(scores[trial.name])
+        store.log(f"{trial.name}: {s.metric} on {s.split} {scores[trial.name]} with {trial.overrides}")
+        trials.append(trial)
+    ranked = [t for t in trials if scores[t.name] is not None]
+    best = (max if maximize else min)(ranked, key=lambda t: scores[t.name]) if ranked else trials[0]
+    final = plan.make_variant("best", best.overrides, score_test=True)
+    store.run([final])
+    summary = read_json(store.dirs["best"] / "summary.json")
+    record = {
+        "trial": best.name, "overrides": best.overrides,
+        "selected_on": {"metric": s.metric, "split": s.split, "mean": scores[best.name]},
+        "run_dir": str(store.dirs["best"].relative_to(store.out)),
+        "test": summary["metrics"].get("test"), "ensemble_test": summary["ensemble"].get("test"),
+    }
+    atomic_write_json(store.out / "best.json", record)
+    store.write_index(best=record)
+    return trials
+
+
+def run_sweep(
+    plan: SweepPlan, out: Path, *, executor: str = "local", parallel: int = 1, address: str | None = None,
+    log: Log = lambda msg: None,
+) -> dict[str, Any]:
+    """Run (or resume) the sweep ``plan`` into ``out`` and write its comparison.
+
+    Args:
+        plan: the loaded sweep (:func:`medclf.experiments.sweep_config.load_sweep`).
+        out: the sweep folder; created when missing.
+        executor: ``local`` or ``ray``.
+        parallel: folds at once (local), or the CPUs of a local Ray.
+        address: a Ray cluster to join (``ray`` only).
+        log: receives one-line status messages.
+
+    Returns:
+        The comparison written to ``out/comparison.json``.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    store = _Store(plan, out, make_executor(executor, plan, parallel=parallel, address=address), log)
+    if plan.sweep.search == "grid":
+        store.run(plan.variants)
+        compared = plan.variants
+    else:
+        compared = _search(plan, store)
+    s = plan.sweep
+    comparison = build_comparison([store.entry(v) for v in compared], metric=s.metric, split=s.split,
+                                  baseline=plan.baseline, alpha=s.alpha)
+    write_comparison(out, comparison)
+    _write_html(out, log)
+    return comparison
+
+
+def _write_html(out: Path, log: Log) -> None:
+    try:
+        from medclf.reporting import write_comparison_html
+    except ImportError:  # the reporting module lands with issue 6
+        log("comparison.html needs the reporting module")
+        return
+    write_comparison_html(out)

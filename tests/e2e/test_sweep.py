@@ -1,0 +1,210 @@
+"""The real ``medclf sweep`` on tiny data: local (sequential and --parallel), Ray, resume after kill -9, search."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+HEADLINE = ["accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "auc_macro", "loss"]
+
+
+def medclf(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "medclf", *args], capture_output=True, text=True, timeout=timeout,
+                          env=env)
+
+
+@pytest.fixture()
+def sweep_file(tiny_splits: Path, tmp_path: Path) -> Path:
+    """2 variants x 2 folds x 1 epoch on 16 px images."""
+    cfg = {
+        "name": "tiny",
+        "seed": 0,
+        "data": {"source": {"type": "splits", "path": str(tiny_splits)}, "image_size": 16,
+                 "cache_dir": str(tmp_path / "cache")},
+        "model": {"name": "test_resnet"},
+        "training": {"epochs": 1, "batch_size": 8, "device": "cpu"},
+        "cv": {"n_folds": 2, "val_fraction": 0.25},
+        "sweep": {"variants": {"adamw": {}, "sgd": {"training.optimizer.name": "sgd",
+                                                    "training.optimizer.lr": 0.01}},
+                  "baseline": "adamw"},
+    }
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def _comparable(comparison: dict) -> dict:
+    """comparison.json without the timings, which differ between runs."""
+    out = json.loads(json.dumps(comparison))
+    for v in out["variants"]:
+        v.pop("train_time_s")
+    return out
+
+
+def _check_sweep_folder(out: Path) -> dict:
+    comparison = json.loads((out / "comparison.json").read_text())
+    assert {k for k in comparison} == {"metric", "split", "baseline", "n_folds", "alpha", "variants"}
+    assert comparison["metric"] == "auc_macro" and comparison["split"] == "holdout" and comparison["n_folds"] == 2
+    names = [v["name"] for v in comparison["variants"]]
+    assert sorted(names) == ["adamw", "sgd"] and [v["rank"] for v in comparison["variants"]] == [1, 2]
+    means = [v["metrics"]["auc_macro"]["mean"] for v in comparison["variants"]]
+    assert means == sorted(means, reverse=True)
+    index = json.loads((out / "sweep.json").read_text())
+    for v in comparison["variants"]:
+        assert set(v) == {"name", "overrides", "run_dir", "rank", "n_folds", "train_time_s", "parameters", "metrics",
+                          "vs_baseline"}
+        assert set(v["metrics"]) == set(HEADLINE)
+        assert set(v["metrics"]["auc_macro"]) == {"mean", "std", "ci_low", "ci_high", "folds"}
+        run_dir = out / v["run_dir"]
+        assert (run_dir / "summary.json").exists() and (run_dir / "fold-1" / "history.csv").exists()
+        folds = [json.loads((run_dir / f"fold-{k}" / "metrics.json").read_text()) for k in (0, 1)]
+        assert v["metrics"]["auc_macro"]["folds"] == [f["metrics"]["holdout"]["auc_macro"] for f in folds]
+        assert {"name": v["name"], "run_dir": v["run_dir"]}.items() <= next(
+            x for x in index["variants"] if x["name"] == v["name"]).items()
+        if v["name"] == "adamw":
+            assert v["vs_baseline"] is None
+        else:
+            assert set(v["vs_baseline"]) == {"diff_mean", "t_stat", "p_corrected_t", "p_wilcoxon", "verdict"}
+            assert 0 <= v["vs_baseline"]["p_corrected_t"] <= 1 and "adamw" in v["vs_baseline"]["verdict"]
+    # the two variants ran on the same folds: their splits.json are identical
+    splits = {(out / v["run_dir"] / "splits.json").read_text() for v in comparison["variants"]}
+    assert len(splits) == 1
+    rows = (out / "comparison.csv").read_text().splitlines()
+    assert rows[0].startswith("rank,name,overrides,run_dir") and len(rows) == 3
+    md = (out / "comparison.md").read_text()
+    assert "| 1 | `" in md and "p (corrected t)" in md
+    return comparison
+
+
+def test_local_sweep_end_to_end_then_rerun_skips_everything(sweep_file: Path, tmp_path: Path):
+    out = tmp_path / "sweep"
+    start = time.perf_counter()
+    done = medclf("sweep", str(sweep_file), "--out", str(out))
+    print(f"local sweep wall time {time.perf_counter() - start:.1f} s")
+    assert done.returncode == 0, done.stderr
+    first = _check_sweep_folder(out)
+    assert "comparison.html needs the reporting module" in done.stdout or (out / "comparison.html").exists()
+
+    again = medclf("sweep", str(sweep_file), "--out", str(out))
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("2/2 folds already complete, skipped") == 2 and "done (" not in again.stdout
+    assert _comparable(json.loads((out / "comparison.json").read_text())) == _comparable(first)
+
+
+def test_parallel_and_ray_sweeps_give_the_sequential_comparison(sweep_file: Path, tmp_path: Path):
+    sequential = medclf("sweep", str(sweep_file), "--out", str(tmp_path / "seq"))
+    assert sequential.returncode == 0, sequential.stderr
+    parallel = medclf("sweep", str(sweep_file), "--out", str(tmp_path / "par"), "--parallel", "2")
+    assert parallel.returncode == 0, parallel.stderr
+    start = time.perf_counter()
+    ray = medclf("sweep", str(sweep_file), "--out", str(tmp_path / "ray"), "--executor", "ray", "--parallel", "2")
+    print(f"ray sweep wall time {time.perf_counter() - start:.1f} s")
+    assert ray.returncode == 0, ray.stderr
+    reference = _check_sweep_folder(tmp_path / "seq")
+    for other in ("par", "ray"):
+        assert _close(_check_sweep_folder(tmp_path / other), reference)
+
+
+def _close(a: dict, b: dict) -> bool:
+    """Same variants in the same order with the same fold values (floating-point noise aside)."""
+    assert [v["name"] for v in a["variants"]] == [v["name"] for v in b["variants"]]
+    for va, vb in zip(a["variants"], b["variants"]):
+        assert va["name"] == vb["name"]
+        for m in HEADLINE:
+            assert va["metrics"][m]["folds"] == pytest.approx(vb["metrics"][m]["folds"], abs=1e-6)
+    return True
+
+
+def test_a_sweep_killed_mid_run_resumes_to_the_same_comparison(sweep_file: Path, tmp_path: Path):
+    cfg = yaml.safe_load(sweep_file.read_text())
+    cfg["training"]["epochs"] = 4  # long enough to be killed between folds
+    sweep_file.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    reference = medclf("sweep", str(sweep_file), "--out", str(tmp_path / "reference"))
+    assert reference.returncode == 0, reference.stderr
+
+    out = tmp_path / "killed"
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "medclf", "sweep", str(sweep_file), "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 300
+    while not list(out.glob("runs/*/fold-*/metrics.json")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/fold-*/metrics.json")}
+    assert 1 <= len(finished) < 4 and not (out / "comparison.json").exists()
+
+    resumed = medclf("sweep", str(sweep_file), "--out", str(out))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "already complete, skipped" in resumed.stdout
+    assert all(p.stat().st_mtime_ns == t for p, t in finished.items())  # finished folds were not rerun
+    assert len(list(out.glob("runs/*/fold-*/metrics.json"))) == 4
+    a = _comparable(json.loads((out / "comparison.json").read_text()))
+    b = _comparable(json.loads((tmp_path / "reference" / "comparison.json").read_text()))
+    assert _close(a, b) and [v["name"] for v in a["variants"]] == [v["name"] for v in b["variants"]]
+
+
+def test_a_deleted_fold_is_the_only_one_rerun(sweep_file: Path, tmp_path: Path):
+    out = tmp_path / "sweep"
+    assert medclf("sweep", str(sweep_file), "--out", str(out)).returncode == 0
+    first = json.loads((out / "comparison.json").read_text())
+    run_dir = out / first["variants"][1]["run_dir"]
+    (run_dir / "fold-1" / "metrics.json").unlink()  # as if the sweep died while fold 1 ran
+    again = medclf("sweep", str(sweep_file), "--out", str(out))
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count(" done (") == 1 and f"{first['variants'][1]['name']}: fold 1 done" in again.stdout
+    assert _close(_comparable(json.loads((out / "comparison.json").read_text())), _comparable(first))
+
+
+def test_random_search_never_scores_test_during_trials_then_scores_the_best(tiny_splits: Path, tmp_path: Path):
+    cfg = {
+        "name": "search",
+        "data": {"source": {"type": "splits", "path": str(tiny_splits)}, "image_size": 16,
+                 "cache_dir": str(tmp_path / "cache")},
+        "model": {"name": "test_resnet"},
+        "training": {"epochs": 1, "batch_size": 8, "device": "cpu"},
+        "cv": {"n_folds": 2, "val_fraction": 0.25},
+        "sweep": {"search": "random", "trials": 2, "seed": 1,
+                  "space": {"training.optimizer.lr": {"low": 1e-4, "high": 1e-2, "log": True},
+                            "training.batch_size": [8, 16]}},
+    }
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "search"
+    done = medclf("sweep", str(path), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    comparison = json.loads((out / "comparison.json").read_text())
+    assert sorted(v["name"] for v in comparison["variants"]) == ["base", "trial-000", "trial-001"]
+    assert comparison["baseline"] == "base"
+    for v in comparison["variants"]:
+        for k in (0, 1):
+            fold = json.loads((out / v["run_dir"] / f"fold-{k}" / "metrics.json").read_text())
+            assert "test" not in fold["metrics"] and fold["n_images"]["test"] == 0
+    best = json.loads((out / "best.json").read_text())
+    chosen = max(comparison["variants"], key=lambda v: v["metrics"]["auc_macro"]["mean"])
+    assert best["trial"] == chosen["name"] and best["overrides"] == chosen["overrides"]
+    assert best["selected_on"] == {"metric": "auc_macro", "split": "holdout",
+                                   "mean": pytest.approx(chosen["metrics"]["auc_macro"]["mean"])}
+    assert set(best["test"]) >= set(HEADLINE) and best["ensemble_test"] is not None
+    assert json.loads((out / "sweep.json").read_text())["best"]["run_dir"] == best["run_dir"]
+
+
+def test_sweep_errors_are_one_paragraph(sweep_file: Path, tmp_path: Path):
+    cfg = yaml.safe_load(sweep_file.read_text())
+    cfg["sweep"]["variants"]["sgd"]["training.optimiser.name"] = "sgd"
+    sweep_file.write_text(yaml.safe_dump(cfg))
+    done = medclf("sweep", str(sweep_file), "--out", str(tmp_path / "x"))
+    assert done.returncode == 2 and "variant 'sgd'" in done.stderr and "optimiser" in done.stderr
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(yaml.safe_dump({k: v for k, v in cfg.items() if k != "sweep"}))
+    done = medclf("sweep", str(plain))
+    assert done.returncode == 2 and "has no sweep: section" in done.stderr
