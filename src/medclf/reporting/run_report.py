@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medclf.reporting.intervals import ensemble_intervals
 from medclf.reporting.page import Grid, KeyValues, Page, Paragraph, Preformatted, Section, write_page
 from medclf.reporting.run_figures import (
     calibration_blocks,
@@ -25,11 +24,11 @@ from medclf.reporting.run_tables import (
     audit_table,
     classification_report_table,
     counts_table,
+    ensemble_bootstrap,
     ensemble_table,
     environment_table,
     evaluation_sets,
     fold_sizes_table,
-    headline_metrics,
     metrics_table,
     model_table,
     patient_table,
@@ -64,10 +63,11 @@ def write_report(run_dir: Path) -> Path:
 def build_report(run: RunData) -> Page:
     """The report page of a run, section by section."""
     sets = evaluation_sets(run)
+    bootstrap = ensemble_bootstrap(run)
     sections = [
-        _overview(run),
+        _overview(run, bootstrap),
         _data(run),
-        _metrics(run),
+        _metrics(run, bootstrap),
         _classification(run, sets),
         _confusion(run, sets),
         _curves(run),
@@ -95,7 +95,7 @@ def build_report(run: RunData) -> Page:
                 sections=sections)
 
 
-def _overview(run: RunData) -> Section:
+def _overview(run: RunData, bootstrap: dict) -> Section:
     classes = run.classes
     facts = [
         ("run folder", str(run.path.resolve())),
@@ -106,13 +106,9 @@ def _overview(run: RunData) -> Section:
         ("monitor", str(run.folds[0].metrics.get("monitor"))),
         ("config fingerprint", str(run.summary.get("config_fingerprint"))),
     ]
-    ensemble_ci = {}
-    if run.ensemble is not None and run.summary.get("ensemble", {}).get("test"):
-        ensemble_ci = ensemble_intervals(run.ensemble, classes, multilabel=run.multilabel,
-                                         names=headline_metrics(run))
     blocks = [KeyValues(facts), summary_table(run)]
     if run.splits:
-        blocks.append(overview_figure(run, ensemble_ci))
+        blocks.append(overview_figure(run, bootstrap))
     return Section("Overview", blocks)
 
 
@@ -133,9 +129,9 @@ def _data(run: RunData) -> Section:
     return Section("Data", [KeyValues(facts), counts_table(run), fold_sizes_table(run)], subsections)
 
 
-def _metrics(run: RunData) -> Section:
+def _metrics(run: RunData, bootstrap: dict) -> Section:
     blocks = [metrics_table(run, split) for split in run.splits]
-    ensemble = ensemble_table(run)
+    ensemble = ensemble_table(run, bootstrap)
     if ensemble is not None:
         blocks.append(ensemble)
     if not blocks:

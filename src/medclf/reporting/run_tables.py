@@ -26,6 +26,7 @@ __all__ = [
     "audit_table",
     "classification_report_table",
     "counts_table",
+    "ensemble_bootstrap",
     "ensemble_table",
     "environment_table",
     "evaluation_sets",
@@ -113,15 +114,20 @@ def summary_table(run: RunData) -> Table:
     return Table(name="summary", title="Headline metrics", columns=columns, rows=rows, note=note)
 
 
-def ensemble_table(run: RunData) -> Table | None:
-    """The fold ensemble's test metrics with percentile-bootstrap 95 % intervals (None without an ensemble)."""
+def ensemble_bootstrap(run: RunData) -> dict[str, tuple[float, float] | None]:
+    """Bootstrap intervals of the ensemble's headline test metrics; {} without an ensemble."""
+    if run.ensemble is None or not run.summary.get("ensemble", {}).get("test"):
+        return {}
+    return ensemble_intervals(run.ensemble, run.classes, multilabel=run.multilabel, names=headline_metrics(run))
+
+
+def ensemble_table(run: RunData, intervals: dict[str, tuple[float, float] | None]) -> Table | None:
+    """The fold ensemble's test metrics with their bootstrap ``intervals`` (None without an ensemble)."""
     metrics = run.summary.get("ensemble", {}).get("test")
     if not metrics or run.ensemble is None:
         return None
-    names = headline_metrics(run)
-    intervals = ensemble_intervals(run.ensemble, run.classes, multilabel=run.multilabel, names=names)
     rows = []
-    for name in names:
+    for name in headline_metrics(run):
         if name in metrics:
             ci = intervals.get(name)
             rows.append([name, metrics[name], Interval(*ci) if ci else Interval(None, None)])
