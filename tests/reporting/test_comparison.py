@@ -120,3 +120,18 @@ def test_average_ranks_and_missing_comparison(tmp_path: Path):
     assert average_ranks(variants, "loss") == {"a": 1.5, "b": 1.5, "c": 3.0}  # lower is better
     with pytest.raises(RunFolderError, match="has no comparison.json"):
         write_comparison_html(tmp_path)
+
+
+def test_cli_report_writes_the_comparison_of_a_sweep_folder(tiny_run: Path, tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from medclf.cli import app
+
+    sweep = _sweep(tiny_run, tmp_path, [_variant("baseline", [0.8, 0.82], 1, baseline=True)])
+    result = CliRunner().invoke(app, ["report", str(sweep)])
+    assert result.exit_code == 0, result.output
+    assert (sweep / "comparison.html").exists() and "comparison.html" in result.output
+    help_text = CliRunner().invoke(app, ["report", "--help"]).output
+    assert "Example: medclf report" in help_text
+    missing = CliRunner().invoke(app, ["report", str(tmp_path / "nope")])
+    assert missing.exit_code == 2 and "does not exist" in missing.output
