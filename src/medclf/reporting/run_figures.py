@@ -298,6 +298,8 @@ def training_figures(run: RunData) -> list[Figure]:
             panels.append(Panel("learning rate", "epoch", "lr", [Series(epochs, _column(h, "lr"), None, "#555555")],
                                 vlines=[m for m in marks if m[1] is None], integer_x=True, legend=None))
         stop = f", early stop at epoch {fold.stopped_epoch}" if fold.stopped_epoch is not None else ""
+        if any(m[1] is None for m in marks):
+            stop += "; grey dash-dot: a new training stage"
         figures.append(line_figure(
             f"training-fold-{fold.index}", panels, panel_size=3.1,
             caption=f"fold {fold.index}: kept epoch {fold.metrics.get('best_epoch')} (dashed){stop}.",
