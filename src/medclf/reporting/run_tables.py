@@ -18,7 +18,7 @@ from medclf import __version__
 from medclf.evaluation.metrics import SUMMARY_METRICS
 from medclf.reporting.intervals import ensemble_intervals, fold_interval
 from medclf.reporting.rundata import Predictions, RunData
-from medclf.reporting.tables import Interval, MeanStd, Table
+from medclf.reporting.tables import Interval, MeanStd, Table, format_number
 
 __all__ = [
     "MULTILABEL_HEADLINE",
@@ -266,14 +266,14 @@ def audit_table(audit: dict[str, Any]) -> Table:
                 if k == "count":
                     continue
                 if isinstance(v, (int, float, str, bool)) or v is None:
-                    details.append(f"{k}: {v}")
+                    details.append(f"{k}: {format_number(v) if isinstance(v, float) else v}")
                 elif isinstance(v, list):
                     details.append(f"{k}: {len(v)}")
             rows.append([check.replace("_", " "), count, "; ".join(details)])
         elif isinstance(value, list):
             rows.append([check.replace("_", " "), len(value), ""])
         else:
-            rows.append([check.replace("_", " "), None, str(value)])
+            rows.append([check.replace("_", " "), None, format_number(value)])
     return Table(
         name="audit", title="Leakage audit (audit.json)", columns=["check", "count", "details"], rows=rows,
         note="Written by medclf audit before training; a count above 0 across splits means images or patients "
