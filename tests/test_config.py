@@ -47,7 +47,7 @@ def test_unknown_key_inside_a_source_variant():
 def test_bad_values_name_field_and_value():
     with pytest.raises(ConfigError, match=r"model\.name: 'resnet19' is not a timm architecture\. Did you mean 'resnet18'"):
         parse_config(MINIMAL | {"model": {"name": "resnet19"}})
-    with pytest.raises(ConfigError, match=r"training\.optimizer\.name: Unknown optimizer 'adamm'.*adam, adamw, sgd"):
+    with pytest.raises(ConfigError, match=r"training\.optimizer\.name: Unknown optimizer 'adamm'.*adam, adamw, rmsprop, sgd"):
         parse_config(MINIMAL | {"training": {"optimizer": {"name": "adamm"}}})
     with pytest.raises(ConfigError, match=r"training\.monitor: cannot monitor 'val_acc'\. Did you mean 'val_accuracy'"):
         parse_config(MINIMAL | {"training": {"monitor": "val_acc"}})

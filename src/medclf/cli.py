@@ -108,10 +108,17 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
         table.add_column(split, justify="right")
     for split in summary["ensemble"]:
         table.add_column(f"ensemble {split}", justify="right")
-    for name in SUMMARY_METRICS:
+    from medclf.evaluation.multilabel import MULTILABEL_SUMMARY
+
+    for name in MULTILABEL_SUMMARY if summary.get("task") == "multilabel" else SUMMARY_METRICS:
         cells = [_fmt(summary["metrics"][s].get(name)) for s in splits]
         cells += [_fmt(summary["ensemble"][s].get(name)) for s in summary["ensemble"]]
         table.add_row(name, *cells)
+    for level in ("patient", "study"):  # unit-level rows, when the data has patient or study ids
+        if all(level in summary["metrics"][s] for s in splits) and splits:
+            for name in ("accuracy", "f1_macro", "auc_macro"):
+                cells = [_fmt(summary["metrics"][s][level].get(name)) for s in splits]
+                table.add_row(f"{level} {name}", *cells, *[""] * len(summary["ensemble"]))
     console.print(table)
     console.print(f"wall time {summary['timing']['total_s']:.0f} s; results in {out}", highlight=False)
 
@@ -224,6 +231,112 @@ def predict(
             table.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()])
         console.print(table)
     console.print(f"wrote {out}", highlight=False)
+
+
+@app.command("show-batch", epilog="Example: medclf show-batch examples/demo.yaml --out batch.png")
+@_friendly_errors
+def show_batch(
+    config: Annotated[Path, typer.Argument(help="The study's YAML config.")],
+    out: Annotated[Path, typer.Option("--out", help="PNG to write.")] = Path("batch.png"),
+    override: OverridesOpt = None,
+    n_images: Annotated[int | None, typer.Option("--n", help="Images to draw (default: batch size, <= 64).")] = None,
+) -> None:
+    """Draw one augmented training batch (fold 0, with oversampling) as a labelled grid PNG."""
+    from medclf.config import load_config
+    from medclf.experiments.preview import augmented_batch, save_batch_grid
+
+    cfg = load_config(config, override or [])
+    images, names, copies = augmented_batch(cfg, n_images=n_images)
+    titles = [f"{name} (copy)" if copy else name for name, copy in zip(names, copies)]
+    save_batch_grid(images, titles, out)
+    console.print(f"wrote {out}: {len(images)} augmented training images", highlight=False)
+
+
+def _study_config(target: Path, overrides: list[str]) -> Any:
+    """A YAML config as given, or a data path turned into a study config with every default."""
+    from medclf.config import apply_overrides, load_config, parse_config
+    from medclf.data.inspect import guess_source
+
+    if target.suffix.lower() in (".yaml", ".yml"):
+        return load_config(target, overrides)
+    raw = apply_overrides({"data": {"source": guess_source(target)}}, overrides)
+    return parse_config(raw, origin=str(target))
+
+
+@app.command(epilog="Example: medclf inspect data/chest_xray --out inspect/")
+@_friendly_errors
+def inspect(
+    target: Annotated[Path, typer.Argument(help="A data folder, .npz, .csv, or a study's YAML config.")],
+    override: OverridesOpt = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder for inspect.json and sample grids.")] = Path("inspect"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report instead of text.")] = False,
+) -> None:
+    """Describe a dataset: counts per split, class and fold, patients, image sizes, unreadable files."""
+    import json
+
+    from medclf.data.inspect import inspect_dataset
+
+    report = inspect_dataset(_study_config(target, override or []).data, out=out)
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    console.print(f"{report['source']} source, {report['n_images']} images, {report['task']}, classes "
+                  f"{report['classes']}, imbalance ratio {_fmt(report['imbalance_ratio'])}", highlight=False)
+    for split, counts in report["counts"]["by_split"].items():
+        console.print(f"  {split}: {counts}", highlight=False)
+    for fold, splits in report["counts"].get("by_fold", {}).items():
+        console.print(f"  fold {fold}: {splits}", highlight=False)
+    if report["n_patients"] is not None:
+        console.print(f"  patients: {report['n_patients']}, per class {report['patients_per_class']}",
+                      highlight=False)
+    files = report["files"]
+    if files:
+        console.print(f"  sizes {files['sizes']} ({files['n_distinct_sizes']} distinct), modes {files['modes']}, "
+                      f"bit depths {files['bit_depths']}", highlight=False)
+    for bad in report["unreadable"]:
+        console.print(f"  unreadable: {bad['path']}: {bad['reason']}", highlight=False)
+    console.print(f"wrote {out / 'inspect.json'} and {len(report['samples'])} sample grids", highlight=False)
+
+
+@app.command(epilog="Example: medclf audit data/chest_xray --json > audit.json")
+@_friendly_errors
+def audit(
+    target: Annotated[Path, typer.Argument(help="A data folder, .npz, .csv, or a study's YAML config.")],
+    override: OverridesOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report instead of text.")] = False,
+) -> None:
+    """Look for leakage: exact and near duplicate images and patients shared between splits and folds."""
+    import json
+
+    from medclf.data import load_dataset
+    from medclf.data.audit import audit_dataset
+    from medclf.data.splitting import make_folds
+    from medclf.errors import DataError
+
+    cfg = _study_config(target, override or [])
+    data = load_dataset(cfg.data)
+    try:
+        folds = make_folds(data, cfg.cv, seed=cfg.seed)
+    except DataError:
+        folds = None  # too little data for cv: the data's own splits are still audited
+    report = audit_dataset(data, folds, near_distance=cfg.audit.near_distance,
+                           near_correlation=cfg.audit.near_correlation, near=cfg.audit.near_duplicates).report
+    if as_json:
+        print(json.dumps(report))
+        return
+    console.print(f"{report['n_images']} images in {report['locations']} ({report['timing_s']:.1f} s)",
+                  highlight=False)
+    for key in ("exact_duplicates", "near_duplicates"):
+        entry = report[key]
+        console.print(f"{key.replace('_', ' ')}: {entry['count']} ({entry['within']} within a split, "
+                      f"{entry['across']} across splits) in {len(entry['groups'])} groups", highlight=False)
+        for group in entry["groups"][:5]:
+            console.print(f"  {' = '.join(group)}", highlight=False)
+    overlap = report["patient_overlap"]
+    console.print(f"patients in several splits: {overlap['count']} {overlap['pairs']}", highlight=False)
+    for fold in report.get("folds", []):
+        console.print(f"fold {fold['fold']}: evaluation images duplicating training: {fold['exact']} exact, "
+                      f"{fold['near']} near; of training patients: {fold['patient']}", highlight=False)
 
 
 def main() -> None:

@@ -30,21 +30,32 @@ from medclf.errors import ConfigError
 from medclf.registry import closest
 
 __all__ = [
+    "AuditConfig",
     "AugmentationConfig",
+    "EarlyStoppingConfig",
+    "FreezeLastN",
+    "HeadConfig",
+    "LAYER_TYPES",
+    "StageConfig",
     "CVConfig",
     "Config",
     "CsvSource",
     "DataConfig",
+    "EvaluationConfig",
     "FolderSource",
+    "FoldsSource",
+    "IntensityConfig",
     "LossConfig",
     "ModelConfig",
     "NpzSource",
     "OptimizerConfig",
+    "PatientsSource",
     "RECIPES",
     "SchedulerConfig",
     "SplitsSource",
     "SyntheticSource",
     "TrainingConfig",
+    "VolumeConfig",
     "config_fingerprint",
     "dump_config",
     "load_config",
@@ -103,6 +114,26 @@ class CsvSource(_Section):
     path_column: str = "path"
     label_column: str = "label"
     split_column: str = "split"  # used when the CSV has it: values train, val or test
+    patient_column: str = "patient_id"  # used when the CSV has it: images of one patient are grouped
+    study_column: str = "study_id"  # used when the CSV has it: study-level evaluation
+    fold_column: str = "fold"  # used when the CSV has it: the fold (0, 1, ...) whose held-out part holds the row
+    multilabel: bool = False  # label_column holds several labels per image, joined by label_separator
+    label_separator: str = "|"
+    label_columns: list[str] | None = None  # multi-label as one 0/1 column per label (implies multilabel)
+
+
+class FoldsSource(_Section):
+    """Predefined folds: ``root/Fold<k>/{train,valid,test}/<class>/<image>``; CV uses exactly these folds."""
+
+    type: Literal["folds"]
+    path: UserPath
+
+
+class PatientsSource(_Section):
+    """A patient/study tree: ``root/<split>/<body part>/<patient>/<study>_<label>/<image>`` (MURA style)."""
+
+    type: Literal["patients"]
+    path: UserPath
 
 
 class SyntheticSource(_Section):
@@ -116,9 +147,34 @@ class SyntheticSource(_Section):
 
 
 Source = Annotated[
-    Union[FolderSource, SplitsSource, NpzSource, CsvSource, SyntheticSource],
+    Union[FolderSource, SplitsSource, NpzSource, CsvSource, SyntheticSource, FoldsSource, PatientsSource],
     Field(discriminator="type"),
 ]
+
+
+class IntensityConfig(_Section):
+    """How images deeper than 8 bits (16-bit PNG/TIFF, float TIFF, DICOM, NIfTI) are mapped to 0..255."""
+
+    normalization: Literal["minmax", "percentile", "window"] = "minmax"
+    percentiles: tuple[float, float] = (0.5, 99.5)  # percentile: clip to these percentiles, then min-max
+    window: tuple[float, float] | None = None  # window: [center, width] in the image's (rescaled) units
+    dicom_voi: bool = True  # DICOM: use the file's own window center/width or VOI LUT when it has one
+
+    @model_validator(mode="after")
+    def _consistent(self) -> IntensityConfig:
+        lo, hi = self.percentiles
+        if not 0 <= lo < hi <= 100:
+            raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {list(self.percentiles)}")
+        if self.normalization == "window" and (self.window is None or self.window[1] <= 0):
+            raise ValueError("normalization 'window' needs window: [center, width] with a positive width")
+        return self
+
+
+class VolumeConfig(_Section):
+    """Which 2-D slice of a 3-D volume (NIfTI) becomes the image."""
+
+    axis: int = Field(2, ge=0, le=2)  # the axis sliced across (2: axial for RAS-oriented volumes)
+    slice: Literal["middle"] | int = "middle"  # an index along the axis (negative counts from the end)
 
 
 class DataConfig(_Section):
@@ -127,6 +183,9 @@ class DataConfig(_Section):
     channels: Literal[1, 3] = 1  # images are converted to grayscale (1) or RGB (3)
     resize: Literal["resize", "pad"] = "resize"  # pad: keep the aspect ratio, pad with black
     cache_dir: UserPath | None = None  # default: $MEDCLF_CACHE or ~/.cache/medclf
+    intensity: IntensityConfig = IntensityConfig()
+    volume: VolumeConfig = VolumeConfig()
+    on_bad_image: Literal["fail", "skip"] = "fail"  # skip: leave unreadable files out, listed in skipped.csv
 
     @field_validator("image_size")
     @classmethod
@@ -143,32 +202,139 @@ class DataConfig(_Section):
 
 
 # -------------------------------------------------------------------------------------------------- model
+def _known_activation(v: str | None) -> str | None:
+    from medclf.models.layers import ACTIVATIONS
+
+    if v is not None:
+        ACTIVATIONS.get(v)
+    return v
+
+
+Activation = Annotated[str | None, AfterValidator(_known_activation)]
+
+
+class HeadConfig(_Section):
+    """The classification head put on a timm backbone's feature map (instead of timm's own classifier)."""
+
+    pool: Literal["avg", "max", "avgmax"] = "avg"  # global pooling; avgmax: the mean of the two
+    batchnorm: bool = False  # BatchNorm1d on the pooled features
+    hidden: list[Annotated[int, Field(ge=1)]] = []  # widths of hidden dense layers, e.g. [256]
+    activation: Activation = "relu"  # after each hidden layer
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)  # after each hidden layer
+
+
+# Layer-by-layer networks (model.name: layers). Each entry's `type` selects the layer; the output layer (one unit
+# per class, or one for a binary bce head) is appended automatically.
+class ConvLayer(_Section):
+    type: Literal["conv"]
+    filters: int = Field(ge=1)
+    kernel: int = Field(3, ge=1)
+    stride: int = Field(1, ge=1)
+    padding: Literal["same", "valid"] | int = "same"  # same: kernel // 2 on each side
+    activation: Activation = "relu"
+
+
+class PoolLayer(_Section):
+    type: Literal["maxpool", "avgpool"]
+    size: int = Field(2, ge=1)
+    stride: int | None = None  # default: size
+
+
+class BatchNormLayer(_Section):
+    type: Literal["batchnorm"]
+
+
+class DropoutLayer(_Section):
+    type: Literal["dropout"]
+    rate: float = Field(0.5, ge=0.0, lt=1.0)
+
+
+class FlattenLayer(_Section):
+    type: Literal["flatten"]
+
+
+class GlobalPoolLayer(_Section):
+    type: Literal["globalpool"]
+    mode: Literal["avg", "max"] = "avg"
+
+
+class DenseLayer(_Section):
+    type: Literal["dense"]
+    units: int = Field(ge=1)
+    activation: Activation = "relu"
+
+
+class ResidualLayer(_Section):
+    """``activation(layers(x) + shortcut(x))``; the shortcut is a 1x1 convolution when the shapes differ."""
+
+    type: Literal["residual"]
+    layers: list[Layer] = Field(min_length=1)
+    activation: Activation = "relu"
+
+
+Layer = Annotated[
+    Union[ConvLayer, PoolLayer, BatchNormLayer, DropoutLayer, FlattenLayer, GlobalPoolLayer, DenseLayer, ResidualLayer],
+    Field(discriminator="type"),
+]
+ResidualLayer.model_rebuild()
+LAYER_TYPES = ("conv", "maxpool", "avgpool", "batchnorm", "dropout", "flatten", "globalpool", "dense", "residual")
+
+
 class ModelConfig(_Section):
-    name: str = "resnet18"  # any timm architecture
+    name: str = "resnet18"  # any timm architecture, or "layers" for model.layers
     pretrained: bool | UserPath = False  # true: installed weights package, then the timm hub; or a file
     drop_rate: float = Field(0.0, ge=0.0, lt=1.0)  # dropout before the classifier
+    drop_path_rate: float | None = Field(None, ge=0.0, lt=1.0)  # stochastic depth, for timm models that have it
     kwargs: dict[str, Any] = {}  # extra arguments for timm.create_model, e.g. {output_stride: 8}
+    head: HeadConfig | None = None  # null: timm's own classifier
+    layers: list[Layer] = []  # model.name: layers: the network, layer by layer
+    width_mult: float = Field(1.0, gt=0)  # multiplies every conv's filters and dense layer's units
+    insert: dict[int, list[Layer]] = {}  # {position: [layers]}: inserted before layers[position]
 
     @field_validator("name")
     @classmethod
     def _known_model(cls, v: str) -> str:
         import timm
 
-        if not timm.is_model(v):
+        if v != "layers" and not timm.is_model(v):
             hint = closest(v, timm.list_models())
             did_you_mean = f" Did you mean {hint!r}?" if hint else ""
-            raise ValueError(f"{v!r} is not a timm architecture.{did_you_mean} timm.list_models() lists them")
+            raise ValueError(
+                f"{v!r} is not a timm architecture.{did_you_mean} timm.list_models() lists them; "
+                "'layers' builds model.layers"
+            )
         return v
+
+    @model_validator(mode="after")
+    def _layers_need_layers(self) -> ModelConfig:
+        if self.name == "layers":
+            if not self.layers:
+                raise ValueError("model.name 'layers' needs model.layers, a list of layers (see docs/config.md)")
+            if self.pretrained is not False or self.head is not None or self.drop_path_rate is not None:
+                raise ValueError(
+                    "model.pretrained, model.head and model.drop_path_rate apply to timm models, not to "
+                    "model.name 'layers'"
+                )
+            bad = [k for k in self.insert if not 0 <= k <= len(self.layers)]
+            if bad:
+                raise ValueError(f"model.insert positions must be 0..{len(self.layers)}, got {bad}")
+        elif self.layers or self.insert or self.width_mult != 1.0:
+            raise ValueError("model.layers, model.insert and model.width_mult need model.name: layers")
+        return self
 
 
 # ----------------------------------------------------------------------------------------------- training
 class OptimizerConfig(_Section):
     name: str = "adamw"
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
-    momentum: float = Field(0.9, ge=0)  # sgd
+    lr: float = Field(1e-3, gt=0)  # the backbone's learning rate (the whole model's without head_lr)
+    head_lr: float | None = Field(None, gt=0)  # the head's learning rate; null: lr
+    weight_decay: float = Field(1e-4, ge=0)  # on weights only, never biases or normalisation parameters
+    momentum: float | None = Field(None, ge=0)  # sgd (null: 0.9), rmsprop (null: 0)
     nesterov: bool = False  # sgd
     betas: tuple[float, float] = (0.9, 0.999)  # adam, adamw
+    alpha: float = Field(0.99, gt=0, lt=1)  # rmsprop: smoothing of the squared-gradient average
+    rho: float = Field(0.9, gt=0, lt=1)  # adadelta
+    eps: float = Field(1e-8, gt=0)  # adam, adamw, rmsprop, adadelta, adagrad
 
     @field_validator("name")
     @classmethod
@@ -184,6 +350,10 @@ class SchedulerConfig(_Section):
     pct_start: float = Field(0.25, gt=0, lt=1)  # onecycle: fraction of steps spent warming up
     warmup_epochs: int = Field(0, ge=0)  # cosine: linear warm-up epochs
     min_lr: float = Field(0.0, ge=0)  # cosine: final learning rate
+    step_size: int = Field(10, ge=1)  # step: epochs between decays
+    gamma: float = Field(0.1, gt=0, le=1)  # step: factor applied every step_size epochs
+    factor: float = Field(0.1, gt=0, lt=1)  # plateau: factor applied when the monitor stalls
+    patience: int = Field(3, ge=0)  # plateau: epochs without improvement before a decay
 
     @field_validator("name")
     @classmethod
@@ -194,9 +364,16 @@ class SchedulerConfig(_Section):
         return v
 
 
+PerClass = Union[list[float], dict[str, float]]
+
+
 class LossConfig(_Section):
     name: str = "cross_entropy"
-    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)  # cross_entropy, bce
+    class_weights: Literal["balanced"] | PerClass | None = None  # cross_entropy, focal: per-class weights
+    alpha: float | Literal["balanced"] | PerClass | None = None  # focal: class weighting (null: none)
+    gamma: float = Field(2.0, ge=0)  # focal: focusing exponent (0: cross-entropy)
+    pos_weight: float | Literal["balanced"] | PerClass | None = None  # bce: weight of positive targets
 
     @field_validator("name")
     @classmethod
@@ -209,15 +386,61 @@ class LossConfig(_Section):
 
 class AugmentationConfig(_Section):
     presets: list[str] = ["hflip"]  # applied in order to each training batch
+    params: dict[str, dict[str, dict[str, Any]]] = {}  # {preset: {transform: {argument: value}}} overrides
+    transforms: list[dict[str, Any]] = []  # [{name: <torchvision.transforms.v2 class>, <argument>: value}]
 
-    @field_validator("presets")
+    @model_validator(mode="after")
+    def _buildable(self) -> AugmentationConfig:
+        from medclf.data.augmentation import check_augmentation
+
+        check_augmentation(self.presets, self.params, self.transforms)
+        return self
+
+
+class EarlyStoppingConfig(_Section):
+    patience: int | None = Field(None, ge=1)  # epochs without improvement before stopping; null: never stop
+    monitor: str | None = None  # a logged value (val_<metric>, val_loss, train_loss); null: training.monitor
+    mode: Literal["auto", "min", "max"] = "auto"  # auto: min for losses, max for other metrics
+    min_delta: float | str = 0.0  # smallest improvement that counts: absolute, or relative as "10%"
+    restore_best: bool = True  # false: keep the last epoch's weights instead of the best monitored epoch's
+
+    @field_validator("min_delta")
     @classmethod
-    def _registered(cls, v: list[str]) -> list[str]:
-        from medclf.data.augmentation import AUGMENTATIONS
-
-        for name in v:
-            AUGMENTATIONS.get(name)
+    def _delta(cls, v: float | str) -> float | str:
+        if isinstance(v, str):
+            text = v.strip()
+            try:
+                ok = text.endswith("%") and float(text[:-1]) >= 0
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError(f"min_delta must be a number or a percentage such as '10%', got {v!r}")
+            return text
+        if v < 0:
+            raise ValueError(f"min_delta must be at least 0, got {v}")
         return v
+
+    @field_validator("monitor")
+    @classmethod
+    def _monitorable(cls, v: str | None) -> str | None:
+        return v if v is None else _check_monitor(v)
+
+
+class FreezeLastN(_Section):
+    last_n: int = Field(ge=0)  # train only the last N layers of the backbone (and the head)
+
+
+Freeze = Union[Literal["none", "backbone"], FreezeLastN]
+
+
+class StageConfig(_Section):
+    """One stage of staged fine-tuning; unset keys take the training section's values."""
+
+    epochs: int = Field(ge=1)
+    freeze: Freeze = "none"
+    freeze_batchnorm: bool = False
+    optimizer: OptimizerConfig = OptimizerConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
 
 
 # A recipe is a named set of training defaults; keys the user writes win. "finetune" is what measured best on
@@ -249,15 +472,31 @@ def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _check_monitor(v: str) -> str:
+    from medclf.evaluation.metrics import MONITORABLE
+
+    valid = [f"val_{m}" for m in MONITORABLE] + ["train_loss"]
+    if v not in valid:
+        hint = closest(v, valid)
+        did_you_mean = f" Did you mean {hint!r}?" if hint else ""
+        raise ValueError(f"cannot monitor {v!r}.{did_you_mean} Choose one of: {', '.join(valid)}")
+    return v
+
+
 class TrainingConfig(_Section):
     recipe: str = "finetune"  # named defaults for the keys below; see RECIPES
-    epochs: int = Field(10, ge=1)
+    epochs: int = Field(10, ge=1)  # with stages: the sum of the stages' epochs
     batch_size: int = Field(32, ge=1)
     eval_batch_size: int = Field(256, ge=1)
     optimizer: OptimizerConfig = OptimizerConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     loss: LossConfig = LossConfig()
     augmentation: AugmentationConfig = AugmentationConfig()
+    oversample: Literal["none", "duplicate", "augment", "weighted_sampler"] = "none"  # balance training folds
+    early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    freeze: Freeze = "none"  # none | backbone | {last_n: N}
+    freeze_batchnorm: bool = False  # keep frozen layers' BatchNorm statistics fixed too
+    stages: list[StageConfig] = []  # staged fine-tuning; each stage starts from the best weights so far
     monitor: str = "val_loss"  # the best epoch's weights are kept: val_<metric> or val_loss
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16/fp16 autocast on CUDA
@@ -274,23 +513,43 @@ class TrainingConfig(_Section):
             hint = closest(str(recipe), list(RECIPES))
             did_you_mean = f" Did you mean {hint!r}?" if hint else ""
             raise ValueError(f"unknown recipe {recipe!r}.{did_you_mean} Recipes: {', '.join(RECIPES)}")
-        return _deep_merge(RECIPES[recipe], data)
+        data = _deep_merge(RECIPES[recipe], data)
+        return _resolve_stages(data)
 
     @field_validator("monitor")
     @classmethod
     def _known_monitor(cls, v: str) -> str:
-        from medclf.evaluation.metrics import MONITORABLE
-
-        valid = [f"val_{m}" for m in MONITORABLE] + ["train_loss"]
-        if v not in valid:
-            hint = closest(v, valid)
-            did_you_mean = f" Did you mean {hint!r}?" if hint else ""
-            raise ValueError(f"cannot monitor {v!r}.{did_you_mean} Choose one of: {', '.join(valid)}")
-        return v
+        return _check_monitor(v)
 
     @property
     def monitor_mode(self) -> Literal["min", "max"]:
         return "min" if self.monitor.endswith("loss") else "max"
+
+
+def _resolve_stages(data: dict[str, Any]) -> dict[str, Any]:
+    """Fill each stage's unset keys from the training section; a stage's ``lr`` sets its optimizer's lr."""
+    stages = data.get("stages")
+    if not isinstance(stages, list) or not stages:
+        return data
+    resolved = []
+    for stage in stages:
+        if not isinstance(stage, dict):
+            resolved.append(stage)
+            continue
+        stage = dict(stage)
+        optimizer = _deep_merge(data.get("optimizer") or {}, stage.get("optimizer") or {})
+        if "lr" in stage:
+            optimizer["lr"] = stage.pop("lr")
+        stage["optimizer"] = optimizer
+        stage["scheduler"] = _deep_merge(data.get("scheduler") or {}, stage.get("scheduler") or {})
+        stage.setdefault("freeze", data.get("freeze", "none"))
+        stage.setdefault("freeze_batchnorm", data.get("freeze_batchnorm", False))
+        resolved.append(stage)
+    epochs = [s.get("epochs") for s in resolved if isinstance(s, dict)]
+    out = dict(data, stages=resolved)
+    if all(isinstance(e, int) for e in epochs):
+        out["epochs"] = sum(epochs)
+    return out
 
 
 # ------------------------------------------------------------------------------------------ cross-validation
@@ -303,6 +562,29 @@ class CVConfig(_Section):
     grouped: bool = True  # keep every image of a patient on one side of every split (when ids exist)
 
 
+class EvaluationConfig(_Section):
+    """How predictions are scored beyond the image level."""
+
+    patient_aggregation: Literal["mean", "vote"] = "mean"  # how image probabilities become a patient's (study's)
+    threshold: Literal["tuned"] | float = 0.5  # multi-label: decision threshold, or tuned per label on val
+
+    @field_validator("threshold")
+    @classmethod
+    def _in_unit_interval(cls, v: str | float) -> str | float:
+        if not isinstance(v, str) and not 0 < v < 1:
+            raise ValueError(f"threshold must be 'tuned' or a number between 0 and 1, got {v}")
+        return v
+
+
+class AuditConfig(_Section):
+    """The leakage audit run before every study (``RUN_DIR/audit.json``)."""
+
+    leakage: Literal["warn", "fail", "drop_duplicates"] = "warn"
+    near_distance: int = Field(4, ge=0, le=64)  # near duplicates: perceptual hashes at most this many bits apart
+    near_correlation: float = Field(0.97, ge=-1, le=1)  # ...and 32x32 thumbnails at least this correlated
+    near_duplicates: bool = True  # false: only exact duplicates and patient overlap are audited
+
+
 class Config(_Section):
     name: str = "study"
     seed: int = 0
@@ -310,6 +592,8 @@ class Config(_Section):
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
     cv: CVConfig = CVConfig()
+    audit: AuditConfig = AuditConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
 
 
 # ------------------------------------------------------------------------------------------------ loading
@@ -353,10 +637,7 @@ def _section_fields(loc: tuple[Any, ...]) -> list[str]:
             model = _first_model(annotation)
         else:
             # a discriminated union puts the tag in the location: find the variant of that type
-            variants = [
-                m for m in (FolderSource, SplitsSource, NpzSource, CsvSource, SyntheticSource)
-                if m.model_fields["type"].annotation.__args__[0] == part
-            ]
+            variants = [m for m in _TAGGED if part in m.model_fields["type"].annotation.__args__]
             if not variants:
                 return []
             model = variants[0]
@@ -393,8 +674,14 @@ def _format_errors(error: ValidationError, origin: str) -> str:
     return f"{origin} is not a valid medclf config: " + " ".join(lines)
 
 
+_TAGGED = (
+    FolderSource, SplitsSource, NpzSource, CsvSource, SyntheticSource, FoldsSource, PatientsSource,
+    ConvLayer, PoolLayer, BatchNormLayer, DropoutLayer, FlattenLayer, GlobalPoolLayer, DenseLayer, ResidualLayer,
+)
+
+
 def _is_tag(part: Any) -> bool:
-    return part in {"folder", "splits", "npz", "csv", "synthetic"}
+    return isinstance(part, str) and any(part in m.model_fields["type"].annotation.__args__ for m in _TAGGED)
 
 
 def parse_config(data: Any, *, base_dir: Path | None = None, origin: str = "config") -> Config:
@@ -452,6 +739,9 @@ def config_fingerprint(config: Config) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+_SAME_KEYS_AS_LAYERS = {"model.insert", "training.stages.optimizer", "training.stages.scheduler"}
+
+
 def schema_keys() -> set[str]:
     """Every dotted key a user may write (union over data-source variants); docs/config.md lists them all."""
     keys: set[str] = set()
@@ -460,6 +750,8 @@ def schema_keys() -> set[str]:
         for name, field in model.model_fields.items():
             dotted = f"{prefix}{name}"
             keys.add(dotted)
+            if dotted in _SAME_KEYS_AS_LAYERS or (model is ResidualLayer and name == "layers"):
+                continue  # their keys are those of model.layers, training.optimizer, training.scheduler
             for sub in _models_in(field.annotation):
                 walk(sub, dotted + ".")
 

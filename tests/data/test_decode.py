@@ -133,7 +133,8 @@ def test_exif_orientation_is_applied(tmp_path: Path) -> None:
 
 def test_extensions_are_case_insensitive() -> None:
     assert all(is_image_file(n) for n in ["a.JPG", "a.jpeg", "a.Png", "a.bmp", "a.TIF", "a.tiff"])
-    assert not any(is_image_file(n) for n in ["a.txt", "a.dcm", "a.npy", "png"])
+    assert not any(is_image_file(n) for n in ["a.txt", "a.npy", "png", "a.gz"])
+    assert all(is_image_file(n) for n in ["a.dcm", "a.DICOM", "a.nii", "a.nii.gz"])  # medical formats
 
 
 def test_zero_byte_file_is_a_clear_error(tmp_path: Path) -> None:

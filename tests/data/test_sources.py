@@ -39,7 +39,7 @@ def test_folder_layout_lists_classes_and_images_in_order(folder_tree: Path, make
 def test_hidden_and_non_image_entries_are_skipped(folder_tree: Path, make_config) -> None:
     ids = load_dataset(make_config({"type": "folder", "path": str(folder_tree)})).ids
     assert not any("ipynb" in i or ".hidden" in i or "ghost" in i or "notes" in i for i in ids)
-    assert LAYOUTS.names() == ["csv", "folder", "npz", "splits", "synthetic"]
+    assert LAYOUTS.names() == ["csv", "folder", "folds", "npz", "patients", "splits", "synthetic"]
 
 
 def test_second_load_decodes_nothing_and_is_identical(folder_tree: Path, make_config) -> None:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from safetensors.torch import load_file
 from typer.testing import CliRunner
@@ -138,3 +139,45 @@ def test_version_and_help_examples():
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0
         assert f"Example: medclf {command}" in result.output
+
+
+def test_show_batch_writes_a_grid_of_one_augmented_batch(tiny_config, tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "grid.png"
+    result = runner.invoke(app, ["show-batch", str(tiny_config), "--out", str(out), "-o",
+                                 "training.augmentation.presets=[basic]", "-o", "training.oversample=augment"])
+    assert result.exit_code == 0, result.output
+    assert "8 augmented training images" in " ".join(result.output.split())
+    assert Image.open(out).size[0] > 400
+
+
+def test_augmented_batch_matches_the_config():
+    from medclf.config import parse_config
+    from medclf.experiments.preview import augmented_batch
+
+    cfg = parse_config({"data": {"source": {"type": "synthetic", "n_patients": 48, "slices_per_patient": 1,
+                                            "image_size": 32}, "image_size": 32},
+                        "training": {"batch_size": 12, "augmentation": {"presets": []}}, "cv": {"n_folds": 2}})
+    images, names, copies = augmented_batch(cfg)
+    assert images.shape == (12, 1, 32, 32) and len(names) == 12 and not any(copies)
+
+
+def test_predict_uses_the_activation_the_model_was_trained_with(tiny_config: Path, tiny_splits: Path, tmp_path: Path):
+    out = tmp_path / "bce"
+    result = runner.invoke(app, ["run", str(tiny_config), "--out", str(out), "--quiet", "-o", "training.epochs=1",
+                                 "-o", "training.loss.name=bce", "-o", "training.loss.pos_weight=balanced"])
+    assert result.exit_code == 0, result.output
+    spec = json.loads((out / "fold-0" / "model.json").read_text())
+    assert spec["activation"] == "normalised_sigmoid" and spec["n_classes"] == 3
+    fold = json.loads((out / "fold-0" / "metrics.json").read_text())
+    assert fold["stopped_epoch"] is None and fold["epochs_run"] == 1
+    rows = _read_csv(out / "fold-0" / "predictions.csv")
+    done = runner.invoke(app, ["predict", str(out), str(tiny_splits / "test"), "--out", str(tmp_path / "p.csv"),
+                               "--fold", "0", "--quiet"])
+    assert done.exit_code == 0, done.output
+    preds = {Path(r["path"]).name: r for r in _read_csv(tmp_path / "p.csv")}
+    for row in (r for r in rows if r["split"] == "test"):
+        pred = preds[Path(row["id"]).name]
+        assert sum(float(pred[f"prob_{c}"]) for c in CLASSES) == pytest.approx(1.0)
+        assert float(pred["prob_circle"]) == pytest.approx(float(row["prob_circle"]), abs=1e-5)

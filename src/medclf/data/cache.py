@@ -24,7 +24,7 @@ import os
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -79,6 +79,7 @@ class CachedImages:
     digests: list[str]  # sha256 hex of each file's bytes, index-aligned with images
     n_decoded: int  # files decoded by this call (0 on a cache hit)
     hit: bool  # whether the whole array came from the cache
+    failed: list[tuple[int, str]] = field(default_factory=list)  # (position in paths, reason) of skipped files
 
 
 def default_cache_dir() -> Path:
@@ -120,6 +121,7 @@ def load_images(
     cache_dir: str | Path | None = None,
     lineage: str | None = None,
     n_threads: int | None = None,
+    on_bad_image: str = "fail",
 ) -> CachedImages:
     """Decode ``paths`` under ``prep``, or read them back from the cache when already decoded.
 
@@ -130,12 +132,14 @@ def load_images(
         lineage: a stable name of the source (its root folder): the previous entry with the same lineage and
             preprocessing supplies the rows of unchanged files when this call misses. None: no such reuse.
         n_threads: decoding and hashing threads; default min(4, CPU cores).
+        on_bad_image: "fail" raises on files that cannot be decoded; "skip" leaves them out: ``images`` and
+            ``digests`` then hold only the good files and ``failed`` lists the others with the reason.
 
     Returns:
         The (N, C, H, W) uint8 images, the file digests and how many files were decoded.
 
     Raises:
-        DataError: a file cannot be read or decoded (the first such file in ``paths`` order).
+        DataError: a file cannot be read or decoded (every such file listed), with ``on_bad_image="fail"``.
     """
     paths = [Path(p) for p in paths]
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -152,13 +156,20 @@ def load_images(
         return CachedImages(images=images, digests=digests, n_decoded=0, hit=True)
 
     known = _previous_rows(cache_dir, lineage_key, prep) if lineage_key is not None else {}
-    images, n_decoded, n_reused = _assemble(paths, digests, known, prep, n_threads)
+    images, n_decoded, n_reused, failed = _assemble(paths, digests, known, prep, n_threads, on_bad_image)
     STATS.n_misses += 1
     STATS.n_decoded += n_decoded
     STATS.n_reused += n_reused
-    if len(paths):
+    if failed:
+        # the entry holds the good files only; the next load misses on the full key, reuses every good row
+        # through the lineage pointer and retries (only) the bad files
+        bad = {i for i, _ in failed}
+        good = [i for i in range(len(paths)) if i not in bad]
+        images, digests = images[good], [digests[i] for i in good]
+        key = cache_key(digests, prep)
+    if len(digests):
         _write_safely(cache_dir, lambda: _write_entry(cache_dir, key, images, digests, prep, lineage_key))
-    return CachedImages(images=images, digests=digests, n_decoded=n_decoded, hit=False)
+    return CachedImages(images=images, digests=digests, n_decoded=n_decoded, hit=False, failed=failed)
 
 
 def _assemble(
@@ -167,23 +178,32 @@ def _assemble(
     known: dict[str, np.ndarray],
     prep: Preprocessing,
     n_threads: int | None,
-) -> tuple[np.ndarray, int, int]:
-    """Build the image array from known rows plus decodes of each new content once; (images, decoded, reused)."""
+    on_bad_image: str = "fail",
+) -> tuple[np.ndarray, int, int, list[tuple[int, str]]]:
+    """Build the image array from known rows plus decodes of each new content once.
+
+    Returns (images, n decoded, n reused, failed): ``failed`` lists (position, reason) of files that could not
+    be decoded when ``on_bad_image`` is "skip" (their rows are left zero); with "fail" they raise.
+    """
     images = np.empty((len(paths), prep.channels, *prep.size_hw), dtype=np.uint8)
     first_of: dict[str, int] = {}
     for i, digest in enumerate(digests):
         first_of.setdefault(digest, i)
     todo = [i for d, i in first_of.items() if d not in known]
     decoded = dict(zip(todo, _parallel_map(lambda i: _try_decode(paths[i], prep), todo, n_threads)))
-    _raise_failures([result for result in decoded.values() if isinstance(result, DataError)])
-    n_reused = 0
+    if on_bad_image != "skip":
+        _raise_failures([result for result in decoded.values() if isinstance(result, DataError)])
+    n_reused, failed = 0, []
     for i, digest in enumerate(digests):
         if digest in known:
             images[i] = known[digest]
             n_reused += 1
+        elif isinstance(result := decoded[first_of[digest]], DataError):
+            images[i] = 0
+            failed.append((i, str(result).removeprefix(f"{result.path}: ")))
         else:
-            images[i] = decoded[first_of[digest]]
-    return images, len(todo), n_reused
+            images[i] = result
+    return images, len(todo), n_reused, failed
 
 
 def _try_decode(path: Path, prep: Preprocessing) -> np.ndarray | DataError:

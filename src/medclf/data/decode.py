@@ -1,8 +1,8 @@
 """Decoding one image file (or a stack of arrays) into the uint8 (C, H, W) form every later stage consumes.
 
-High-bit-depth images (16-bit PNG/TIFF, 32-bit integer and float TIFF) are rescaled per image, min to 0 and
-max to 255. That is the only intensity mapping for now; configurable normalisation (fixed windows, percentile
-clipping) is planned and would become part of :meth:`Preprocessing.key`.
+High-bit-depth images (16-bit PNG/TIFF, 32-bit integer and float TIFF), DICOM and NIfTI are mapped to 0..255 by
+the preprocessing's intensity normalisation (min-max per image by default, or percentile clipping, or a fixed
+window; see :mod:`medclf.data.formats`), which is part of :meth:`Preprocessing.key` and so of the cache key.
 """
 
 from __future__ import annotations
@@ -15,11 +15,20 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from medclf.data.dataset import Preprocessing
+from medclf.data.formats import (
+    DICOM_EXTENSIONS,
+    NIFTI_EXTENSIONS,
+    is_dicom,
+    is_nifti,
+    normalize_intensity,
+    read_dicom,
+    read_nifti,
+)
 from medclf.errors import DataError
 
 __all__ = ["IMAGE_EXTENSIONS", "decode_image", "is_image_file", "resize_array"]
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", *DICOM_EXTENSIONS, *NIFTI_EXTENSIONS)
 
 # The exceptions PIL's decoders raise on broken input (a truncated stream is an OSError, a bad header a
 # SyntaxError or ValueError, a broken deflate stream a zlib.error).
@@ -36,14 +45,15 @@ _DECODE_ERRORS = (
 
 def is_image_file(path: str | Path) -> bool:
     """Whether ``path`` has one of the supported image extensions (case-insensitive)."""
-    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS or is_nifti(path)
 
 
 def decode_image(path: str | Path, prep: Preprocessing) -> np.ndarray:
     """Decode one image file to the array the model sees.
 
     Args:
-        path: a JPEG, PNG, BMP or TIFF file (8 or 16 bit; grayscale, RGB, RGBA or palette).
+        path: a JPEG, PNG, BMP or TIFF file (8 or 16 bit; grayscale, RGB, RGBA or palette), a DICOM file
+            (``.dcm``) or a NIfTI volume (``.nii``, ``.nii.gz``; one slice is taken).
         prep: the target size, channel count and resize mode.
 
     Returns:
@@ -52,21 +62,31 @@ def decode_image(path: str | Path, prep: Preprocessing) -> np.ndarray:
     Raises:
         DataError: the file is empty, truncated, corrupt or not an image PIL can read.
     """
-    img = _open(Path(path), prep)
-    img = _to_channels(img, prep.channels)
+    path = Path(path)
+    if is_dicom(path) or is_nifti(path):
+        _check_not_empty(path)
+        arr = read_dicom(path, prep) if is_dicom(path) else read_nifti(path, prep)
+        img = Image.fromarray(np.ascontiguousarray(arr))
+    else:
+        img = _open(path, prep)
+    img = _to_channels(img, prep)
     img = fit_to_size(img, prep)
     arr = np.asarray(img, dtype=np.uint8)
     return np.ascontiguousarray(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
 
 
-def _open(path: Path, prep: Preprocessing) -> Image.Image:
-    """Open and fully load ``path``; every way it can fail becomes one DataError naming the file."""
+def _check_not_empty(path: Path) -> None:
     try:
         n_bytes = path.stat().st_size
     except FileNotFoundError:
         raise DataError("the image file does not exist", path=path) from None
     if n_bytes == 0:
         raise DataError("the image file is empty (0 bytes); copy it again or remove it", path=path)
+
+
+def _open(path: Path, prep: Preprocessing) -> Image.Image:
+    """Open and fully load ``path``; every way it can fail becomes one DataError naming the file."""
+    _check_not_empty(path)
     try:
         with Image.open(path) as img:
             # JPEG can decode at 1/2, 1/4 or 1/8 scale for almost free; ask for no less than the largest
@@ -91,27 +111,17 @@ def _open(path: Path, prep: Preprocessing) -> Image.Image:
         ) from None
 
 
-def _to_channels(img: Image.Image, channels: int) -> Image.Image:
+def _to_channels(img: Image.Image, prep: Preprocessing) -> Image.Image:
     """Convert any PIL mode to ``L`` (channels=1, luminance) or ``RGB`` (channels=3)."""
+    channels = prep.channels
     if img.mode == "F" or img.mode.startswith("I"):
-        img = _rescale_to_8bit(img)
+        img = Image.fromarray(normalize_intensity(np.asarray(img), prep), mode="L")
     elif img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info:
         img = _flatten_on_black(img)
     elif img.mode not in ("L", "RGB"):
         img = img.convert("L" if img.mode == "1" else "RGB")  # palette, CMYK, YCbCr, ...
     target = "L" if channels == 1 else "RGB"
     return img if img.mode == target else img.convert(target)
-
-
-def _rescale_to_8bit(img: Image.Image) -> Image.Image:
-    """Map a 16/32-bit or float image linearly so its minimum is 0 and its maximum 255 (mode ``L``)."""
-    arr = np.asarray(img).astype(np.float64)
-    finite = np.isfinite(arr)
-    if not finite.all():  # NaN or inf in a float TIFF: treat as the darkest value present
-        arr = np.where(finite, arr, arr[finite].min() if finite.any() else 0.0)
-    lo, hi = float(arr.min()), float(arr.max())
-    scaled = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
-    return Image.fromarray(np.rint(scaled).astype(np.uint8), mode="L")
 
 
 def _flatten_on_black(img: Image.Image) -> Image.Image:

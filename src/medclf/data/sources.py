@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 
 from medclf.config import (
-    CsvSource,
     DataConfig,
     FolderSource,
     NpzSource,
@@ -64,6 +63,10 @@ class SourceListing:
         digests: sha256 of each image's source pixel bytes, for array layouts.
         groups: patient id of each image, when the source has them.
         root: the folder ids are relative to, for file layouts.
+        studies: study id of each image, when the source has them.
+        fold_ids: predefined fold folder of each entry (see :class:`ImageSet`).
+        holdout_folds: a manifest's fold column (see :class:`ImageSet`).
+        multilabel: ``labels`` holds one 0/1 list per image (one entry per class name).
     """
 
     labels: list[int]
@@ -75,6 +78,23 @@ class SourceListing:
     digests: list[str] | None = None
     groups: list[str] | None = None
     root: Path | None = None
+    studies: list[str] | None = None
+    fold_ids: list[int] | None = None
+    holdout_folds: list[int] | None = None
+    multilabel: bool = False
+
+    def subset(self, keep: Sequence[int]) -> SourceListing:
+        """The listing of the entries at positions ``keep``, in that order."""
+
+        def pick(values: Any) -> Any:
+            return None if values is None else [values[i] for i in keep]
+
+        return SourceListing(
+            labels=pick(self.labels), ids=pick(self.ids), splits=pick(self.splits), class_names=self.class_names,
+            files=pick(self.files), images=None if self.images is None else self.images[list(keep)],
+            digests=pick(self.digests), groups=pick(self.groups), root=self.root, studies=pick(self.studies),
+            fold_ids=pick(self.fold_ids), holdout_folds=pick(self.holdout_folds), multilabel=self.multilabel,
+        )
 
 
 Layout = Callable[[Any, Preprocessing], SourceListing]
@@ -82,8 +102,18 @@ LAYOUTS: Registry[Layout] = Registry("data layout")
 
 
 def preprocessing_from_config(cfg: DataConfig) -> Preprocessing:
-    """The :class:`Preprocessing` a data config asks for (size, channels, resize mode)."""
-    return Preprocessing(size_hw=tuple(cfg.size_hw), channels=cfg.channels, resize=cfg.resize)
+    """The :class:`Preprocessing` a data config asks for (size, channels, resize mode, intensity, volume slice)."""
+    return Preprocessing(
+        size_hw=tuple(cfg.size_hw),
+        channels=cfg.channels,
+        resize=cfg.resize,
+        normalization=cfg.intensity.normalization,
+        percentiles=tuple(cfg.intensity.percentiles),
+        window=None if cfg.intensity.window is None else tuple(cfg.intensity.window),
+        dicom_voi=cfg.intensity.dicom_voi,
+        volume_axis=cfg.volume.axis,
+        volume_slice=cfg.volume.slice,
+    )
 
 
 def load_dataset(cfg: DataConfig) -> ImageSet:
@@ -101,11 +131,19 @@ def load_dataset(cfg: DataConfig) -> ImageSet:
     """
     prep = preprocessing_from_config(cfg)
     listing = LAYOUTS.get(cfg.source.type)(cfg.source, prep)
+    skipped: list[tuple[str, str]] = []
     if listing.files is not None:
         # the same source, later edited, reuses the cached rows of its unchanged files
         lineage = f"{cfg.source.type}:{getattr(cfg.source, 'path', listing.root)}"
-        cached = load_images(listing.files, prep, cache_dir=cfg.cache_dir, lineage=lineage)
+        cached = load_images(
+            listing.files, prep, cache_dir=cfg.cache_dir, lineage=lineage, on_bad_image=cfg.on_bad_image
+        )
         images, digests = cached.images, cached.digests
+        if cached.failed:
+            bad = {i for i, _ in cached.failed}
+            skipped = [(listing.files[i].as_posix(), reason) for i, reason in cached.failed]
+            listing = listing.subset([i for i in range(len(listing.ids)) if i not in bad])
+            _require_after_skip(listing, cfg, len(skipped))
     else:
         images, digests = listing.images, listing.digests
     return ImageSet(
@@ -118,7 +156,24 @@ def load_dataset(cfg: DataConfig) -> ImageSet:
         fingerprint=dataset_fingerprint(digests, listing, prep),
         duplicates=find_duplicates(listing.ids, digests),
         root=None if listing.root is None else str(listing.root),
+        studies=None if listing.studies is None else np.asarray(listing.studies, dtype=str),
+        fold_ids=None if listing.fold_ids is None else np.asarray(listing.fold_ids, dtype=np.int64),
+        holdout_folds=None if listing.holdout_folds is None else np.asarray(listing.holdout_folds, dtype=np.int64),
+        skipped=skipped,
     )
+
+
+def _require_after_skip(listing: SourceListing, cfg: DataConfig, n_skipped: int) -> None:
+    """After skipping bad files, every class must still have training images (else a DataError)."""
+    if listing.multilabel:
+        return
+    train_labels = {label for label, split in zip(listing.labels, listing.splits) if split == "train"}
+    missing = [name for k, name in enumerate(listing.class_names) if k not in train_labels]
+    if missing:
+        raise DataError(
+            f"after skipping {n_skipped} unreadable files (data.on_bad_image: skip), class {missing[0]!r} has no "
+            "training images left; fix or replace its files"
+        )
 
 
 def dataset_fingerprint(digests: Sequence[str], listing: SourceListing, prep: Preprocessing) -> str:
@@ -127,8 +182,11 @@ def dataset_fingerprint(digests: Sequence[str], listing: SourceListing, prep: Pr
     header = {"version": CACHE_VERSION, "prep": prep.key(), "classes": list(listing.class_names)}
     h.update(json.dumps(header).encode())
     groups = listing.groups if listing.groups is not None else [""] * len(digests)
-    for digest, label, split, group in zip(digests, listing.labels, listing.splits, groups):
-        h.update(f"\n{digest}\t{int(label)}\t{split}\t{group}".encode())
+    folds = listing.fold_ids or listing.holdout_folds or [""] * len(digests)
+    for digest, label, split, group, fold in zip(digests, listing.labels, listing.splits, groups, folds):
+        label_text = ",".join(str(int(v)) for v in label) if listing.multilabel else str(int(label))
+        fold_text = f"\t{fold}" if fold != "" else ""  # absent for older layouts: their fingerprints stay valid
+        h.update(f"\n{digest}\t{label_text}\t{split}\t{group}{fold_text}".encode())
     return h.hexdigest()[:16]
 
 
@@ -281,53 +339,6 @@ def splits_layout(source: SplitsSource, prep: Preprocessing) -> SourceListing:
     return _file_listing(root, files, labels, splits, class_names)
 
 
-@LAYOUTS.register("csv")
-def csv_layout(source: CsvSource, prep: Preprocessing) -> SourceListing:
-    """A CSV manifest: one row per image; paths relative to the CSV's folder; an optional split column."""
-    csv_path = _require_file(source.path, "a CSV with one row per image")
-    header, rows = _read_csv(csv_path)
-    for column, key in ((source.path_column, "path_column"), (source.label_column, "label_column")):
-        if column not in header:
-            raise DataError(
-                f"has no column {column!r} (data.source.{key}); its columns are {header}: set "
-                f"data.source.{key} to the right one",
-                path=csv_path,
-            )
-    split_column = source.split_column if source.split_column in header else None
-    files, names, splits = _parse_manifest(csv_path, rows, source.path_column, source.label_column, split_column)
-    class_names = _sorted_labels(set(names))
-    _require_classes(class_names, csv_path, f"distinct values in column {source.label_column!r}")
-    index = {name: i for i, name in enumerate(class_names)}
-    return _file_listing(csv_path.parent, files, [index[n] for n in names], splits, class_names)
-
-
-def _parse_manifest(
-    csv_path: Path,
-    rows: list[tuple[int, dict[str, str]]],
-    path_column: str,
-    label_column: str,
-    split_column: str | None,
-) -> tuple[list[Path], list[str], list[str]]:
-    """(files, label names, splits) of a manifest's rows; each file checked and listed once, each label set."""
-    files, names, splits = [], [], []
-    first_line: dict[Path, int] = {}
-    for line, row in rows:
-        file = _csv_image_path(csv_path, line, row.get(path_column))
-        label = (row.get(label_column) or "").strip()
-        if not label:
-            raise DataError(f"line {line}: empty label in column {label_column!r} for {file.name!r}", path=csv_path)
-        if file in first_line:
-            raise DataError(
-                f"line {line}: {file.name!r} is listed again (first on line {first_line[file]}); list each image once",
-                path=csv_path,
-            )
-        first_line[file] = line
-        files.append(file)
-        names.append(label)
-        splits.append(_csv_split(csv_path, line, row.get(split_column)) if split_column else "train")
-    return files, names, splits
-
-
 def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     """The header and ``(line number, row)`` pairs of a CSV (UTF-8, a BOM allowed); data rows start at line 2."""
     try:
@@ -362,21 +373,6 @@ def _csv_image_path(csv_path: Path, line: int, value: str | None) -> Path:
     return file
 
 
-def _csv_split(csv_path: Path, line: int, value: str | None) -> str:
-    split = _SPLIT_ALIASES.get((value or "").strip().lower())
-    if split is None:
-        raise DataError(f"line {line}: split {value!r} is not one of train, val, test", path=csv_path)
-    return split
-
-
-def _sorted_labels(labels: set[str]) -> list[str]:
-    """Labels in numeric order when they are all integers ("2" before "10"), else in string order."""
-    try:
-        return sorted(labels, key=int)
-    except ValueError:
-        return sorted(labels)
-
-
 # ----------------------------------------------------------------------------------------- array layouts
 @LAYOUTS.register("npz")
 def npz_layout(source: NpzSource, prep: Preprocessing) -> SourceListing:
@@ -396,6 +392,8 @@ def npz_layout(source: NpzSource, prep: Preprocessing) -> SourceListing:
             raise DataError(f"has only one of {split}_images and {split}_labels; provide both or neither", path=path)
         if images is not None:
             parts.append((split, images, _npz_labels(path, split, labels, len(images))))
+    if parts[0][2].ndim == 2:  # (N, L) 0/1: multi-label (MedMNIST's ChestMNIST)
+        return _npz_multilabel(path, parts, source, prep)
     n_classes = 1 + max(int(p[2].max(initial=0)) for p in parts)
     class_names = list(source.class_names) if source.class_names is not None else [str(i) for i in range(n_classes)]
     if len(class_names) < n_classes:
@@ -412,9 +410,10 @@ def _npz_labels(path: Path, split: str, labels: np.ndarray, n_images: int) -> np
     """``{split}_labels`` as (N,) int64, checked: one non-negative integer per image."""
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]
-    if labels.ndim != 1:
+    if labels.ndim not in (1, 2) or (labels.ndim == 2 and not np.isin(labels, (0, 1)).all()):
         raise DataError(
-            f"{split}_labels has shape {labels.shape}; expected (N,) or (N, 1) (multi-label data is not supported)",
+            f"{split}_labels has shape {labels.shape}; expected (N,) or (N, 1) class indices, or (N, L) 0/1 "
+            "multi-label targets",
             path=path,
         )
     if len(labels) != n_images:
@@ -422,6 +421,22 @@ def _npz_labels(path: Path, split: str, labels: np.ndarray, n_images: int) -> np
     if not np.issubdtype(labels.dtype, np.integer) or (len(labels) and labels.min() < 0):
         raise DataError(f"{split}_labels must be non-negative integers, got dtype {labels.dtype}", path=path)
     return labels.astype(np.int64)
+
+
+def _npz_multilabel(
+    path: Path, parts: list[tuple[str, np.ndarray, np.ndarray]], source: NpzSource, prep: Preprocessing
+) -> SourceListing:
+    """A multi-label npz: every split's labels (N, L) 0/1 with the same L."""
+    n_labels = parts[0][2].shape[1]
+    if any(p[2].ndim != 2 or p[2].shape[1] != n_labels for p in parts):
+        raise DataError(f"every split's labels must be (N, {n_labels}) 0/1 like train_labels", path=path)
+    names = list(source.class_names) if source.class_names is not None else [str(i) for i in range(n_labels)]
+    if len(names) != n_labels:
+        raise DataError(f"data.source.class_names lists {len(names)} names for {n_labels} labels", path=path)
+    listing = _array_listing([(s, images, np.zeros(len(images))) for s, images, _ in parts], names, prep)
+    listing.labels = [row.tolist() for _, _, labels in parts for row in labels.astype(np.int64)]
+    listing.multilabel = True
+    return listing
 
 
 @LAYOUTS.register("synthetic")
@@ -499,3 +514,7 @@ def list_image_files(inputs: Sequence[str | Path]) -> list[Path]:
             raise DataError(f"holds no images ({' '.join(IMAGE_EXTENSIONS)}) outside hidden folders", path=path)
         files += found
     return files
+
+
+# The layouts of these modules register themselves in LAYOUTS on import (after everything above is defined).
+from medclf.data import manifest, trees  # noqa: E402, F401, I001

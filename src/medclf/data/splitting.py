@@ -19,7 +19,7 @@ from medclf.config import CVConfig
 from medclf.data.dataset import ImageSet
 from medclf.errors import DataError
 
-__all__ = ["Fold", "make_folds", "stratified_holdout", "stratified_kfold"]
+__all__ = ["Fold", "make_folds", "manifest_folds", "predefined_folds", "stratified_holdout", "stratified_kfold"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,8 @@ def stratified_kfold(
     ``setting`` names the config key that asked for the split, for the error when a class is too small.
     """
     labels = np.asarray(labels)
+    if labels.ndim == 2:
+        return multilabel_kfold(labels, n_folds=n_folds, seed=seed, groups=groups)
     _check_enough(labels, n_folds, groups, setting)
     if groups is None:
         splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
@@ -65,6 +67,12 @@ def stratified_holdout(
     k-fold with round(1 / fraction) parts (at least 2, so at most half is held out).
     """
     labels = np.asarray(labels)
+    if labels.ndim == 2 and groups is None:
+        from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
+
+        splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
+        keep, held = next(splitter.split(np.zeros(len(labels)), labels))
+        return keep, held
     if groups is None:
         _check_enough(labels, 2, None, setting)
         splitter = StratifiedShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
@@ -72,6 +80,31 @@ def stratified_holdout(
         return keep, held
     n_splits = max(2, round(1 / fraction))
     return stratified_kfold(labels, n_folds=n_splits, seed=seed, groups=groups, setting=setting)[0]
+
+
+def multilabel_kfold(
+    labels: np.ndarray, *, n_folds: int, seed: int, groups: np.ndarray | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, held_out) pairs of an iteratively stratified multi-label k-fold (Sechidis et al., 2011).
+
+    With groups, whole groups are stratified by the union of their images' labels, so no group is split.
+    """
+    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+
+    if len(labels) < n_folds:
+        raise DataError(f"Cannot make {n_folds} folds of {len(labels)} images; lower cv.n_folds.")
+    splitter = MultilabelStratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    if groups is None:
+        return [(tr, te) for tr, te in splitter.split(np.zeros(len(labels)), labels)]
+    unique, inverse = np.unique(groups, return_inverse=True)
+    if len(unique) < n_folds:
+        raise DataError(f"Cannot make {n_folds} grouped folds of {len(unique)} patients; lower cv.n_folds.")
+    group_labels = np.zeros((len(unique), labels.shape[1]), dtype=np.int64)
+    np.maximum.at(group_labels, inverse, labels)
+    return [
+        (np.flatnonzero(~np.isin(inverse, te)), np.flatnonzero(np.isin(inverse, te)))
+        for _, te in splitter.split(np.zeros(len(unique)), group_labels)
+    ]
 
 
 def _check_enough(labels: np.ndarray, n_parts: int, groups: np.ndarray | None, setting: str) -> None:
@@ -94,6 +127,8 @@ def make_folds(data: ImageSet, cv: CVConfig, *, seed: int) -> list[Fold]:
     Holdout mode uses the data's own train/val splits as one fold, carving val from train when there is none.
     A test split is carved first when ``cv.test_fraction`` > 0 and the data has none.
     """
+    if data.fold_ids is not None:
+        return predefined_folds(data)
     groups = data.groups if cv.grouped else None
     test = data.split_indices("test")
     candidates = np.flatnonzero(data.splits != "test")
@@ -112,13 +147,38 @@ def make_folds(data: ImageSet, cv: CVConfig, *, seed: int) -> list[Fold]:
         return [Fold(0, train, val, np.array([], dtype=np.int64), test)]
 
     pool = candidates[np.isin(data.splits[candidates], cv.pool)]
+    if data.holdout_folds is not None:
+        pairs = manifest_folds(data.holdout_folds[pool])
+    else:
+        pairs = stratified_kfold(data.labels[pool], n_folds=cv.n_folds, seed=seed, groups=_sub(groups, pool))
     folds = []
-    for k, (tr, ho) in enumerate(
-        stratified_kfold(data.labels[pool], n_folds=cv.n_folds, seed=seed, groups=_sub(groups, pool))
-    ):
+    for k, (tr, ho) in enumerate(pairs):
         train, val = _carve_val(data, pool[tr], cv, seed + k, groups)
         folds.append(Fold(k, train, val, np.sort(pool[ho]), test))
     return folds
+
+
+def predefined_folds(data: ImageSet) -> list[Fold]:
+    """The folds of a fold-folder layout, as they are: fold k trains on ``Fold<k>/train``, picks its epoch on
+    ``Fold<k>/valid`` and is scored on ``Fold<k>/test`` (its holdout split)."""
+    folds = []
+    for k in np.unique(data.fold_ids):
+        members = data.fold_ids == k
+        part = {s: np.flatnonzero(members & (data.splits == s)) for s in ("train", "val", "test")}
+        if len(part["val"]) == 0:
+            raise DataError(
+                f"predefined fold {k} has no valid (or val) folder; every fold needs one to pick its best epoch"
+            )
+        folds.append(Fold(int(k), part["train"], part["val"], part["test"], np.array([], dtype=np.int64)))
+    return folds
+
+
+def manifest_folds(holdout_folds: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, held_out) position pairs of a manifest's fold column: fold k holds out the rows marked k."""
+    return [
+        (np.flatnonzero(holdout_folds != k), np.flatnonzero(holdout_folds == k))
+        for k in np.unique(holdout_folds[holdout_folds >= 0])
+    ]
 
 
 def _carve_val(

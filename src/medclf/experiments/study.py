@@ -23,19 +23,29 @@ from medclf.data import ImageSet, load_dataset, preprocessing_from_config
 from medclf.data.splitting import Fold, make_folds
 from medclf.errors import RunFolderError
 from medclf.evaluation.metrics import (
-    SUMMARY_METRICS,
-    aggregate_folds,
     classification_metrics,
     confusion,
 )
+from medclf.evaluation.multilabel import cooccurrence, multilabel_metrics
 from medclf.experiments.rundir import fold_dir, read_json, save_weights
+from medclf.experiments.scoring import (
+    LEVELS,
+    folds_csv_columns,
+    folds_csv_extras,
+    run_audit,
+    score_split,
+    split_summary,
+    unit_prediction_columns,
+    write_skipped,
+)
 from medclf.models import build_model, count_parameters
 from medclf.training import Callback, HistoryCSV, RichProgress, Trainer, predict_proba
+from medclf.training.losses import n_outputs
 
 __all__ = ["EVAL_SPLITS", "run_study"]
 
 EVAL_SPLITS = ("val", "holdout", "test")  # the parts of a fold that are predicted and scored
-_RESULT_FILES = ("data.json", "splits.json", "summary.json", "folds.csv")
+_RESULT_FILES = ("data.json", "splits.json", "summary.json", "folds.csv", "audit.json", "skipped.csv")
 _RUN_FILES = ("config.yaml", "run.json", *_RESULT_FILES)
 
 Log = Callable[[str], None]
@@ -72,7 +82,9 @@ def run_study(
         log(f"warning: {n_extra} images are byte-identical copies of others ({len(data.duplicates)} groups); "
             "see data.json")
 
+    write_skipped(data, out, log)
     folds = make_folds(data, config.cv, seed=config.seed)
+    folds = run_audit(config, data, folds, out, log)  # audit.json; may refuse the run or drop leaking images
     atomic_write_json(out / "splits.json", _describe_splits(data, folds))
     fold_task = progress.add_task("folds", total=len(folds)) if progress is not None else None
     results = []
@@ -169,7 +181,7 @@ def _describe_data(data: ImageSet) -> dict[str, Any]:
             "count": sum(len(g) - 1 for g in data.duplicates),
             "groups": data.duplicates,
         },
-    }
+    } | ({"cooccurrence": cooccurrence(data.labels, data.class_names)} if data.multilabel else {})
 
 
 def _describe_splits(data: ImageSet, folds: list[Fold]) -> dict[str, Any]:
@@ -183,29 +195,41 @@ def _run_fold(config: Config, data: ImageSet, fold: Fold, out: Path, *, callback
     torch.manual_seed(config.seed + fold.index)  # same seed, same initial weights and dropout masks
     images = torch.from_numpy(data.images)
     labels = torch.from_numpy(data.labels)
-    model = build_model(config.model, in_chans=data.images.shape[1], n_classes=len(data.class_names))
+    labels = labels.float() if data.multilabel else labels  # multi-hot targets of the BCE loss
+    n_out = n_outputs(config.training.loss, n_classes=len(data.class_names), multilabel=data.multilabel)
+    model = build_model(config.model, in_chans=data.images.shape[1], n_classes=n_out, size_hw=data.images.shape[-2:])
     fd = fold_dir(out, fold.index)
     trainer = Trainer(
         model, config.training, class_names=data.class_names, seed=config.seed + fold.index,
-        callbacks=[HistoryCSV(fd / "history.csv"), *callbacks],
+        callbacks=[HistoryCSV(fd / "history.csv"), *callbacks], multilabel=data.multilabel,
+        metrics_fn=_multilabel_validation(data, config) if data.multilabel else None,
     )
     fit = trainer.fit(images[fold.train], labels[fold.train], images[fold.val], labels[fold.val])
 
     eval_start = time.perf_counter()
-    metrics, confusions, rows = {}, {}, []
+    metrics, confusions, rows, unit_rows, thresholds = {}, {}, [], {}, None
     for split in EVAL_SPLITS:
         idx = fold.parts()[split]
         if len(idx) == 0:
             continue
-        probs = predict_proba(model, images[idx], batch_size=config.training.eval_batch_size, runtime=trainer.runtime)
-        metrics[split] = classification_metrics(data.labels[idx], probs, class_names=data.class_names)
-        confusions[split] = confusion(data.labels[idx], probs, n_classes=len(data.class_names))
-        rows += _prediction_rows(split, data, idx, probs)
+        probs = predict_proba(model, images[idx], batch_size=config.training.eval_batch_size, runtime=trainer.runtime,
+                              activation=fit.activation)
+        metrics[split], matrix, split_rows, split_units, thresholds = score_split(
+            data, idx, probs, split=split, evaluation=config.evaluation, thresholds=thresholds
+        )
+        if matrix is not None:
+            confusions[split] = matrix
+        rows += split_rows
+        for level, level_rows in split_units.items():
+            unit_rows.setdefault(level, []).extend(level_rows)
 
     atomic_write_csv(fd / "predictions.csv", rows, _prediction_columns(data.class_names))
+    for level, level_rows in unit_rows.items():
+        atomic_write_csv(fd / f"{level}_predictions.csv", level_rows, unit_prediction_columns(level, data.class_names))
     save_weights(fd / "model.safetensors", model.state_dict())
     spec = model.spec | {
         "class_names": data.class_names,
+        "activation": fit.activation,
         "preprocessing": preprocessing_from_config(config.data).to_dict(),
         "medclf_version": __version__,
     }
@@ -214,31 +238,41 @@ def _run_fold(config: Config, data: ImageSet, fold: Fold, out: Path, *, callback
         "fold": fold.index,
         "best_epoch": fit.best_epoch,
         "epochs_run": len(fit.history),
+        "stopped_epoch": fit.stopped_epoch,
         "monitor": config.training.monitor,
         "best_score": fit.best_score,
         "metrics": metrics,
         "confusion": confusions,
         "n_images": {k: int(len(v)) for k, v in fold.parts().items()},
         "timing": {"train_s": fit.train_time_s, "eval_s": time.perf_counter() - eval_start},
-        "parameters": count_parameters(model),
+        "parameters": _parameters(model, fit.trainable_per_stage),
         "runtime": fit.runtime,
     }
+    if thresholds is not None:
+        result["thresholds"] = {c: float(t) for c, t in zip(data.class_names, thresholds)}
     atomic_write_json(fd / "metrics.json", result)  # last: its presence marks the fold complete
     return result
 
 
+def _parameters(model: torch.nn.Module, trainable_per_stage: list[int]) -> dict[str, Any]:
+    """Total parameters, those trained (by the last stage), and the weights' size in MB."""
+    counts: dict[str, Any] = count_parameters(model)
+    if trainable_per_stage:
+        counts["trainable"] = trainable_per_stage[-1]
+    if len(trainable_per_stage) > 1:
+        counts["trainable_per_stage"] = trainable_per_stage
+    return counts
+
+
+def _multilabel_validation(data: ImageSet, config: Config) -> Callable[[np.ndarray, np.ndarray], dict]:
+    """Validation metrics of a multi-label fit, at the fixed threshold (0.5 while tuning: tuning is per fold)."""
+    fixed = config.evaluation.threshold
+    threshold = 0.5 if fixed == "tuned" else float(fixed)
+    return lambda y, p: multilabel_metrics(y, p, class_names=data.class_names, thresholds=threshold)
+
+
 def _prediction_columns(class_names: list[str]) -> list[str]:
     return ["split", "id", "label", *[f"prob_{c}" for c in class_names], "predicted"]
-
-
-def _prediction_rows(split: str, data: ImageSet, idx: np.ndarray, probs: np.ndarray) -> list[dict]:
-    names = data.class_names
-    rows = []
-    for i, p in zip(idx, probs):
-        row = {"split": split, "id": data.ids[i], "label": names[data.labels[i]], "predicted": names[int(p.argmax())]}
-        row |= {f"prob_{c}": float(v) for c, v in zip(names, p)}
-        rows.append(row)
-    return rows
 
 
 def _fold_line(result: dict) -> str:
@@ -246,7 +280,12 @@ def _fold_line(result: dict) -> str:
     for split in EVAL_SPLITS:
         if split in result["metrics"]:
             m = result["metrics"][split]
-            parts.append(f"{split} acc {m['accuracy']:.3f} auc {m['auc_macro']:.3f}")
+            if "accuracy" in m:
+                parts.append(f"{split} acc {m['accuracy']:.3f} auc {m['auc_macro']:.3f}")
+            else:
+                parts.append(f"{split} f1 {m['f1_macro']:.3f} auc {m['auc_macro']:.3f}")
+            if "patient" in m:
+                parts.append(f"{split} patient acc {m['patient']['accuracy']:.3f}")
     return ", ".join(parts) + f" ({result['timing']['train_s']:.0f} s)"
 
 
@@ -255,12 +294,13 @@ def _summarize(
     out: Path, config: Config, data: ImageSet, data_info: dict, results: list[dict], *, timing: dict
 ) -> dict[str, Any]:
     splits = [s for s in EVAL_SPLITS if all(s in r["metrics"] for r in results)]
-    metrics = {s: aggregate_folds([r["metrics"][s] for r in results]) for s in splits}
+    metrics = {s: split_summary([r["metrics"][s] for r in results]) for s in splits}
     ensemble: dict[str, Any] = {}
     if "test" in splits and len(results) > 1:
-        ensemble["test"] = _ensemble_test(out, data, [r["fold"] for r in results])
+        ensemble["test"] = _ensemble_test(out, data, [r["fold"] for r in results], _mean_thresholds(results))
     summary = {
         "name": config.name,
+        "task": "multilabel" if data.multilabel else "multiclass",
         "metrics": metrics,
         "ensemble": {s: e["metrics"] for s, e in ensemble.items()},
         "ensemble_confusion": {s: e["confusion"] for s, e in ensemble.items()},
@@ -278,12 +318,24 @@ def _summarize(
         "medclf_version": __version__,
     }
     atomic_write_json(out / "summary.json", summary)
-    _write_folds_csv(out, data.class_names, results, summary["ensemble"])
+    _write_folds_csv(out, data, results, summary["ensemble"])
     return summary
 
 
-def _ensemble_test(out: Path, data: ImageSet, fold_indices: list[int]) -> dict[str, Any]:
-    """Mean of the fold models' test probabilities, read back from each fold's predictions.csv."""
+def _mean_thresholds(results: list[dict]) -> np.ndarray | None:
+    """Multi-label: the mean over folds of each label's threshold; None for single-label studies."""
+    if not all("thresholds" in r for r in results):
+        return None
+    return np.mean([list(r["thresholds"].values()) for r in results], axis=0)
+
+
+def _ensemble_test(
+    out: Path, data: ImageSet, fold_indices: list[int], thresholds: np.ndarray | None = None
+) -> dict[str, Any]:
+    """Mean of the fold models' test probabilities, read back from each fold's predictions.csv.
+
+    Multi-label: a label is predicted at the mean of the folds' thresholds for it.
+    """
     names = data.class_names
     total: dict[str, np.ndarray] = {}
     truth: dict[str, str] = {}
@@ -297,6 +349,16 @@ def _ensemble_test(out: Path, data: ImageSet, fold_indices: list[int]) -> dict[s
                 truth[row["id"]] = row["label"]
     ids = list(total)
     probs = np.stack([total[i] for i in ids])
+    if data.multilabel:
+        y = np.array([[int(c in truth[i].split("|")) for c in names] for i in ids])
+        t = thresholds if thresholds is not None else np.full(len(names), 0.5)
+        rows = [
+            {"split": "test", "id": i, "label": truth[i], "predicted": "|".join(c for c, v in zip(names, p >= t) if v)}
+            | {f"prob_{c}": float(v) for c, v in zip(names, p)}
+            for i, p in zip(ids, probs)
+        ]
+        atomic_write_csv(out / "ensemble" / "predictions.csv", rows, _prediction_columns(names))
+        return {"metrics": multilabel_metrics(y, probs, class_names=names, thresholds=t), "confusion": []}
     y = np.array([names.index(truth[i]) for i in ids])
     rows = [
         {"split": "test", "id": i, "label": truth[i], "predicted": names[int(p.argmax())]}
@@ -310,14 +372,14 @@ def _ensemble_test(out: Path, data: ImageSet, fold_indices: list[int]) -> dict[s
     }
 
 
-def _write_folds_csv(out: Path, class_names: list[str], results: list[dict], ensemble: dict) -> None:
-    per_class = [f"{m}/{c}" for m in ("precision", "recall", "f1", "auc") for c in class_names]
-    columns = ["fold", "split", "n_images", "best_epoch", *SUMMARY_METRICS, *per_class]
+def _write_folds_csv(out: Path, data: ImageSet, results: list[dict], ensemble: dict) -> None:
+    levels = [level for level, attribute, *_ in LEVELS if getattr(data, attribute) is not None and not data.multilabel]
+    columns = folds_csv_columns(data.class_names, multilabel=data.multilabel, levels=levels)
     rows = []
     for r in results:
         for split, m in r["metrics"].items():
             rows.append({"fold": r["fold"], "split": split, "n_images": r["n_images"][split],
-                         "best_epoch": r["best_epoch"]} | m)
+                         "best_epoch": r["best_epoch"]} | m | folds_csv_extras(m))
     for split, m in ensemble.items():
         n_test = results[0]["n_images"].get(split, "")
         rows.append({"fold": "ensemble", "split": split, "n_images": n_test, "best_epoch": ""} | m)

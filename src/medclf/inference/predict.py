@@ -74,7 +74,9 @@ def predict_images(
     runtime = Runtime(device=device, amp_dtype=None, channels_last=False)
     probs = np.zeros((len(paths), len(class_names)))
     for model in models:
-        probs += predict_proba(model.to(device), images, batch_size=batch_size, runtime=runtime) / len(models)
+        activation = model.spec.get("activation", "softmax")  # runs before losses other than softmax had none
+        probs += predict_proba(model.to(device), images, batch_size=batch_size, runtime=runtime,
+                               activation=activation) / len(models)
     rows = [
         {"path": str(p)} | {f"prob_{c}": float(v) for c, v in zip(class_names, row)}
         | {"predicted": class_names[int(row.argmax())]}

@@ -20,13 +20,16 @@ if TYPE_CHECKING:
 
     from medclf.training.loop import Trainer
 
-__all__ = ["BestWeights", "Callback", "HistoryCSV", "RichProgress"]
+__all__ = ["BestWeights", "Callback", "EarlyStopping", "HistoryCSV", "RichProgress"]
 
 
 class Callback:
     """Do-nothing hooks; subclasses override the ones they need."""
 
     def on_fit_start(self, trainer: Trainer) -> None: ...
+
+    def on_stage_start(self, trainer: Trainer, stage: int) -> None:
+        """A stage of staged fine-tuning begins (stage 0 also for an unstaged fit), after ``on_fit_start``."""
 
     def on_epoch_start(self, trainer: Trainer, epoch: int) -> None: ...
 
@@ -60,6 +63,51 @@ class BestWeights(Callback):
             self.best_score = value if not math.isnan(value) else self.best_score
             self.best_epoch = epoch
             self.best_state = copy.deepcopy(trainer.model.state_dict())
+
+
+class EarlyStopping(Callback):
+    """Stop a stage when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs.
+
+    Args:
+        monitor: a key of the epoch logs (``val_<metric>``, ``val_loss``, ``train_loss``).
+        mode: ``min`` or ``max``.
+        patience: epochs without improvement tolerated.
+        min_delta: the improvement that counts, absolute, or relative to the best value when ``relative``.
+    """
+
+    def __init__(self, monitor: str, mode: str, *, patience: int, min_delta: float = 0.0, relative: bool = False):
+        self.monitor, self.mode, self.patience = monitor, mode, patience
+        self.min_delta, self.relative = min_delta, relative
+        self.stopped_epoch: int | None = None
+        self.on_stage_start(None, 0)  # type: ignore[arg-type]
+
+    def on_stage_start(self, trainer: Trainer, stage: int) -> None:
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.wait = 0
+
+    def _improved(self, value: float) -> bool:
+        if math.isinf(self.best):
+            return True
+        delta = self.min_delta * abs(self.best) if self.relative else self.min_delta
+        return value < self.best - delta if self.mode == "min" else value > self.best + delta
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, Any]) -> None:
+        if self.monitor not in logs:
+            from medclf.errors import ConfigError
+
+            logged = ", ".join(k for k in logs if k not in ("epoch", "stage", "step", "lr", "time_s"))
+            raise ConfigError(
+                f"training.early_stopping.monitor: {self.monitor!r} is not logged by this fit; logged values "
+                f"are {logged}. (val_ values need a validation split.)"
+            )
+        value = float(logs[self.monitor])
+        if not math.isnan(value) and self._improved(value):
+            self.best, self.wait = value, 0
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            trainer.should_stop = True
+            self.stopped_epoch = epoch
 
 
 class HistoryCSV(Callback):

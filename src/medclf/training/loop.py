@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,13 +18,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from medclf.config import TrainingConfig
-from medclf.data.augmentation import build_augmentation
-from medclf.evaluation.metrics import SUMMARY_METRICS, classification_metrics
-from medclf.training.callbacks import BestWeights, Callback
+from medclf.config import OptimizerConfig, SchedulerConfig, TrainingConfig
+from medclf.data.augmentation import BatchTransform, build_augmentation
+from medclf.errors import ConfigError
+from medclf.evaluation.metrics import classification_metrics
+from medclf.models.freezing import apply_freeze, frozen_eval_modules
+from medclf.training.callbacks import BestWeights, Callback, EarlyStopping
 from medclf.training.device import Runtime, resolve_runtime
-from medclf.training.losses import build_loss
+from medclf.training.losses import build_loss, probabilities
 from medclf.training.optimizers import build_optimizer
+from medclf.training.sampling import epoch_plan, plan_size
 from medclf.training.schedulers import build_scheduler
 
 __all__ = ["FitResult", "Trainer", "batch_indices", "predict_proba"]
@@ -39,6 +42,29 @@ class FitResult:
     best_score: float
     train_time_s: float
     runtime: dict[str, Any] = field(default_factory=dict)
+    stopped_epoch: int | None = None  # the epoch early stopping ended training (the last stage's stop)
+    activation: str = "softmax"  # how logits become probabilities (see medclf.training.losses.ACTIVATIONS)
+    trainable_per_stage: list[int] = field(default_factory=list)  # parameters each stage trained
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a fit: its epochs, optimizer, schedule and freezing rule."""
+
+    index: int
+    epochs: int
+    optimizer: OptimizerConfig
+    scheduler: SchedulerConfig
+    freeze: Any
+    freeze_batchnorm: bool
+
+
+def fit_stages(cfg: TrainingConfig) -> list[Stage]:
+    """The configured stages, or a single stage made of the training section's own keys."""
+    if cfg.stages:
+        return [Stage(i, s.epochs, s.optimizer, s.scheduler, s.freeze, s.freeze_batchnorm)
+                for i, s in enumerate(cfg.stages)]
+    return [Stage(0, cfg.epochs, cfg.optimizer, cfg.scheduler, cfg.freeze, cfg.freeze_batchnorm)]
 
 
 def batch_indices(n: int, batch_size: int, *, generator: torch.Generator | None = None) -> list[torch.Tensor]:
@@ -66,18 +92,25 @@ def _to_input(x: torch.Tensor, runtime: Runtime) -> torch.Tensor:
 
 @torch.no_grad()
 def predict_proba(
-    model: nn.Module, images: torch.Tensor, *, batch_size: int, runtime: Runtime
+    model: nn.Module, images: torch.Tensor, *, batch_size: int, runtime: Runtime, activation: str = "softmax"
 ) -> np.ndarray:
-    """Class probabilities (N, K) float64 of ``images`` (N, C, H, W) uint8, in eval mode."""
+    """Class (or label) probabilities (N, K) float64 of ``images`` (N, C, H, W) uint8, in eval mode.
+
+    ``activation`` turns logits into probabilities: ``softmax``, ``binary`` (one logit -> two classes),
+    ``sigmoid`` (multi-label), ... (:data:`medclf.training.losses.ACTIVATIONS`).
+    """
     model.eval()
     out = []
     for idx in batch_indices(len(images), batch_size):
         with runtime.autocast():
             logits = model(_to_input(images[idx], runtime))
-        out.append(torch.softmax(logits.float(), dim=1).cpu())
+        out.append(probabilities(logits, activation).cpu())
     if not out:
         return np.zeros((0, 0))
     return torch.cat(out).double().numpy()
+
+
+MetricsFn = Callable[[np.ndarray, np.ndarray], dict[str, float]]
 
 
 class Trainer:
@@ -86,9 +119,11 @@ class Trainer:
     Args:
         model: a :class:`medclf.models.Classifier` (or any module taking float images in [0, 1]).
         cfg: the ``training`` section.
-        class_names: names of the output classes, for per-class validation metrics.
-        seed: seeds batch order and augmentation (model initialisation is seeded by the caller).
-        callbacks: extra callbacks (progress, early stopping...), called after the built-in ones.
+        class_names: names of the output classes (or labels), for per-class validation metrics.
+        seed: seeds batch order, resampling and augmentation (model initialisation is seeded by the caller).
+        callbacks: extra callbacks (progress, history...), called after the built-in ones.
+        metrics_fn: ``(y_true, probs) -> {metric: value}`` for validation; default: the classification metrics.
+        multilabel: targets are multi-hot floats (N, L) and outputs independent sigmoids.
     """
 
     def __init__(
@@ -99,19 +134,35 @@ class Trainer:
         class_names: Sequence[str],
         seed: int,
         callbacks: Sequence[Callback] = (),
+        metrics_fn: MetricsFn | None = None,
+        multilabel: bool = False,
     ) -> None:
         self.model, self.cfg, self.class_names, self.seed = model, cfg, list(class_names), seed
+        self.multilabel = multilabel
+        self.metrics_fn = metrics_fn or (lambda y, p: classification_metrics(y, p, class_names=self.class_names))
         self.best = BestWeights(cfg.monitor, cfg.monitor_mode)
-        self.callbacks: list[Callback] = [self.best, *callbacks]
-        self.should_stop = False  # a callback sets it to end training after the current epoch
+        self.early_stopping = _early_stopping(cfg)
+        builtin = [self.best] + ([self.early_stopping] if self.early_stopping else [])
+        self.callbacks: list[Callback] = [*builtin, *callbacks]
+        self.should_stop = False  # a callback sets it to end the current stage after this epoch
         self.steps_per_epoch = 0
         self.runtime: Runtime | None = None
+        self.activation = "softmax"
         self.history: list[dict[str, Any]] = []  # one dict per finished epoch, for callbacks
+        self.trainable_per_stage: list[int] = []
+        if multilabel and cfg.oversample != "none":
+            raise ConfigError(
+                f"training.oversample: {cfg.oversample!r} balances classes of single-label data; a multi-label "
+                "task needs oversample: none (weight rare labels with training.loss.pos_weight instead)."
+            )
 
     def fit(
         self, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor
     ) -> FitResult:
-        """Train for ``cfg.epochs`` epochs (or until a callback stops it) and keep the best weights."""
+        """Train every stage (or until a callback stops it) and keep the best weights.
+
+        ``train_x``/``val_x`` are uint8 (N, C, H, W); ``train_y``/``val_y`` class indices, or multi-hot floats.
+        """
         cfg = self.cfg
         runtime = self.runtime = resolve_runtime(cfg, self.model)
         if cfg.num_threads:
@@ -122,63 +173,130 @@ class Trainer:
         if runtime.device.type == "cuda":
             train_x = train_x.pin_memory()  # lets the host-to-device copy overlap with compute
         generator = torch.Generator().manual_seed(self.seed)
-        self.steps_per_epoch = _n_train_steps(len(train_x), cfg.batch_size)
-        optimizer = build_optimizer(self.model, cfg.optimizer)
-        scheduler = build_scheduler(optimizer, cfg.scheduler, epochs=cfg.epochs, steps_per_epoch=self.steps_per_epoch)
-        loss_fn = build_loss(cfg.loss).to(runtime.device)
-        augment = build_augmentation(cfg.augmentation.presets)
+        objective = build_loss(cfg.loss, class_names=self.class_names, train_targets=train_y.numpy(),
+                               multilabel=self.multilabel).to(runtime.device)
+        self.activation = objective.activation
+        augment, copy_augment = self._augmentations(train_x)
+        labels = train_y.numpy() if not self.multilabel else np.zeros(len(train_y), dtype=np.int64)
+        self.steps_per_epoch = _n_train_steps(plan_size(labels, cfg.oversample), cfg.batch_size)
         scaler = torch.amp.GradScaler(enabled=runtime.amp_dtype == torch.float16)
         history = self.history = []
-        start = time.perf_counter()
+        start, epoch, step = time.perf_counter(), 0, 0
 
         self._call("on_fit_start")
-        for epoch in range(1, cfg.epochs + 1):
-            epoch_start = time.perf_counter()
-            self._call("on_epoch_start", epoch)
-            lr = optimizer.param_groups[0]["lr"]
-            self.model.train()
-            losses = []
-            for step, idx in enumerate(batch_indices(len(train_x), cfg.batch_size, generator=generator)):
-                x = train_x[idx]
-                if augment is not None:
-                    x = augment(x, generator)
-                y = train_y[idx].to(runtime.device, non_blocking=True)
-                with runtime.autocast():
-                    loss = loss_fn(self.model(_to_input(x, runtime)), y)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                if scheduler is not None:
-                    scheduler.step()
-                losses.append(loss.detach())
-                self._call("on_batch_end", step, losses[-1])  # a tensor: .item() would sync the GPU
-            logs = {"epoch": epoch, "lr": lr, "train_loss": float(torch.stack(losses).mean()) if losses else math.nan}
-            logs |= self._validate(val_x, val_y)
-            logs["time_s"] = time.perf_counter() - epoch_start
-            history.append(logs)
-            self._call("on_epoch_end", epoch, logs)
-            if self.should_stop:
-                break
+        for stage in fit_stages(cfg):
+            if stage.index > 0 and self.best.best_state is not None:
+                self.model.load_state_dict(self.best.best_state)  # each stage starts from the best so far
+            frozen_bn = apply_freeze(self.model, stage.freeze, freeze_batchnorm=stage.freeze_batchnorm)
+            self.trainable_per_stage.append(sum(p.numel() for p in self.model.parameters() if p.requires_grad))
+            optimizer = build_optimizer(self.model, stage.optimizer)
+            schedule = build_scheduler(optimizer, stage.scheduler, epochs=stage.epochs,
+                                       steps_per_epoch=self.steps_per_epoch, monitor=cfg.monitor,
+                                       mode=cfg.monitor_mode)
+            self.should_stop = False
+            self._call("on_stage_start", stage.index)
+            for _ in range(stage.epochs):
+                epoch += 1
+                epoch_start = time.perf_counter()
+                self._call("on_epoch_start", epoch)
+                lr = optimizer.param_groups[0]["lr"]
+                self.model.train()
+                frozen_eval_modules(frozen_bn)
+                order, is_copy = epoch_plan(labels, cfg.oversample, generator=generator)
+                losses = []
+                for batch, idx in enumerate(_batches(order, cfg.batch_size)):
+                    x = self._augment(train_x[order[idx]], is_copy[idx], augment, copy_augment, generator)
+                    y = train_y[order[idx]].to(runtime.device, non_blocking=True)
+                    with runtime.autocast():
+                        loss = objective(self.model(_to_input(x, runtime)), y)
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                    schedule.after_batch()
+                    losses.append(loss.detach())
+                    step += 1
+                    self._call("on_batch_end", batch, losses[-1])  # a tensor: .item() would sync the GPU
+                logs = {"epoch": epoch} | ({"stage": stage.index} if cfg.stages else {}) | {"step": step, "lr": lr}
+                logs["train_loss"] = float(torch.stack(losses).mean()) if losses else math.nan
+                logs |= self._validate(val_x, val_y)
+                logs["time_s"] = time.perf_counter() - epoch_start
+                history.append(logs)
+                schedule.after_epoch(logs)
+                self._call("on_epoch_end", epoch, logs)
+                if self.should_stop:
+                    break
         self._call("on_fit_end")
+        return self._result(history, start, runtime)
 
-        if self.best.best_state is not None:
+    def _result(self, history: list[dict[str, Any]], start: float, runtime: Runtime) -> FitResult:
+        restore = self.cfg.early_stopping.restore_best
+        if restore and self.best.best_state is not None:
             self.model.load_state_dict(self.best.best_state)
+        best_epoch = (self.best.best_epoch or len(history)) if restore else len(history)
+        best_score = self.best.best_score if restore else float(history[-1].get(self.cfg.monitor, math.nan))
+        for p in self.model.parameters():
+            p.requires_grad_(True)  # the saved model is a plain model, whatever the last stage froze
         return FitResult(
             history=history,
-            best_epoch=self.best.best_epoch or len(history),
-            best_score=self.best.best_score,
+            best_epoch=best_epoch,
+            best_score=best_score,
             train_time_s=time.perf_counter() - start,
             runtime=runtime.describe(),
+            stopped_epoch=self.early_stopping.stopped_epoch if self.early_stopping else None,
+            activation=self.activation,
+            trainable_per_stage=list(self.trainable_per_stage),
         )
+
+    def _augmentations(self, train_x: torch.Tensor) -> tuple[BatchTransform | None, BatchTransform | None]:
+        """The training augmentation, and the one oversampled copies pass through (``oversample: augment``)."""
+        aug = self.cfg.augmentation
+        shape = {"size_hw": tuple(train_x.shape[-2:]), "channels": int(train_x.shape[1])}
+        augment = build_augmentation(aug.presets, aug.params, aug.transforms, **shape)
+        copy_augment = None
+        if self.cfg.oversample == "augment":
+            copy_augment = augment or build_augmentation(["basic"], **shape)
+        return augment, copy_augment
+
+    @staticmethod
+    def _augment(x, is_copy, augment, copy_augment, generator) -> torch.Tensor:
+        """Originals pass through ``augment``; added copies stay exact, or pass through ``copy_augment``."""
+        if not bool(is_copy.any()):
+            return augment(x, generator) if augment is not None else x
+        x = x.clone()
+        if augment is not None:
+            x[~is_copy] = augment(x[~is_copy], generator)
+        if copy_augment is not None:
+            x[is_copy] = copy_augment(x[is_copy], generator)
+        return x
 
     def _validate(self, val_x: torch.Tensor, val_y: torch.Tensor) -> dict[str, float]:
         if len(val_x) == 0:
             return {}
-        probs = predict_proba(self.model, val_x, batch_size=self.cfg.eval_batch_size, runtime=self.runtime)
-        metrics = classification_metrics(val_y.numpy(), probs, class_names=self.class_names)
-        return {f"val_{name}": metrics[name] for name in SUMMARY_METRICS}
+        probs = predict_proba(self.model, val_x, batch_size=self.cfg.eval_batch_size, runtime=self.runtime,
+                              activation=self.activation)
+        metrics = self.metrics_fn(val_y.numpy(), probs)
+        return {f"val_{name}": value for name, value in metrics.items() if "/" not in name}
 
     def _call(self, hook: str, *args: Any) -> None:
         for callback in self.callbacks:
             getattr(callback, hook)(self, *args)
+
+
+def _batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """Positions into ``order`` in batches; a trailing batch of one is dropped (BatchNorm needs two)."""
+    batches = list(torch.arange(len(order)).split(batch_size))
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches.pop()
+    return batches
+
+
+def _early_stopping(cfg: TrainingConfig) -> EarlyStopping | None:
+    es = cfg.early_stopping
+    if es.patience is None:
+        return None
+    monitor = es.monitor or cfg.monitor
+    mode = es.mode if es.mode != "auto" else ("min" if monitor.endswith("loss") else "max")
+    relative = isinstance(es.min_delta, str)
+    delta = float(es.min_delta[:-1]) / 100 if relative else float(es.min_delta)
+    return EarlyStopping(monitor, mode, patience=es.patience, min_delta=delta, relative=relative)

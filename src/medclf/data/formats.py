@@ -1,0 +1,156 @@
+"""Medical formats and intensity normalisation: DICOM (pydicom), NIfTI (nibabel), and the mapping of any image
+deeper than 8 bits to 0..255.
+
+Each reader returns a 2-D (H, W) or RGB (H, W, 3) uint8 array, already normalised, so that the decode cache
+stores what the model sees and the normalisation settings (part of :meth:`Preprocessing.key`) are part of the
+cache key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from medclf.data.dataset import Preprocessing
+from medclf.errors import DataError
+
+__all__ = ["DICOM_EXTENSIONS", "NIFTI_EXTENSIONS", "is_dicom", "is_nifti", "normalize_intensity", "read_dicom",
+           "read_nifti"]
+
+DICOM_EXTENSIONS = (".dcm", ".dicom")
+NIFTI_EXTENSIONS = (".nii", ".nii.gz")
+
+
+def is_dicom(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in DICOM_EXTENSIONS
+
+
+def is_nifti(path: str | Path) -> bool:
+    name = Path(path).name.lower()
+    return any(name.endswith(ext) for ext in NIFTI_EXTENSIONS)
+
+
+def normalize_intensity(arr: np.ndarray, prep: Preprocessing) -> np.ndarray:
+    """Map a numeric image to uint8 0..255 by ``prep.normalization``.
+
+    ``minmax``: the image's minimum to 0 and maximum to 255; ``percentile``: clip to ``prep.percentiles``
+    (percent) first; ``window``: the range ``center +- width / 2`` of ``prep.window`` to 0..255, clipped.
+    NaN and infinite values count as the darkest finite value.
+    """
+    data = np.asarray(arr, dtype=np.float64)
+    finite = np.isfinite(data)
+    if not finite.all():
+        data = np.where(finite, data, data[finite].min() if finite.any() else 0.0)
+    if prep.normalization == "window" and prep.window is not None:
+        center, width = prep.window
+        lo, hi = center - width / 2, center + width / 2
+    elif prep.normalization == "percentile":
+        lo, hi = (float(v) for v in np.percentile(data, prep.percentiles))
+    else:
+        lo, hi = float(data.min()), float(data.max())
+    return _scale(data, lo, hi)
+
+
+def _scale(data: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    if hi <= lo:
+        return np.zeros(data.shape, dtype=np.uint8)
+    return np.rint(np.clip((data - lo) * (255.0 / (hi - lo)), 0, 255)).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------------------------------- DICOM
+def read_dicom(path: Path, prep: Preprocessing) -> np.ndarray:
+    """One DICOM image as uint8 (H, W) or (H, W, 3).
+
+    Rescale slope and intercept (the modality LUT) are applied; then the file's window center/width or VOI
+    LUT when ``prep.dicom_voi`` and the file has one, else ``prep.normalization``; MONOCHROME1 (white is
+    zero) is inverted. Multi-frame files give their middle frame.
+
+    Raises:
+        DataError: not a DICOM file, no pixel data, or pixel data pydicom cannot decode.
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(path)
+        pixels = ds.pixel_array
+    except InvalidDicomError:
+        raise DataError("is not a DICOM file (no DICM preamble); replace or remove it", path=path) from None
+    except (AttributeError, KeyError):
+        raise DataError("the DICOM file has no pixel data (PixelData); it is not an image", path=path) from None
+    except Exception as error:  # pydicom raises many types for truncated or compressed data  # noqa: BLE001
+        raise DataError(
+            f"the DICOM pixel data cannot be decoded ({type(error).__name__}: {error}); the file is truncated, "
+            "corrupt or compressed with a codec that is not installed (pylibjpeg, gdcm)",
+            path=path,
+        ) from None
+    samples = int(getattr(ds, "SamplesPerPixel", 1))
+    if pixels.ndim == (4 if samples > 1 else 3):  # multi-frame: the middle frame
+        pixels = pixels[len(pixels) // 2]
+    if samples > 1:
+        return pixels.astype(np.uint8) if pixels.dtype == np.uint8 else normalize_intensity(pixels, prep)
+    out = _dicom_to_uint8(pixels, ds, prep)
+    if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+        out = 255 - out  # MONOCHROME1 shows its minimum as white
+    return out
+
+
+def _dicom_to_uint8(pixels: np.ndarray, ds: object, prep: Preprocessing) -> np.ndarray:
+    values = pixels.astype(np.float64) * float(getattr(ds, "RescaleSlope", 1) or 1) + float(
+        getattr(ds, "RescaleIntercept", 0) or 0
+    )
+    if prep.dicom_voi and "WindowCenter" in ds and "WindowWidth" in ds:
+        center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
+        if width > 0:
+            return _scale(values, center - width / 2, center + width / 2)
+    if prep.dicom_voi and "VOILUTSequence" in ds:
+        try:
+            from pydicom.pixels import apply_voi_lut
+        except ImportError:  # pydicom < 3
+            from pydicom.pixel_data_handlers.util import apply_voi_lut
+        return normalize_intensity(apply_voi_lut(pixels, ds), Preprocessing((1, 1), 1))
+    return normalize_intensity(values, prep)
+
+
+def _first(value: object) -> float:
+    """A DICOM value that may be multi-valued (several windows): the first one, as float."""
+    try:
+        return float(value[0])  # type: ignore[index]
+    except TypeError:
+        return float(value)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------------------------------- NIfTI
+def read_nifti(path: Path, prep: Preprocessing) -> np.ndarray:
+    """One 2-D slice of a NIfTI volume as uint8 (H, W), normalised by ``prep``.
+
+    A 3-D volume is sliced across ``prep.volume_axis`` at ``prep.volume_slice`` ("middle" or an index); a 4-D
+    one uses its first volume; a 2-D image is used whole. The slice is rotated 90 degrees so the first voxel
+    axis runs left to right, as viewers show it.
+
+    Raises:
+        DataError: not a NIfTI file, or the slice index is outside the volume.
+    """
+    import nibabel as nib
+
+    try:
+        volume = np.asarray(nib.load(str(path)).get_fdata(dtype=np.float32))
+    except Exception as error:  # nibabel raises ImageFileError, EOFError, zlib errors...  # noqa: BLE001
+        raise DataError(
+            f"cannot be read as NIfTI ({type(error).__name__}: {error}); the file is truncated or not NIfTI",
+            path=path,
+        ) from None
+    while volume.ndim > 3:
+        volume = volume[..., 0]
+    if volume.ndim == 3:
+        axis, n = prep.volume_axis, volume.shape[prep.volume_axis]
+        index = n // 2 if prep.volume_slice == "middle" else int(prep.volume_slice)
+        if not -n <= index < n:
+            raise DataError(
+                f"data.volume.slice {index} is outside the volume's {n} slices along axis {axis}", path=path
+            )
+        volume = np.take(volume, index, axis=axis)
+    if volume.ndim != 2:
+        raise DataError(f"the NIfTI image has shape {volume.shape}; expected 2-D, 3-D or 4-D", path=path)
+    return normalize_intensity(np.rot90(volume), prep)

@@ -1,0 +1,125 @@
+"""Multi-label metrics: pure functions of 0/1 targets (N, L) and sigmoid probabilities (N, L).
+
+scikit-learn does the arithmetic. Metric names are part of the run-folder contract (``docs/outputs.md``):
+``exact_match``, ``hamming_loss``, ``f1_micro``, ``f1_macro``, ``f1_weighted``, ``f1_samples``,
+``precision_micro``, ``precision_macro``, ``recall_micro``, ``recall_macro``, ``auc_micro``, ``auc_macro``,
+``loss``, and per label ``precision/<l>``, ``recall/<l>``, ``f1/<l>``, ``auc/<l>``, ``support/<l>``,
+``threshold/<l>``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.exceptions import UndefinedMetricWarning
+from sklearn.metrics import (
+    accuracy_score,
+    f1_score,
+    hamming_loss,
+    log_loss,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
+
+__all__ = ["MULTILABEL_SUMMARY", "cooccurrence", "multilabel_metrics", "tune_thresholds"]
+
+MULTILABEL_SUMMARY = (
+    "exact_match",
+    "hamming_loss",
+    "f1_micro",
+    "f1_macro",
+    "f1_weighted",
+    "f1_samples",
+    "precision_micro",
+    "precision_macro",
+    "recall_micro",
+    "recall_macro",
+    "auc_micro",
+    "auc_macro",
+    "loss",
+)
+
+
+def _thresholds(thresholds: float | Sequence[float], n_labels: int) -> np.ndarray:
+    t = np.asarray(thresholds, dtype=np.float64)
+    return np.full(n_labels, float(t)) if t.ndim == 0 else t
+
+
+def multilabel_metrics(
+    y_true: np.ndarray, probs: np.ndarray, *, class_names: Sequence[str], thresholds: float | Sequence[float] = 0.5
+) -> dict[str, float]:
+    """Every metric of a multi-label classifier at the given decision thresholds.
+
+    Args:
+        y_true: (N, L) 0/1 targets.
+        probs: (N, L) independent label probabilities.
+        class_names: the L label names.
+        thresholds: one threshold for every label, or one per label; a label is predicted when p >= threshold.
+
+    Returns:
+        A flat dict; AUCs are NaN where a label is always or never present.
+    """
+    y = np.asarray(y_true, dtype=np.int64)
+    p = np.asarray(probs, dtype=np.float64)
+    t = _thresholds(thresholds, y.shape[1])
+    pred = (p >= t).astype(np.int64)
+    out: dict[str, float] = {
+        "exact_match": float(accuracy_score(y, pred)),
+        "hamming_loss": float(hamming_loss(y, pred)),
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        for avg in ("micro", "macro", "weighted", "samples"):
+            out[f"f1_{avg}"] = float(f1_score(y, pred, average=avg, zero_division=0))
+        for avg in ("micro", "macro"):
+            prec, rec, _, _ = precision_recall_fscore_support(y, pred, average=avg, zero_division=0)
+            out[f"precision_{avg}"], out[f"recall_{avg}"] = float(prec), float(rec)
+        prec, rec, f1, support = precision_recall_fscore_support(y, pred, average=None, zero_division=0)
+    aucs = [_auc(y[:, k], p[:, k]) for k in range(y.shape[1])]
+    defined = [a for a in aucs if not math.isnan(a)]
+    out["auc_micro"] = _auc(y.ravel(), p.ravel())
+    out["auc_macro"] = float(np.mean(defined)) if len(defined) == len(aucs) else math.nan
+    clipped = np.clip(p, 1e-7, 1 - 1e-7)
+    out["loss"] = float(np.mean([log_loss(y[:, k], clipped[:, k], labels=[0, 1]) for k in range(y.shape[1])]))
+    for k, name in enumerate(class_names):
+        out[f"precision/{name}"] = float(prec[k])
+        out[f"recall/{name}"] = float(rec[k])
+        out[f"f1/{name}"] = float(f1[k])
+        out[f"auc/{name}"] = aucs[k]
+        out[f"support/{name}"] = float(support[k])
+        out[f"threshold/{name}"] = float(t[k])
+    return out
+
+
+def _auc(y: np.ndarray, scores: np.ndarray) -> float:
+    if len(np.unique(y)) < 2:
+        return math.nan
+    return float(roc_auc_score(y, scores))
+
+
+def tune_thresholds(y_true: np.ndarray, probs: np.ndarray, *, default: float = 0.5) -> np.ndarray:
+    """Per label, the threshold (among the observed probabilities) that maximises F1 on ``y_true``.
+
+    A label with no positive example keeps ``default``.
+    """
+    y = np.asarray(y_true, dtype=np.int64)
+    p = np.asarray(probs, dtype=np.float64)
+    out = np.full(y.shape[1], default)
+    for k in range(y.shape[1]):
+        if y[:, k].sum() == 0:
+            continue
+        order = np.argsort(-p[:, k], kind="stable")
+        hits = np.cumsum(y[order, k])  # true positives when predicting the top i+1 images
+        f1 = 2 * hits / (np.arange(1, len(order) + 1) + y[:, k].sum())
+        out[k] = float(p[order[int(np.argmax(f1))], k])
+    return out
+
+
+def cooccurrence(labels: np.ndarray, class_names: Sequence[str]) -> dict[str, dict[str, int]]:
+    """``{a: {b: images carrying both a and b}}``; the diagonal counts images carrying the label."""
+    y = np.asarray(labels, dtype=np.int64)
+    counts = y.T @ y
+    return {a: {b: int(counts[i, j]) for j, b in enumerate(class_names)} for i, a in enumerate(class_names)}

@@ -1,0 +1,194 @@
+"""The fit loop with the issue-4 levers: oversampling, early stopping, freezing, stages, head learning rate."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import medclf.training.loop as loop
+from medclf.config import ModelConfig, TrainingConfig
+from medclf.errors import ConfigError
+from medclf.models import build_model
+from medclf.training import Trainer
+from medclf.training.callbacks import EarlyStopping
+
+
+def _toy(n=160, seed=0, minority_every=4):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 60, (n, 1, 16, 16), generator=g, dtype=torch.uint8)
+    y = (torch.arange(n) % minority_every == 0).long()  # 1 in 4 is class 1
+    x[y == 1, :, 4:12, 4:12] += 150
+    return x, y
+
+
+def _trainer(cfg, model_cfg=None, **kw):
+    torch.manual_seed(0)
+    model = build_model(model_cfg or ModelConfig(name="test_resnet"), in_chans=1, n_classes=2, size_hw=(16, 16))
+    return Trainer(model, cfg, class_names=["a", "b"], seed=0, **kw)
+
+
+def _cfg(**kw):
+    return TrainingConfig(**({"epochs": 1, "batch_size": 16, "device": "cpu"} | kw))
+
+
+@pytest.mark.parametrize("mode", ["duplicate", "augment", "weighted_sampler"])
+def test_oversampling_balances_what_the_model_sees_and_never_touches_validation(monkeypatch, mode):
+    seen, val_seen = [], []
+    real_plan = loop.epoch_plan
+
+    def spy_plan(labels, m, *, generator):
+        order, is_copy = real_plan(labels, m, generator=generator)
+        seen.append(np.bincount(labels[order.numpy()], minlength=2))
+        return order, is_copy
+
+    monkeypatch.setattr(loop, "epoch_plan", spy_plan)
+    x, y = _toy()
+    trainer = _trainer(_cfg(epochs=2, oversample=mode),
+                       metrics_fn=lambda t, p: val_seen.append(t.copy()) or {"loss": 0.0})
+    trainer.fit(x[:120], y[:120], x[120:], y[120:])
+    assert len(seen) == 2
+    before = np.bincount(y[:120].numpy())
+    assert before.tolist() == [90, 30]
+    for counts in seen:
+        if mode == "weighted_sampler":
+            assert counts.sum() == 120 and abs(counts[1] - 60) < 25
+        else:
+            assert counts.tolist() == [90, 90]
+    assert all(np.array_equal(v, y[120:].numpy()) for v in val_seen)  # validation: every image once, unchanged
+
+
+def test_no_oversampling_sees_the_fold_as_it_is(monkeypatch):
+    seen = []
+    real_plan = loop.epoch_plan
+    monkeypatch.setattr(loop, "epoch_plan", lambda labels, m, *, generator: seen.append(
+        np.bincount(labels[real_plan(labels, m, generator=generator)[0].numpy()])) or real_plan(
+        labels, m, generator=generator))
+    x, y = _toy()
+    _trainer(_cfg()).fit(x[:120], y[:120], x[120:], y[120:])
+    assert seen[0].tolist() == [90, 30]
+
+
+def test_early_stopping_callback_stops_after_patience_epochs():
+    class T:
+        should_stop = False
+
+    es = EarlyStopping("val_loss", "min", patience=2)
+    t = T()
+    for epoch, loss in enumerate([1.0, 0.8, 0.85, 0.9, 0.7], start=1):
+        es.on_epoch_end(t, epoch, {"val_loss": loss})
+        if t.should_stop:
+            break
+    assert es.stopped_epoch == 4
+
+
+def test_relative_min_delta_needs_a_large_enough_improvement():
+    class T:
+        should_stop = False
+
+    es = EarlyStopping("val_auc_macro", "max", patience=2, min_delta=0.10, relative=True)
+    t = T()
+    for epoch, auc in enumerate([0.50, 0.54, 0.545, 0.60], start=1):
+        es.on_epoch_end(t, epoch, {"val_auc_macro": auc})
+        if t.should_stop:
+            break
+    assert es.stopped_epoch == 3  # 0.54 and 0.545 are each under 10 % better than 0.50
+
+
+def test_early_stopping_in_the_fit_records_the_stop_epoch():
+    # a learning rate of ~0 leaves the validation loss flat: no improvement after epoch 1
+    cfg = _cfg(epochs=8, early_stopping={"patience": 2, "min_delta": 0.5},
+               optimizer={"lr": 1e-12}, scheduler={"name": "none"})
+    x, y = _toy()
+    result = _trainer(cfg).fit(x[:120], y[:120], x[120:], y[120:])
+    assert len(result.history) == 3 and result.stopped_epoch == 3
+
+
+def test_early_stopping_on_an_unlogged_value_names_what_is_logged():
+    cfg = _cfg(epochs=2, early_stopping={"patience": 1, "monitor": "val_auc_macro"})
+    x, y = _toy()
+    trainer = _trainer(cfg, metrics_fn=lambda t, p: {"loss": 0.5})
+    with pytest.raises(ConfigError, match=r"'val_auc_macro' is not logged.*train_loss, val_loss"):
+        trainer.fit(x[:120], y[:120], x[120:], y[120:])
+
+
+def test_restore_best_false_keeps_the_last_epoch():
+    cfg = _cfg(epochs=3, early_stopping={"restore_best": False})
+    x, y = _toy()
+    trainer = _trainer(cfg)
+    result = trainer.fit(x[:120], y[:120], x[120:], y[120:])
+    assert result.best_epoch == 3
+
+
+def test_frozen_backbone_does_not_move_and_head_does():
+    x, y = _toy()
+    trainer = _trainer(_cfg(epochs=1, freeze="backbone"))
+    model = trainer.model
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer.fit(x[:120], y[:120], x[120:], y[120:])
+    head = {f"net.{k}" for k, _ in model.net.get_classifier().named_parameters(prefix="fc")}
+    after = model.state_dict()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved == head  # weights, biases and BatchNorm statistics of the backbone are untouched
+    assert all(p.requires_grad for p in model.parameters())  # the saved model is plain again
+
+
+def test_last_n_trains_only_the_last_layers():
+    from medclf.models.freezing import apply_freeze
+
+    model = build_model(ModelConfig(name="test_resnet"), in_chans=1, n_classes=2)
+    layers = model.backbone_modules()
+
+    class Rule:
+        last_n = 3
+
+    frozen_bn = apply_freeze(model, Rule(), freeze_batchnorm=True)
+    trainable = [m for m in layers if all(p.requires_grad for p in m.parameters(recurse=False))]
+    assert trainable == [m for m in layers[-3:] if not isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(p.requires_grad for p in model.head_module().parameters())
+    assert all(isinstance(m, torch.nn.BatchNorm2d) for m in frozen_bn) and frozen_bn
+
+
+def test_stages_run_in_order_from_the_best_weights_with_their_own_rules():
+    cfg = _cfg(stages=[{"epochs": 1, "freeze": "backbone", "lr": 1e-2},
+                       {"epochs": 2, "freeze": "none", "optimizer": {"name": "sgd", "lr": 1e-3}}])
+    assert cfg.epochs == 3 and cfg.stages[0].optimizer.name == "adamw" and cfg.stages[0].optimizer.lr == 1e-2
+    x, y = _toy()
+    result = _trainer(cfg).fit(x[:120], y[:120], x[120:], y[120:])
+    assert [h["stage"] for h in result.history] == [0, 1, 1]
+    total = sum(p.numel() for p in _trainer(cfg).model.parameters())
+    head = sum(p.numel() for p in _trainer(cfg).model.head_module().parameters())
+    assert result.trainable_per_stage == [head, total]
+    assert [h["epoch"] for h in result.history] == [1, 2, 3]
+    assert result.history[0]["step"] < result.history[1]["step"] < result.history[2]["step"]
+
+
+def test_head_lr_gives_the_head_its_own_learning_rate():
+    from medclf.config import OptimizerConfig
+    from medclf.training.optimizers import build_optimizer
+
+    model = build_model(ModelConfig(name="test_resnet"), in_chans=1, n_classes=2)
+    opt = build_optimizer(model, OptimizerConfig(lr=1e-4, head_lr=1e-2))
+    head_ids = {id(p) for p in model.head_module().parameters()}
+    for group in opt.param_groups:
+        is_head = {id(p) in head_ids for p in group["params"]}
+        assert len(is_head) == 1
+        assert group["lr"] == (1e-2 if is_head.pop() else 1e-4)
+        assert group["weight_decay"] == 0.0 or all(p.ndim > 1 for p in group["params"])
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "rmsprop", "adadelta", "adagrad"])
+def test_every_optimizer_trains(name):
+    x, y = _toy()
+    result = _trainer(_cfg(epochs=1, optimizer={"name": name, "lr": 1e-3})).fit(x[:120], y[:120], x[120:], y[120:])
+    assert not math.isnan(result.history[0]["train_loss"])
+
+
+def test_bce_binary_head_trains_with_one_output():
+    x, y = _toy()
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name="test_resnet"), in_chans=1, n_classes=1)
+    trainer = Trainer(model, _cfg(epochs=2, loss={"name": "bce"}), class_names=["a", "b"], seed=0)
+    result = trainer.fit(x[:120], y[:120], x[120:], y[120:])
+    assert result.activation == "binary"
+    assert result.history[-1]["val_auc_macro"] > 0.5
