@@ -52,6 +52,8 @@ def _with_history(run: Path, shift: float, *, step: bool) -> None:
                                  "val_loss": 1.0 / epoch + shift}
             if step:
                 row["step"] = 4 * epoch
+            else:  # as in runs written before history.csv had a step column
+                row.pop("step", None)
             rows.append(row)
         with open(fold / "history.csv", "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
