@@ -133,6 +133,17 @@ def _run(config: Any, out: Path, *, overwrite: bool, quiet: bool) -> None:
             log=lambda msg: console.print(msg, highlight=False),
         )
     print_summary(summary, out)
+    _report(out)
+
+
+def _report(folder: Path) -> None:
+    """Write the HTML report of a run folder (or the comparison of a sweep folder) and say where it is."""
+    from medclf.reporting import write_comparison_html, write_report
+
+    folder = Path(folder)
+    is_sweep = (folder / "comparison.json").exists() and not (folder / "summary.json").exists()
+    path = write_comparison_html(folder) if is_sweep else write_report(folder)
+    console.print(f"report {path}", highlight=False)
 
 
 OverridesOpt = Annotated[
@@ -186,6 +197,15 @@ def demo(
     resource = files("medclf") / "resources" / DEMO_CONFIG
     cfg = load_config(Path(str(resource)), override or [])
     _run(cfg, out, overwrite=overwrite, quiet=quiet)
+
+
+@app.command(epilog="Example: medclf report runs/demo")
+@_friendly_errors
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by medclf run (or a sweep folder).")],
+) -> None:
+    """Write RUN_DIR/report.html (figures/ and tables/ beside it) from the run folder alone."""
+    _report(run_dir)
 
 
 @app.command(epilog="Example: medclf predict runs/demo new_scans/ --out predictions.csv")
@@ -259,6 +279,7 @@ def sweep(
     comparison = run_sweep(plan, folder, executor=executor, parallel=parallel, address=address,
                            log=lambda msg: console.print(msg, highlight=False))
     print_comparison(comparison, folder)
+    _report(folder)
 
 
 @app.command("show-batch", epilog="Example: medclf show-batch examples/demo.yaml --out batch.png")

@@ -178,15 +178,5 @@ def run_sweep(
     s = plan.sweep
     comparison = build_comparison([store.entry(v) for v in compared], metric=s.metric, split=s.split,
                                   baseline=plan.baseline, alpha=s.alpha)
-    write_comparison(out, comparison)
-    _write_html(out, log)
+    write_comparison(out, comparison)  # comparison.html is drawn from these files by medclf.reporting
     return comparison
-
-
-def _write_html(out: Path, log: Log) -> None:
-    try:
-        from medclf.reporting import write_comparison_html
-    except ImportError:  # the reporting module lands with issue 6
-        log("comparison.html needs the reporting module")
-        return
-    write_comparison_html(out)

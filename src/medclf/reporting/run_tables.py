@@ -1,0 +1,365 @@
+"""The tables of a run report, built from :class:`~medclf.reporting.rundata.RunData` (no plotting here).
+
+Each function returns :class:`~medclf.reporting.tables.Table` objects (or small text blocks); the sections
+of :mod:`medclf.reporting.run_report` arrange them.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import precision_recall_fscore_support
+
+from medclf import __version__
+from medclf.evaluation.metrics import SUMMARY_METRICS
+from medclf.reporting.intervals import ensemble_intervals, fold_interval
+from medclf.reporting.rundata import Predictions, RunData
+from medclf.reporting.tables import Interval, MeanStd, Table, format_number
+
+__all__ = [
+    "MULTILABEL_HEADLINE",
+    "PATIENT_METRICS",
+    "audit_table",
+    "classification_report_table",
+    "counts_table",
+    "ensemble_bootstrap",
+    "ensemble_table",
+    "environment_table",
+    "evaluation_sets",
+    "fold_sizes_table",
+    "headline_metrics",
+    "metrics_table",
+    "model_table",
+    "per_class_table",
+    "patient_table",
+    "skipped_table",
+    "summary_table",
+    "timing_table",
+]
+
+MULTILABEL_HEADLINE = (
+    "exact_match", "hamming_loss", "f1_micro", "f1_macro", "f1_weighted", "f1_samples", "precision_micro",
+    "precision_macro", "recall_micro", "recall_macro", "auc_micro", "auc_macro", "loss",
+)
+PATIENT_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "auc_macro", "n_patients")
+_CI_NOTE = "95 % CI: Student-t interval of the mean across folds (optimistic: the folds' training sets overlap)."
+
+
+def headline_metrics(run: RunData) -> list[str]:
+    """The headline metric names present in the run's summary, in the documented order."""
+    names = MULTILABEL_HEADLINE if run.multilabel else SUMMARY_METRICS
+    present = {m for split in run.summary.get("metrics", {}).values() for m in split}
+    return [m for m in names if m in present]
+
+
+def _is_stats(value: Any) -> bool:
+    return isinstance(value, dict) and "mean" in value
+
+
+def _mean_std(stats: dict[str, Any] | None) -> MeanStd:
+    return MeanStd(None, None) if not stats else MeanStd(stats.get("mean"), stats.get("std"))
+
+
+def _interval(values: list[float | None]) -> Interval:
+    ci = fold_interval(values)
+    return Interval(None, None) if ci is None else Interval(*ci)
+
+
+def _fold_value(fold_metrics: dict[str, Any], split: str, name: str, *, patient: bool = False) -> float | None:
+    block = fold_metrics.get("metrics", {}).get(split, {})
+    if patient:
+        block = block.get("patient", {})
+    value = block.get(name)
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+# ------------------------------------------------------------------------------------------------ metrics
+def metrics_table(run: RunData, split: str) -> Table:
+    """Per-fold values of the headline metrics on ``split``, mean ± std and the 95 % t-interval."""
+    folds = [f.index for f in run.folds]
+    stats = run.summary["metrics"][split]
+    rows = []
+    for name in headline_metrics(run):
+        if not _is_stats(stats.get(name)):
+            continue
+        values = [_fold_value(f.metrics, split, name) for f in run.folds]
+        rows.append([name, *values, _mean_std(stats[name]), _interval(values)])
+    return Table(
+        name=f"metrics-{split}",
+        title=f"{split}: per fold, mean ± std, 95 % CI",
+        columns=["metric", *[f"fold {k}" for k in folds], "mean ± std", "95 % CI"],
+        rows=rows,
+        note=f"std: sample standard deviation across folds. {_CI_NOTE}",
+    )
+
+
+def summary_table(run: RunData) -> Table:
+    """The headline metrics, one column per split (mean ± std) and the ensemble's test value."""
+    splits = run.splits
+    ensemble = run.summary.get("ensemble", {}).get("test")
+    columns = ["metric", *splits, *(["ensemble test"] if ensemble else [])]
+    rows = []
+    for name in headline_metrics(run):
+        row: list[Any] = [name, *[_mean_std(run.summary["metrics"][s].get(name)) for s in splits]]
+        if ensemble:
+            row.append(ensemble.get(name))
+        rows.append(row)
+    note = f"Mean ± std across {len(run.folds)} fold(s)."
+    if "holdout" in splits:
+        note += " holdout is the cross-validation estimate (every pool image is held out once)."
+    return Table(name="summary", title="Headline metrics", columns=columns, rows=rows, note=note)
+
+
+def ensemble_bootstrap(run: RunData) -> dict[str, tuple[float, float] | None]:
+    """Bootstrap intervals of the ensemble's headline test metrics; {} without an ensemble."""
+    if run.ensemble is None or not run.summary.get("ensemble", {}).get("test"):
+        return {}
+    return ensemble_intervals(run.ensemble, run.classes, multilabel=run.multilabel, names=headline_metrics(run))
+
+
+def ensemble_table(run: RunData, intervals: dict[str, tuple[float, float] | None]) -> Table | None:
+    """The fold ensemble's test metrics with their bootstrap ``intervals`` (None without an ensemble)."""
+    metrics = run.summary.get("ensemble", {}).get("test")
+    if not metrics or run.ensemble is None:
+        return None
+    rows = []
+    for name in headline_metrics(run):
+        if name in metrics:
+            ci = intervals.get(name)
+            rows.append([name, metrics[name], Interval(*ci) if ci else Interval(None, None)])
+    return Table(
+        name="metrics-ensemble-test",
+        title=f"Fold ensemble on test ({len(run.ensemble)} images), 95 % bootstrap CI",
+        columns=["metric", "value", "95 % CI"],
+        rows=rows,
+        note="The mean of the fold models' test probabilities. 95 % CI: percentile bootstrap over test images, "
+        "1000 resamples, seed 0.",
+    )
+
+
+def per_class_table(run: RunData, split: str) -> Table:
+    """Per-class (per-label) metrics on ``split``, mean ± std across folds, from summary.json."""
+    stats = run.summary["metrics"][split]
+    kinds = [k for k in ("precision", "recall", "f1", "auc", "support", "threshold")
+             if f"{k}/{run.classes[0]}" in stats]
+    rows = [[c, *[_mean_std(stats.get(f"{k}/{c}")) for k in kinds]] for c in run.classes]
+    label = "label" if run.multilabel else "class"
+    return Table(
+        name=f"per-class-{split}",
+        title=f"{split}: per {label}, mean ± std across folds",
+        columns=[label, *["F1" if k == "f1" else k.upper() if k == "auc" else k for k in kinds]],
+        rows=rows,
+    )
+
+
+def evaluation_sets(run: RunData) -> list[tuple[str, str, Predictions]]:
+    """The prediction sets the pooled tables and figures describe: ``(key, label, predictions)``.
+
+    holdout: every fold's held-out images (each pool image once: the cross-validation predictions); test:
+    the fold ensemble, else the single fold's test predictions; val only when neither exists.
+    """
+    out: list[tuple[str, str, Predictions]] = []
+    if "holdout" in run.splits:
+        out.append(("holdout", "holdout, all folds pooled", run.pooled("holdout")))
+    if run.ensemble is not None and len(run.ensemble):
+        out.append(("test", "test, fold ensemble", run.ensemble))
+    elif "test" in run.splits:
+        first = run.folds[0]
+        out.append(("test", f"test, fold {first.index}", first.predictions["test"]))
+    if not out and "val" in run.splits:
+        out.append(("val", "val, all folds pooled", run.pooled("val")))
+    return [s for s in out if len(s[2])]
+
+
+def classification_report_table(run: RunData, key: str, label: str, predictions: Predictions) -> Table:
+    """Precision, recall, F1 and support per class, with macro and weighted averages (scikit-learn's report)."""
+    classes = run.classes
+    if run.multilabel:
+        y_true, y_pred = predictions.truth(classes, multilabel=True), predictions.decisions(classes, multilabel=True)
+        kwargs: dict[str, Any] = {}
+    else:
+        index = {c: i for i, c in enumerate(classes)}
+        y_true = predictions.y_index(classes)
+        y_pred = np.array([index[p] for p in predictions.predicted], dtype=np.int64)
+        kwargs = {"labels": np.arange(len(classes))}
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, average=None, zero_division=0, **kwargs)
+    rows: list[list[Any]] = [[c, float(p[i]), float(r[i]), float(f[i]), int(s[i])] for i, c in enumerate(classes)]
+    total = int(s.sum())
+    if not run.multilabel:
+        rows.append(["accuracy", None, None, float((y_true == y_pred).mean()) if total else None, total])
+    averages = ("micro", "macro", "weighted") if run.multilabel else ("macro", "weighted")
+    for average in averages:
+        ap, ar, af, _ = precision_recall_fscore_support(y_true, y_pred, average=average, zero_division=0, **kwargs)
+        rows.append([f"{average} avg", float(ap), float(ar), float(af), total])
+    first_total = len(classes)
+    return Table(
+        name=f"classification-report-{key}",
+        title=f"Classification report: {label}",
+        columns=["label" if run.multilabel else "class", "precision", "recall", "F1", "support"],
+        rows=rows,
+        emphasis=set(range(first_total, len(rows))),
+        note="support: true instances. accuracy: share of images classified correctly (F1 column), as in "
+        "scikit-learn's classification_report." if not run.multilabel else "support: true instances per label.",
+    )
+
+
+def patient_table(run: RunData, split: str) -> Table | None:
+    """Patient-level metrics on ``split`` per fold, mean ± std and 95 % CI (None when the run has none)."""
+    stats = run.summary["metrics"].get(split, {}).get("patient")
+    if not isinstance(stats, dict) or not stats:
+        return None
+    rows = []
+    for name in [m for m in PATIENT_METRICS if m in stats] + [m for m in stats if m not in PATIENT_METRICS]:
+        if not _is_stats(stats[name]):
+            continue
+        values = [_fold_value(f.metrics, split, name, patient=True) for f in run.folds]
+        rows.append([name, *values, _mean_std(stats[name]), _interval(values)])
+    return Table(
+        name=f"patient-metrics-{split}",
+        title=f"{split}: patient level, per fold, mean ± std, 95 % CI",
+        columns=["metric", *[f"fold {f.index}" for f in run.folds], "mean ± std", "95 % CI"],
+        rows=rows,
+        note=f"A patient's probabilities are the mean over their images. {_CI_NOTE}",
+    )
+
+
+# --------------------------------------------------------------------------------------------------- data
+def counts_table(run: RunData) -> Table:
+    """Images per split and class of the data as loaded (before folds were carved), with totals."""
+    counts = run.data.get("counts", {})
+    splits = list(counts)
+    rows: list[list[Any]] = [[c, *[int(counts[s].get(c, 0)) for s in splits]] for c in run.classes]
+    for row in rows:
+        row.append(sum(row[1:]))
+    rows.append(["total", *[sum(r[j] for r in rows) for j in range(1, len(splits) + 2)]])
+    label = "label" if run.multilabel else "class"
+    return Table(
+        name="data-counts", title=f"Images per split and {label}", columns=[label, *splits, "total"], rows=rows,
+        emphasis={len(rows) - 1},
+        note="The data's own splits; the folds are carved from them (see the next table)."
+        + (" Multi-label: an image counts once per label it has." if run.multilabel else ""),
+    )
+
+
+def fold_sizes_table(run: RunData) -> Table:
+    """Images in each split of each fold."""
+    parts = [p for p in ("train", "val", "holdout", "test")
+             if any(p in f.metrics.get("n_images", {}) for f in run.folds)]
+    rows = [[f"fold {f.index}", *[f.metrics.get("n_images", {}).get(p) for p in parts]] for f in run.folds]
+    return Table(name="fold-sizes", title="Images per fold and split", columns=["fold", *parts], rows=rows)
+
+
+def audit_table(audit: dict[str, Any]) -> Table:
+    """One row per check of ``audit.json``: its count and its other scalar facts."""
+    rows = []
+    for check, value in audit.items():
+        if isinstance(value, dict):
+            count = value.get("count")
+            if count is None and isinstance(value.get("groups"), list):
+                count = len(value["groups"])
+            details = []
+            for k, v in value.items():
+                if k == "count":
+                    continue
+                if isinstance(v, (int, float, str, bool)) or v is None:
+                    details.append(f"{k}: {format_number(v) if isinstance(v, float) else v}")
+                elif isinstance(v, list):
+                    details.append(f"{k}: {len(v)}")
+            rows.append([check.replace("_", " "), count, "; ".join(details)])
+        elif isinstance(value, list):
+            rows.append([check.replace("_", " "), len(value), ""])
+        else:
+            rows.append([check.replace("_", " "), None, format_number(value)])
+    return Table(
+        name="audit", title="Leakage audit (audit.json)", columns=["check", "count", "details"], rows=rows,
+        note="Written by medclf audit before training; a count above 0 across splits means images or patients "
+        "are shared between training and evaluation data.",
+    )
+
+
+def skipped_table(skipped: list[dict[str, str]], *, limit: int = 50) -> Table:
+    rows = [[r.get("path", ""), r.get("reason", "")] for r in skipped[:limit]]
+    more = f" Showing {limit} of {len(skipped)}; all are in skipped.csv." if len(skipped) > limit else ""
+    return Table(name="skipped", title=f"Skipped images ({len(skipped)})", columns=["path", "reason"], rows=rows,
+                 note="Files that could not be decoded or used." + more)
+
+
+# ----------------------------------------------------------------------------------- timing, environment
+def timing_table(run: RunData) -> Table:
+    """Epochs and seconds per fold, with a total row."""
+    rows: list[list[Any]] = []
+    for f in run.folds:
+        m = f.metrics
+        timing = m.get("timing", {})
+        epochs = m.get("epochs_run") or len(f.history) or None
+        train_s = timing.get("train_s")
+        per_epoch = train_s / epochs if train_s is not None and epochs else None
+        rows.append([f"fold {f.index}", epochs, m.get("best_epoch"), f.stopped_epoch, train_s, timing.get("eval_s"),
+                     per_epoch])
+    total_train = sum(r[4] or 0.0 for r in rows)
+    total_eval = sum(r[5] or 0.0 for r in rows)
+    total_epochs = sum(r[1] or 0 for r in rows)
+    rows.append(["total", total_epochs, None, None, total_train, total_eval,
+                 total_train / total_epochs if total_epochs else None])
+    seconds = ("train s", "eval s", "s / epoch")
+    return Table(
+        name="timing", title="Training time per fold",
+        columns=["fold", "epochs run", "best epoch", "early stop", *seconds], rows=rows,
+        column_precision={c: 1 for c in seconds} | {"s / epoch": 2}, emphasis={len(rows) - 1},
+        note="train s includes each epoch's validation; eval s is scoring the fold's splits with the kept "
+        "weights. early stop: the epoch training stopped at (– when it ran every epoch).",
+    )
+
+
+def model_table(run: RunData) -> Table:
+    model = run.summary.get("model", {})
+    params = model.get("parameters") or run.folds[0].metrics.get("parameters", {})
+    timing = run.summary.get("timing", {})
+    rows = [
+        ["architecture", model.get("architecture", run.config.get("model", {}).get("name"))],
+        ["parameters", params.get("total")],
+        ["trainable parameters", params.get("trainable")],
+        ["model size (MB)", params.get("size_mb")],
+        ["wall time of the last invocation (s)", timing.get("total_s")],
+        ["data loading (s)", timing.get("data_s")],
+    ]
+    return Table(name="model", title="Model and total time", columns=["", "value"], rows=rows,
+                 column_precision={"value": 2},
+                 note="Wall time is that of the last medclf run invocation (less than the whole study after a resume).")
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def environment_table(run: RunData) -> Table:
+    """Software versions and the device: from the run when it recorded them, else from this environment."""
+    recorded = run.summary.get("environment") or run.folds[0].metrics.get("environment") or {}
+    runtime = run.summary.get("runtime") or run.folds[0].metrics.get("runtime") or {}
+    here = {
+        "python": platform.python_version(),
+        "torch": _version("torch"),
+        "timm": _version("timm"),
+        "numpy": _version("numpy"),
+        "scikit-learn": _version("scikit-learn"),
+    }
+    rows: list[list[Any]] = []
+    for name, value in here.items():
+        rows.append([name, str(recorded.get(name, value)), "run" if name in recorded else "report"])
+    rows.append(["medclf (run)", str(run.run_info.get("medclf_version") or run.summary.get("medclf_version")), "run"])
+    rows.append(["medclf (report)", __version__, "report"])
+    for key in ("device", "device_name", "precision", "channels_last"):
+        if key in runtime:
+            rows.append([key.replace("_", " "), str(runtime[key]), "run"])
+    rows.append(["platform", platform.platform(terse=True), "report"])
+    return Table(
+        name="environment", title="Environment", columns=["", "value", "source"], rows=rows,
+        note="source: run = recorded in the run folder; report = the environment that wrote this report.",
+    )

@@ -1,0 +1,200 @@
+"""write_report on fabricated run folders: the numbers of its tables against the run's JSON, and its parts."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from medclf.errors import RunFolderError
+from medclf.reporting import write_report
+from medclf.reporting.intervals import ensemble_intervals
+from medclf.reporting.rundata import read_run
+
+HEADLINE = ["accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "auc_macro", "loss"]
+
+
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def _f(text: str) -> float:
+    return float(text) if text != "" else float("nan")
+
+
+def test_metric_tables_match_metrics_json_and_summary(reported_run, read_table):
+    run = reported_run
+    summary = _json(run / "summary.json")
+    folds = [_json(run / f"fold-{k}" / "metrics.json") for k in range(3)]
+    for split in ("val", "holdout", "test"):
+        rows = {r["metric"]: r for r in read_table(run, f"metrics-{split}")}
+        assert list(rows) == HEADLINE
+        for name, row in rows.items():
+            for k in range(3):
+                assert _f(row[f"fold {k}"]) == pytest.approx(folds[k]["metrics"][split][name])
+            s = summary["metrics"][split][name]
+            assert _f(row["mean ± std mean"]) == pytest.approx(s["mean"])
+            assert _f(row["mean ± std std"]) == pytest.approx(s["std"])
+            ref = stats.t.interval(0.95, df=2, loc=np.mean(s["folds"]), scale=stats.sem(s["folds"]))
+            assert _f(row["95 % CI low"]) == pytest.approx(ref[0])
+            assert _f(row["95 % CI high"]) == pytest.approx(ref[1])
+    # the HTML shows the same numbers with three decimals, right-aligned
+    html = (run / "report.html").read_text()
+    acc = summary["metrics"]["holdout"]["accuracy"]
+    assert f'<td class="num">{acc["mean"]:.3f} ± {acc["std"]:.3f}</td>' in html
+
+
+def test_ensemble_table_has_the_summary_values_and_bootstrap_intervals(reported_run, read_table):
+    run = reported_run
+    summary = _json(run / "summary.json")
+    rows = {r["metric"]: r for r in read_table(run, "metrics-ensemble-test")}
+    data = read_run(run)
+    intervals = ensemble_intervals(data.ensemble, data.classes, names=HEADLINE)
+    for name in HEADLINE:
+        assert _f(rows[name]["value"]) == pytest.approx(summary["ensemble"]["test"][name])
+        low, high = intervals[name]
+        assert _f(rows[name]["95 % CI low"]) == pytest.approx(low) and _f(rows[name]["95 % CI high"]) == pytest.approx(high)
+        if name != "loss":
+            assert low <= summary["ensemble"]["test"][name] + 1e-9 <= high + 2e-9
+
+
+def test_summary_and_per_class_tables_match_summary_json(reported_run, read_table):
+    run = reported_run
+    summary = _json(run / "summary.json")
+    rows = {r["metric"]: r for r in read_table(run, "summary")}
+    assert _f(rows["auc_macro"]["test mean"]) == pytest.approx(summary["metrics"]["test"]["auc_macro"]["mean"])
+    assert _f(rows["loss"]["ensemble test"]) == pytest.approx(summary["ensemble"]["test"]["loss"])
+    per_class = {r["class"]: r for r in read_table(run, "per-class-holdout")}
+    for c in ("blank", "circle", "square"):
+        assert _f(per_class[c]["F1 mean"]) == pytest.approx(summary["metrics"]["holdout"][f"f1/{c}"]["mean"])
+        assert _f(per_class[c]["AUC std"]) == pytest.approx(summary["metrics"]["holdout"][f"auc/{c}"]["std"])
+
+
+def test_classification_report_matches_scikit_learn_on_pooled_holdout(reported_run, read_table):
+    from sklearn.metrics import classification_report
+
+    run = reported_run
+    data = read_run(run)
+    pooled = data.pooled("holdout")
+    ref = classification_report(pooled.labels, pooled.predicted, labels=data.classes, output_dict=True, zero_division=0)
+    rows = {r["class"]: r for r in read_table(run, "classification-report-holdout")}
+    for c in data.classes + ["macro avg", "weighted avg"]:
+        assert _f(rows[c]["precision"]) == pytest.approx(ref[c]["precision"])
+        assert _f(rows[c]["recall"]) == pytest.approx(ref[c]["recall"])
+        assert _f(rows[c]["F1"]) == pytest.approx(ref[c]["f1-score"])
+        assert int(rows[c]["support"]) == ref[c]["support"]
+    assert _f(rows["accuracy"]["F1"]) == pytest.approx(ref["accuracy"])
+    # each fold's holdout rows counted once: 3 folds x 24 images
+    assert int(rows["macro avg"]["support"]) == 72
+
+
+def test_confusion_timing_and_calibration_tables(reported_run, read_table):
+    run = reported_run
+    folds = [_json(run / f"fold-{k}" / "metrics.json") for k in range(3)]
+    summed = np.sum([f["confusion"]["holdout"] for f in folds], axis=0)
+    rows = read_table(run, "confusion-holdout-summed")
+    assert [[int(v) for k, v in r.items() if k.startswith("pred ")] for r in rows] == summed.tolist()
+    timing = {r["fold"]: r for r in read_table(run, "timing")}
+    assert _f(timing["fold 2"]["train s"]) == 12.0 and timing["fold 0"]["early stop"] == "4"
+    assert timing["fold 1"]["early stop"] == "" and _f(timing["total"]["train s"]) == 33.0
+    ece = read_table(run, "calibration-ece")
+    assert [r["predictions"] for r in ece][:2] == ["holdout, all folds pooled", "test, fold ensemble"]
+    assert all(0 <= _f(r["ECE"]) <= 1 for r in ece)
+
+
+def test_report_has_every_section_figure_and_table_and_stays_offline(reported_run):
+    run = reported_run
+    path = run / "report.html"
+    html = path.read_text()
+    for heading in ("Overview", "Data", "Metrics", "Classification report", "Confusion matrices",
+                    "ROC and precision-recall curves", "Training curves", "Calibration", "Misclassified images",
+                    "Timing and model", "Configuration", "Environment"):
+        assert re.search(rf'<h2>{re.escape(heading)}</h2>', html), heading
+        assert f'href="#{heading.lower().replace(" ", "-")}"' in html  # in the table of contents
+    assert "Patient level" not in html and "Multi-label" not in html
+    figures = {p.name for p in (run / "figures").glob("*.png")}
+    assert {"roc-holdout.png", "roc-test.png", "pr-test.png", "calibration.png", "training-fold-0.png",
+            "training-all-folds.png", "confusion-holdout-fold-2.png", "confusion-test-ensemble.png",
+            "overview-metrics.png"} <= figures
+    # every figure is embedded, every table saved twice
+    assert html.count("data:image/png;base64,") == len(figures)
+    for csv_file in (run / "tables").glob("*.csv"):
+        assert (run / "tables" / f"{csv_file.stem}.md").exists()
+    # nothing that a browser would fetch
+    assert not re.search(r'(src|href)="(?!data:|#)', html.replace('href="data:,"', ""))
+    assert "<script" not in html and "@import" not in html and "url(" not in html
+    # early stop and kept epoch are marked
+    assert "early stop at epoch 4" in html and "kept epoch 3" in html
+
+
+def test_gallery_says_why_when_the_data_is_gone(reported_run, read_table):
+    run = reported_run
+    html = (run / "report.html").read_text()
+    assert "The images are not shown: the data could not be loaded again" in html
+    rows = read_table(run, "misclassified")
+    assert rows and all(r["true"] != r["predicted"] for r in rows)
+    probs = [_f(r["probability of the prediction"]) for r in rows]
+    assert probs == sorted(probs, reverse=True)
+
+
+def test_patient_and_multilabel_sections_appear_when_the_run_has_them(fabricated_run, read_table):
+    run = fabricated_run(patient=True)
+    html = write_report(run).read_text()
+    assert "<h2>Patient level</h2>" in html
+    rows = {r["metric"]: r for r in read_table(run, "patient-metrics-holdout")}
+    assert _f(rows["accuracy"]["fold 2"]) == pytest.approx(0.7)
+    assert _f(rows["f1_macro"]["mean ± std mean"]) == pytest.approx(0.45)
+    assert (run / "figures" / "patient-confusion-holdout.png").exists()
+
+    ml = fabricated_run(multilabel=True)
+    html = write_report(ml).read_text()
+    assert "<h2>Multi-label</h2>" in html and (ml / "figures" / "label-cooccurrence.png").exists()
+    summary = _json(ml / "summary.json")
+    rows = {r["metric"]: r for r in read_table(ml, "metrics-test")}
+    assert set(rows) == {"exact_match", "hamming_loss", "f1_micro", "f1_macro", "auc_macro", "loss"}
+    assert _f(rows["hamming_loss"]["mean ± std mean"]) == pytest.approx(summary["metrics"]["test"]["hamming_loss"]["mean"])
+    per_label = {r["label"]: r for r in read_table(ml, "per-class-test")}
+    assert set(per_label["blank"]) >= {"threshold mean", "support mean"}
+    tp_rows = read_table(ml, "confusion-test-per-label")
+    assert [r["label"] for r in tp_rows] == ["blank", "circle", "square"]
+    ens = {r["metric"]: r for r in read_table(ml, "metrics-ensemble-test")}
+    assert _f(ens["exact_match"]["value"]) == pytest.approx(summary["ensemble"]["test"]["exact_match"])
+    assert ens["exact_match"]["95 % CI low"] != ""
+
+
+def test_audit_and_skipped_files_are_shown(fabricated_run, read_table):
+    run = fabricated_run(stopped=False)
+    (run / "audit.json").write_text(json.dumps({
+        "exact_duplicates": {"count": 2, "within": 1, "across": 1, "groups": [["a", "b"], ["c", "d"]]},
+        "near_duplicates": {"count": 0, "within": 0, "across": 0, "groups": []},
+        "patient_overlap": {"count": 0, "patients": []},
+    }))
+    (run / "skipped.csv").write_text("path,reason\nbad.png,cannot decode\n")
+    html = write_report(run).read_text()
+    assert "Leakage audit" in html and "Skipped images (1)" in html
+    audit = {r["check"]: r for r in read_table(run, "audit")}
+    assert audit["exact duplicates"]["count"] == "2" and "across: 1" in audit["exact duplicates"]["details"]
+    assert "early stop at epoch" not in html  # old runs without stopped_epoch
+
+
+def test_rewriting_removes_figures_the_report_no_longer_has(fabricated_run):
+    run = fabricated_run()
+    (run / "figures").mkdir()
+    (run / "figures" / "confusion-holdout-fold-7.png").write_bytes(b"old")
+    (run / "figures" / "mine.txt").write_text("kept")
+    write_report(run)
+    assert not (run / "figures" / "confusion-holdout-fold-7.png").exists()
+    assert (run / "figures" / "mine.txt").exists()
+
+
+def test_not_a_run_folder_is_a_clear_error(tmp_path: Path, fabricated_run):
+    with pytest.raises(RunFolderError, match="does not exist or is not a folder"):
+        write_report(tmp_path / "missing")
+    run = fabricated_run()
+    (run / "summary.json").unlink()
+    with pytest.raises(RunFolderError, match=r"not a finished run folder: summary.json missing"):
+        write_report(run)
