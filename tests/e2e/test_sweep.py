@@ -92,7 +92,7 @@ def test_local_sweep_end_to_end_then_rerun_skips_everything(sweep_file: Path, tm
     print(f"local sweep wall time {time.perf_counter() - start:.1f} s")
     assert done.returncode == 0, done.stderr
     first = _check_sweep_folder(out)
-    assert (out / "comparison.html").exists() and "comparison.html" in done.stdout
+    assert (out / "comparison.html").exists() and "report" in done.stdout
 
     again = medclf("sweep", str(sweep_file), "--out", str(out))
     assert again.returncode == 0, again.stderr
