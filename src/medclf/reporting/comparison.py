@@ -102,6 +102,14 @@ def _overrides(overrides: dict[str, Any]) -> str:
     return "; ".join(f"{k}={v}" for k, v in overrides.items()) or "(baseline config)"
 
 
+def _short_verdict(test: dict[str, Any]) -> str:
+    """The verdict's headline ("no significant difference from X"); the p-values sit in their own columns."""
+    if not test:
+        return "baseline"
+    headline = str(test.get("verdict", "")).split(":")[0]
+    return headline.split(" from ")[0].split(" than ")[0]
+
+
 def comparison_table(comparison: dict[str, Any]) -> Table:
     """Every variant on the sweep's metric, with the paired test against the baseline."""
     metric = comparison["metric"]
@@ -113,7 +121,7 @@ def comparison_table(comparison: dict[str, Any]) -> Table:
         rows.append([
             v["name"], _overrides(v.get("overrides", {})), v.get("rank"), MeanStd(stats.get("mean"), stats.get("std")),
             Interval(stats.get("ci_low"), stats.get("ci_high")), test.get("diff_mean"), test.get("t_stat"),
-            test.get("p_corrected_t"), test.get("p_wilcoxon"), test.get("verdict", "baseline" if not test else ""),
+            test.get("p_corrected_t"), test.get("p_wilcoxon"), _short_verdict(test),
             v.get("train_time_s"), params,
         ])
     return Table(
