@@ -82,7 +82,8 @@ def build_comparison(comparison: dict[str, Any], sweep_dir: Path) -> Page:
         ("significance level", str(comparison.get("alpha"))),
         ("sweep folder", str(sweep_dir.resolve())),
     ]
-    overview = [KeyValues(facts), comparison_table(comparison), _bars(variants, metric, split, colours)]
+    verdicts = [Paragraph(f"{v['name']}: {v['vs_baseline']['verdict']}.") for v in variants if v.get("vs_baseline")]
+    overview = [KeyValues(facts), comparison_table(comparison), *verdicts, _bars(variants, metric, split, colours)]
     sections = [Section("Comparison", overview)]
     ranks = average_ranks(variants, metric)
     if len(variants) >= 3 and ranks:
