@@ -60,6 +60,7 @@ __all__ = [
     "dump_config",
     "load_config",
     "parse_config",
+    "read_yaml",
     "schema_keys",
 ]
 
@@ -694,16 +695,20 @@ def parse_config(data: Any, *, base_dir: Path | None = None, origin: str = "conf
         raise ConfigError(_format_errors(error, origin)) from None
 
 
+def read_yaml(path: Path, *, what: str = "Config file") -> Any:
+    """The parsed YAML of ``path``; a missing file or bad YAML is a :class:`ConfigError` naming the file."""
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} does not exist.") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Read, override and validate a YAML config; relative paths are resolved against its folder."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"Config file {path} does not exist.") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path} is not valid YAML: {error}") from None
-    raw = apply_overrides(raw or {}, overrides or [])
+    raw = apply_overrides(read_yaml(path) or {}, overrides or [])
     return parse_config(raw, base_dir=path.parent.absolute(), origin=str(path))
 
 

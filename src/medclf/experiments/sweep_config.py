@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from medclf.config import Config, parse_config
+from medclf.config import Config, parse_config, read_yaml
 from medclf.errors import ConfigError
 from medclf.registry import closest
 
@@ -233,12 +232,7 @@ def load_sweep(path: str | Path) -> SweepPlan:
         ConfigError: the file is missing, not YAML, has no ``sweep:`` section, or any variant is invalid.
     """
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"Sweep file {path} does not exist.") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+    raw = read_yaml(path, what="Sweep file")
     if not isinstance(raw, dict) or not isinstance(raw.get("sweep"), dict):
         raise ConfigError(f"{path} has no sweep: section. A sweep file is a medclf config plus sweep: with grid, "
                           "variants or a search; see docs/sweeps.md. For a single study use medclf run.")
