@@ -1,0 +1,212 @@
+"""Reading, overriding, validating, dumping and fingerprinting configs; errors as one readable paragraph."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from medclf.config.data import (
+    CsvSource,
+    FolderSource,
+    FoldsSource,
+    NpzSource,
+    PatientsSource,
+    SplitsSource,
+    SyntheticSource,
+)
+from medclf.config.model import (
+    BatchNormLayer,
+    ConvLayer,
+    DenseLayer,
+    DropoutLayer,
+    FlattenLayer,
+    GlobalPoolLayer,
+    PoolLayer,
+    ResidualLayer,
+)
+from medclf.config.study import Config
+from medclf.errors import ConfigError
+from medclf.registry import closest
+
+
+# ------------------------------------------------------------------------------------------------ loading
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``dotted.key=value`` overrides (values parsed as YAML) to a raw config dict."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(
+                f"Override {item!r} is not of the form dotted.key=value (for example training.epochs=3)."
+            )
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[parts[-1]] = _parse_value(raw)
+    return data
+
+
+def _section_fields(loc: tuple[Any, ...]) -> list[str]:
+    """The valid keys of the section at ``loc`` (a pydantic error location), for suggestions."""
+    model: Any = Config
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        fields = getattr(model, "model_fields", None)
+        if fields is None:
+            return []
+        if part in fields:
+            annotation = fields[part].annotation
+            model = _first_model(annotation)
+        else:
+            # a discriminated union puts the tag in the location: find the variant of that type
+            variants = [m for m in _TAGGED if part in m.model_fields["type"].annotation.__args__]
+            if not variants:
+                return []
+            model = variants[0]
+    return list(getattr(model, "model_fields", {}))
+
+
+def _first_model(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _first_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _format_errors(error: ValidationError, origin: str) -> str:
+    lines = []
+    for err in error.errors():
+        loc = tuple(err["loc"])
+        tag_free = [str(p) for p in loc if not _is_tag(p)]
+        where = ".".join(tag_free) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            valid = [f for f in _section_fields(loc[:-1]) if f != "type"] or _section_fields(loc[:-1])
+            hint = closest(str(loc[-1]), valid)
+            did_you_mean = f" Did you mean {'.'.join(tag_free[:-1] + [hint])!r}?" if hint else ""
+            lines.append(f"{where}: unknown key.{did_you_mean} Valid keys here: {', '.join(valid)}.")
+        elif err["type"] == "missing":
+            lines.append(f"{where}: required key is missing.")
+        else:
+            msg = err["msg"].removeprefix("Value error, ").rstrip(".")
+            got = repr(err.get("input"))
+            lines.append(f"{where}: {msg}." if got in msg else f"{where}: {msg} (got {got}).")
+    return f"{origin} is not a valid medclf config: " + " ".join(lines)
+
+
+_TAGGED = (
+    FolderSource, SplitsSource, NpzSource, CsvSource, SyntheticSource, FoldsSource, PatientsSource,
+    ConvLayer, PoolLayer, BatchNormLayer, DropoutLayer, FlattenLayer, GlobalPoolLayer, DenseLayer, ResidualLayer,
+)
+
+
+def _is_tag(part: Any) -> bool:
+    return isinstance(part, str) and any(part in m.model_fields["type"].annotation.__args__ for m in _TAGGED)
+
+
+def parse_config(data: Any, *, base_dir: Path | None = None, origin: str = "config") -> Config:
+    """Validate a raw dict into a :class:`Config`; errors become one readable :class:`ConfigError`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin} must be a YAML mapping of sections (data, model, training, cv), got {data!r}.")
+    try:
+        return Config.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as error:
+        raise ConfigError(_format_errors(error, origin)) from None
+
+
+def read_yaml(path: Path, *, what: str = "Config file") -> Any:
+    """The parsed YAML of ``path``; a missing file or bad YAML is a :class:`ConfigError` naming the file."""
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} does not exist.") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read, override and validate a YAML config; relative paths are resolved against its folder."""
+    path = Path(path)
+    raw = apply_overrides(read_yaml(path) or {}, overrides or [])
+    return parse_config(raw, base_dir=path.parent.absolute(), origin=str(path))
+
+
+def dump_config(config: Config) -> str:
+    """The resolved config as YAML (absolute paths, every default written out)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+# Keys that change where or how fast a study runs, not what it computes: a run folder started with one value
+# resumes with another (the data itself is checked by its content fingerprint, not its path).
+RUNTIME_ONLY_KEYS = (
+    "data.cache_dir",
+    "data.source.path",
+    "training.device",
+    "training.num_threads",
+    "training.eval_batch_size",
+)
+
+
+def config_fingerprint(config: Config) -> str:
+    """A short content hash of what the resolved config computes (stable across key order).
+
+    Keys in :data:`RUNTIME_ONLY_KEYS` are left out, so moving the data or the cache does not invalidate runs.
+    """
+    data = config.model_dump(mode="json")
+    for dotted in RUNTIME_ONLY_KEYS:
+        *parents, leaf = dotted.split(".")
+        node = data
+        for part in parents:
+            node = node.get(part, {})
+        node.pop(leaf, None)
+    canonical = json.dumps(data, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+_SAME_KEYS_AS_LAYERS = {"model.insert", "training.stages.optimizer", "training.stages.scheduler"}
+
+
+def schema_keys() -> set[str]:
+    """Every dotted key a user may write (union over data-source variants); docs/config.md lists them all."""
+    keys: set[str] = set()
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            dotted = f"{prefix}{name}"
+            keys.add(dotted)
+            if dotted in _SAME_KEYS_AS_LAYERS or (model is ResidualLayer and name == "layers"):
+                continue  # their keys are those of model.layers, training.optimizer, training.scheduler
+            for sub in _models_in(field.annotation):
+                walk(sub, dotted + ".")
+
+    walk(Config, "")
+    return keys
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found: list[type[BaseModel]] = []
+    for arg in getattr(annotation, "__args__", ()):
+        found.extend(_models_in(arg))
+    return found
+

@@ -1,0 +1,57 @@
+"""The top level: the whole study's config, with cross-validation, evaluation and audit sections."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from medclf.config._base import _Section
+from medclf.config.data import DataConfig
+from medclf.config.model import ModelConfig
+from medclf.config.training import TrainingConfig
+
+
+# ------------------------------------------------------------------------------------------ cross-validation
+class CVConfig(_Section):
+    mode: Literal["kfold", "holdout"] = "kfold"  # holdout: use the data's own train/val/test splits
+    n_folds: int = Field(5, ge=2)
+    val_fraction: float = Field(0.2, gt=0, lt=1)  # inner validation carved from each training fold
+    test_fraction: float = Field(0.0, ge=0, lt=1)  # carve a test split when the data has none
+    pool: list[Literal["train", "val"]] = ["train"]  # the splits whose images are cross-validated
+    grouped: bool = True  # keep every image of a patient on one side of every split (when ids exist)
+
+
+class EvaluationConfig(_Section):
+    """How predictions are scored beyond the image level."""
+
+    patient_aggregation: Literal["mean", "vote"] = "mean"  # how image probabilities become a patient's (study's)
+    threshold: Literal["tuned"] | float = 0.5  # multi-label: decision threshold, or tuned per label on val
+
+    @field_validator("threshold")
+    @classmethod
+    def _in_unit_interval(cls, v: str | float) -> str | float:
+        if not isinstance(v, str) and not 0 < v < 1:
+            raise ValueError(f"threshold must be 'tuned' or a number between 0 and 1, got {v}")
+        return v
+
+
+class AuditConfig(_Section):
+    """The leakage audit run before every study (``RUN_DIR/audit.json``)."""
+
+    leakage: Literal["warn", "fail", "drop_duplicates"] = "warn"
+    near_distance: int = Field(4, ge=0, le=64)  # near duplicates: perceptual hashes at most this many bits apart
+    near_correlation: float = Field(0.97, ge=-1, le=1)  # ...and 32x32 thumbnails at least this correlated
+    near_duplicates: bool = True  # false: only exact duplicates and patient overlap are audited
+
+
+class Config(_Section):
+    name: str = "study"
+    seed: int = 0
+    data: DataConfig
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    cv: CVConfig = CVConfig()
+    audit: AuditConfig = AuditConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+
