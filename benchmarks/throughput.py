@@ -268,7 +268,7 @@ def bench_loop(name: str, args: argparse.Namespace) -> dict[str, Any]:
     load_before = load1()
     fit = trainer.fit(images, labels, images[:0], labels[:0])
     assert trainer.runtime.channels_last == auto_cl
-    assert all(set(h) == {"epoch", "lr", "train_loss", "time_s"} for h in fit.history), "validation ran"
+    assert not any(k.startswith("val_") for h in fit.history for k in h), "validation ran"
 
     medclf_s = [h["time_s"] for h in fit.history][1:]
     pure_auto_s = interleave.times[auto_cl][1:]
