@@ -208,3 +208,31 @@ def test_sweep_errors_are_one_paragraph(sweep_file: Path, tmp_path: Path):
     plain.write_text(yaml.safe_dump({k: v for k, v in cfg.items() if k != "sweep"}))
     done = medclf("sweep", str(plain))
     assert done.returncode == 2 and "has no sweep: section" in done.stderr
+
+
+def test_a_ray_worker_lost_mid_task_gets_its_task_retried(sweep_file: Path, tmp_path: Path, monkeypatch):
+    """Every task's first worker dies (os._exit, as a killed node would); Ray retries it and the sweep completes."""
+    import medclf.experiments.sweep as sweep_module
+    from medclf.experiments import load_sweep, run_sweep
+    from medclf.experiments.executors import RayExecutor, execute_fold_task
+
+    markers = tmp_path / "killed"
+    markers.mkdir()
+
+    def dies_once(task, num_threads=None):  # a closure: Ray ships it by value to the workers
+        import os as _os
+
+        marker = markers / f"{task.variant}-{task.fold.index}"
+        if not marker.exists():
+            marker.touch()
+            _os._exit(1)
+        return execute_fold_task(task, num_threads)
+
+    monkeypatch.setattr(sweep_module, "make_executor", lambda kind, plan, **kw: RayExecutor(
+        plan.sweep.ray, num_cpus=2, task_fn=dies_once))
+    comparison = run_sweep(load_sweep(sweep_file), tmp_path / "sweep", executor="ray")
+    assert len(list(markers.iterdir())) == 4  # 2 variants x 2 folds: each task's first worker was lost
+    assert all(len(v["metrics"]["accuracy"]["folds"]) == 2 for v in comparison["variants"])
+    reference = medclf("sweep", str(sweep_file), "--out", str(tmp_path / "reference"))
+    assert reference.returncode == 0, reference.stderr
+    assert _close(_check_sweep_folder(tmp_path / "sweep"), _check_sweep_folder(tmp_path / "reference"))

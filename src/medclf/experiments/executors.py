@@ -138,10 +138,18 @@ class RayExecutor:
     every node sees (the tasks write their folds into it).
     """
 
-    def __init__(self, options: RayOptions, *, address: str | None = None, num_cpus: int | None = None) -> None:
+    def __init__(
+        self,
+        options: RayOptions,
+        *,
+        address: str | None = None,
+        num_cpus: int | None = None,
+        task_fn: Callable[[FoldTask, int | None], dict[str, Any]] = execute_fold_task,
+    ) -> None:
         self.options = options
         self.address = address
         self.num_cpus = num_cpus
+        self.task_fn = task_fn  # what each Ray task runs (tests wrap it to kill workers)
 
     def run(self, tasks: list[FoldTask], *, run_inline: Callable[[FoldTask], dict], log: Log) -> None:
         try:
@@ -166,7 +174,7 @@ class RayExecutor:
             num_cpus=self.options.num_cpus_per_task,
             num_gpus=self.options.num_gpus_per_task,
             max_retries=self.options.max_retries,
-        )(execute_fold_task)
+        )(self.task_fn)
         pending = {remote.remote(task, threads): task for task in tasks}
         try:
             while pending:
