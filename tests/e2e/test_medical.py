@@ -69,6 +69,12 @@ def test_patient_tree_run_reports_patient_level_metrics(mura: Path, tmp_path: Pa
     audit = json.loads((out / "audit.json").read_text())
     assert audit["policy"] == "warn" and audit["patient_overlap"]["count"] == 0
     assert [f["patient"] for f in audit["folds"]] == [0, 0]
+    for level in ("patient", "study"):  # the report shows both levels, with the numbers of summary.json
+        table = list(csv.DictReader((out / "tables" / f"{level}-metrics-holdout.csv").open()))
+        accuracy = next(r for r in table if r["metric"] == "accuracy")
+        mean = summary["metrics"]["holdout"][level]["accuracy"]["mean"]
+        assert float(next(v for k, v in accuracy.items() if k.startswith("mean"))) == pytest.approx(mean)
+    assert "holdout: study level" in (out / "report.html").read_text()
 
 
 def _leaky_splits(root: Path) -> Path:

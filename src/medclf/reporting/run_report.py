@@ -174,10 +174,11 @@ def _training(run: RunData) -> Section:
 
 def _patient(run: RunData) -> Section | None:
     blocks = []
-    for split in run.splits:
-        table = patient_table(run, split)
-        if table is not None:
-            blocks.append(table)
+    for level in ("patient", "study"):
+        for split in run.splits:
+            table = patient_table(run, split, level)
+            if table is not None:
+                blocks.append(table)
     figures = [f for f in (patient_confusion_figure(run, s) for s in ("holdout", "val")) if f is not None]
     if not blocks and not figures:
         return None

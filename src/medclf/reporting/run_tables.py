@@ -69,10 +69,10 @@ def _interval(values: list[float | None]) -> Interval:
     return Interval(None, None) if ci is None else Interval(*ci)
 
 
-def _fold_value(fold_metrics: dict[str, Any], split: str, name: str, *, patient: bool = False) -> float | None:
+def _fold_value(fold_metrics: dict[str, Any], split: str, name: str, *, level: str | None = None) -> float | None:
     block = fold_metrics.get("metrics", {}).get(split, {})
-    if patient:
-        block = block.get("patient", {})
+    if level:
+        block = block.get(level, {})
     value = block.get(name)
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
@@ -207,23 +207,23 @@ def classification_report_table(run: RunData, key: str, label: str, predictions:
     )
 
 
-def patient_table(run: RunData, split: str) -> Table | None:
-    """Patient-level metrics on ``split`` per fold, mean ± std and 95 % CI (None when the run has none)."""
-    stats = run.summary["metrics"].get(split, {}).get("patient")
+def patient_table(run: RunData, split: str, level: str = "patient") -> Table | None:
+    """Patient- (or study-) level metrics on ``split`` per fold, mean ± std and 95 % CI (None when absent)."""
+    stats = run.summary["metrics"].get(split, {}).get(level)
     if not isinstance(stats, dict) or not stats:
         return None
     rows = []
     for name in [m for m in PATIENT_METRICS if m in stats] + [m for m in stats if m not in PATIENT_METRICS]:
         if not _is_stats(stats[name]):
             continue
-        values = [_fold_value(f.metrics, split, name, patient=True) for f in run.folds]
+        values = [_fold_value(f.metrics, split, name, level=level) for f in run.folds]
         rows.append([name, *values, _mean_std(stats[name]), _interval(values)])
     return Table(
-        name=f"patient-metrics-{split}",
-        title=f"{split}: patient level, per fold, mean ± std, 95 % CI",
+        name=f"{level}-metrics-{split}",
+        title=f"{split}: {level} level, per fold, mean ± std, 95 % CI",
         columns=["metric", *[f"fold {f.index}" for f in run.folds], "mean ± std", "95 % CI"],
         rows=rows,
-        note=f"A patient's probabilities are the mean over their images. {_CI_NOTE}",
+        note=f"A {level}'s probabilities aggregate its images' (evaluation.patient_aggregation). {_CI_NOTE}",
     )
 
 
