@@ -60,6 +60,38 @@ def test_dicom_rescale_window_and_monochrome1(tmp_path: Path) -> None:
     assert ignored[0, 0] == 0 and ignored[0, -1] == 255
 
 
+def _voi_lut_item(first_mapped: int, entries: np.ndarray) -> pydicom.Dataset:
+    item = pydicom.Dataset()
+    item.LUTDescriptor = [len(entries), first_mapped, 16]
+    item.LUTData = entries.astype(np.uint16).tobytes()
+    return item
+
+
+def test_dicom_voi_lut_reads_modality_values_and_wins_over_the_window(tmp_path: Path) -> None:
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    from pydicom.sequence import Sequence
+
+    # stored 0..1500 + intercept 1000 = modality 1000..2500, exactly the LUT's domain (first mapped 1000): a
+    # LUT read on stored values would see 0..1500 and map most of the ramp to its first entry
+    lut = _voi_lut_item(1000, np.arange(1501) * 40)
+    path = write_dicom(tmp_path / "lut.dcm", RAMP, RescaleSlope=1, RescaleIntercept=1000,
+                       VOILUTSequence=Sequence([lut]), WindowCenter=2400, WindowWidth=10)
+    out = decode_image(path, PREP)[0]
+    ds = pydicom.dcmread(path)
+    reference = apply_voi_lut(apply_modality_lut(ds.pixel_array, ds).astype(np.int64), ds).astype(float)
+    assert np.array_equal(out[0], np.rint(reference[0] / 60000 * 255).astype(np.uint8))
+    assert out[0].tolist() == list(range(0, 256, 17))  # the LUT, not the narrow window at 2400
+    # without the LUT the file's window (center 1250, width 500: modality 1000..1500) applies
+    windowed = decode_image(write_dicom(tmp_path / "win.dcm", RAMP, RescaleSlope=1, RescaleIntercept=1000,
+                                        WindowCenter=1250, WindowWidth=500), PREP)[0]
+    assert windowed[0, 0] == 0 and windowed[0, 5] == 255 and 0 < windowed[0, 2] < 255
+    # an explicit config window wins over the file's LUT and window: [1750, 1500] spans modality 1000..2500
+    explicit = decode_image(path, Preprocessing((16, 16), 1, normalization="window", window=(1750, 1500)))[0]
+    assert explicit[0].tolist() == list(range(0, 256, 17))
+    narrow = decode_image(path, Preprocessing((16, 16), 1, normalization="window", window=(1250, 500)))[0]
+    assert narrow[0, 0] == 0 and narrow[0, 5] == 255
+
+
 def test_unreadable_dicom_names_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.dcm"
     bad.write_bytes(b"not a dicom file at all" * 10)

@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 # Bump when decoding changes what an image becomes (resampling, intensity mapping): every old entry misses.
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: DICOM VOI LUTs read modality values (after rescale), and win over a window
 
 _CHUNK_BYTES = 1 << 20
 _T = TypeVar("_T")

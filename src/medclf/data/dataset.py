@@ -25,7 +25,7 @@ class Preprocessing:
     normalization: str = "minmax"  # "minmax", "percentile" or "window"
     percentiles: tuple[float, float] = (0.5, 99.5)  # percent, for "percentile"
     window: tuple[float, float] | None = None  # (center, width), for "window"
-    dicom_voi: bool = True  # DICOM: the file's own window or VOI LUT wins when present
+    dicom_voi: bool = True  # DICOM: the file's own VOI LUT or window wins over minmax/percentile
     volume_axis: int = 2
     volume_slice: str | int = "middle"
 

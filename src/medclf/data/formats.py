@@ -62,9 +62,10 @@ def _scale(data: np.ndarray, lo: float, hi: float) -> np.ndarray:
 def read_dicom(path: Path, prep: Preprocessing) -> np.ndarray:
     """One DICOM image as uint8 (H, W) or (H, W, 3).
 
-    Rescale slope and intercept (the modality LUT) are applied; then the file's window center/width or VOI
-    LUT when ``prep.dicom_voi`` and the file has one, else ``prep.normalization``; MONOCHROME1 (white is
-    zero) is inverted. Multi-frame files give their middle frame.
+    The modality LUT (Modality LUT Sequence, or rescale slope and intercept) is applied first; then, when
+    ``prep.dicom_voi`` and the file has one, the file's VOI LUT Sequence or else its first window center/width
+    (pydicom's precedence), unless ``prep.normalization`` is ``"window"``: an explicit window wins; otherwise
+    ``prep.normalization``. MONOCHROME1 (white is zero) is inverted. Multi-frame files give their middle frame.
 
     Raises:
         DataError: not a DICOM file, no pixel data, or pixel data pydicom cannot decode.
@@ -97,28 +98,52 @@ def read_dicom(path: Path, prep: Preprocessing) -> np.ndarray:
 
 
 def _dicom_to_uint8(pixels: np.ndarray, ds: object, prep: Preprocessing) -> np.ndarray:
-    values = pixels.astype(np.float64) * float(getattr(ds, "RescaleSlope", 1) or 1) + float(
-        getattr(ds, "RescaleIntercept", 0) or 0
-    )
-    if prep.dicom_voi and "WindowCenter" in ds and "WindowWidth" in ds:
-        center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
-        if width > 0:
-            return _scale(values, center - width / 2, center + width / 2)
-    if prep.dicom_voi and "VOILUTSequence" in ds:
-        try:
-            from pydicom.pixels import apply_voi_lut
-        except ImportError:  # pydicom < 3
-            from pydicom.pixel_data_handlers.util import apply_voi_lut
-        return normalize_intensity(apply_voi_lut(pixels, ds), Preprocessing((1, 1), 1))
+    """Stored pixels to uint8 in the DICOM order: the modality LUT (or rescale), then the VOI transform."""
+    apply_modality_lut, _ = _pydicom_luts()
+    values = apply_modality_lut(pixels, ds)
+    # an explicit config window is the user's choice for every file; the file's own VOI only stands in for
+    # minmax/percentile, which know nothing of the modality
+    if prep.dicom_voi and prep.normalization != "window":
+        voi = _apply_file_voi(values, ds)
+        if voi is not None:
+            return voi
     return normalize_intensity(values, prep)
 
 
-def _first(value: object) -> float:
-    """A DICOM value that may be multi-valued (several windows): the first one, as float."""
+def _apply_file_voi(values: np.ndarray, ds: object) -> np.ndarray | None:
+    """The file's VOI LUT Sequence or window center/width applied to modality values, as uint8; None if it
+    has neither (or a window pydicom rejects, such as a width below 1).
+
+    pydicom's precedence (``apply_voi_lut(prefer_lut=True)``): a VOI LUT Sequence wins over a window. The
+    output spans the LUT's own entries (many files declare 16-bit entries and use 12), or for a window the
+    range pydicom maps onto (the stored bit depth after rescale), which becomes 0..255.
+    """
+    _, apply_voi_lut = _pydicom_luts()
+    lut = ds.get("VOILUTSequence")  # type: ignore[attr-defined]
     try:
-        return float(value[0])  # type: ignore[index]
-    except TypeError:
-        return float(value)  # type: ignore[arg-type]
+        if lut and "LUTDescriptor" in lut[0] and "LUTData" in lut[0]:
+            n_entries, first_mapped = int(lut[0].LUTDescriptor[0]) or 2**16, int(lut[0].LUTDescriptor[1])
+            domain = np.arange(first_mapped, first_mapped + n_entries, dtype=np.int64)
+            entries = apply_voi_lut(domain, ds).astype(np.float64)  # every output the LUT can give
+            # LUT inputs are whole numbers; clipping to the LUT's domain keeps pydicom's uint16 index valid
+            inputs = np.clip(np.rint(values), domain[0], domain[-1]).astype(np.int64)
+            return _scale(apply_voi_lut(inputs, ds).astype(np.float64), entries.min(), entries.max())
+        if "WindowCenter" not in ds or "WindowWidth" not in ds:  # type: ignore[operator]
+            return None
+        windowed = apply_voi_lut(np.asarray(values, dtype=np.float64), ds)
+        lo, hi = apply_voi_lut(np.array([-np.inf, np.inf]), ds)  # the window's output range (y_min, y_max)
+    except (ValueError, NotImplementedError):  # width < 1, unknown VOI LUT Function or LUT entry depth
+        return None  # the normalisation stands in, as for a file with no VOI
+    return _scale(windowed, float(lo), float(hi))
+
+
+def _pydicom_luts() -> tuple:
+    """pydicom's ``apply_modality_lut`` and ``apply_voi_lut`` (moved to ``pydicom.pixels`` in pydicom 3)."""
+    try:
+        from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    except ImportError:  # pydicom < 3
+        from pydicom.pixel_data_handlers.util import apply_modality_lut, apply_voi_lut
+    return apply_modality_lut, apply_voi_lut
 
 
 # --------------------------------------------------------------------------------------------------- NIfTI
