@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from medclf.evaluation.metrics import aggregate_folds, classification_metrics, confusion
+from medclf.evaluation.metrics import aggregate_folds, classification_metrics, confusion, higher_is_better
 
 
 def test_perfect_and_known_binary_values():
@@ -44,3 +44,8 @@ def test_aggregate_folds_uses_sample_std_and_skips_nan():
     assert agg["accuracy"]["min"] == 0.8 and agg["accuracy"]["max"] == 1.0
     assert agg["auc"]["folds"] == [None, 0.7, 0.9]
     assert agg["auc"]["mean"] == pytest.approx(0.8)
+
+
+def test_higher_is_better_is_false_for_every_loss_only():
+    assert [higher_is_better(m) for m in ("loss", "hamming_loss", "val_loss", "train_loss")] == [False] * 4
+    assert all(higher_is_better(m) for m in ("auc_macro", "accuracy", "exact_match", "f1/glossy", "auc/loss"))

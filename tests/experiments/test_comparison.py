@@ -69,6 +69,8 @@ def test_metric_stats_interval_and_missing_values():
 def test_verdict_words():
     assert verdict(-0.05, 0.01, metric="auc_macro", baseline="ce", alpha=0.05).startswith("worse than ce")
     assert verdict(0.05, 0.2, metric="auc_macro", baseline="ce", alpha=0.05).startswith("no significant difference")
+    # every loss is lower-is-better, not only the one named "loss"
+    assert verdict(-0.05, 0.01, metric="hamming_loss", baseline="ce", alpha=0.05).startswith("better than ce")
 
 
 def test_errors_name_the_problem():

@@ -7,6 +7,7 @@ from medclf.evaluation.metrics import (
     aggregate_folds,
     classification_metrics,
     confusion,
+    higher_is_better,
 )
 from medclf.evaluation.multilabel import MULTILABEL_SUMMARY, cooccurrence, multilabel_metrics, tune_thresholds
 
@@ -20,6 +21,7 @@ __all__ = [
     "classification_metrics",
     "confusion",
     "cooccurrence",
+    "higher_is_better",
     "multilabel_metrics",
     "tune_thresholds",
     "unit_metrics",

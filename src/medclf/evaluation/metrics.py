@@ -22,7 +22,14 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-__all__ = ["MONITORABLE", "SUMMARY_METRICS", "aggregate_folds", "classification_metrics", "confusion"]
+__all__ = [
+    "MONITORABLE",
+    "SUMMARY_METRICS",
+    "aggregate_folds",
+    "classification_metrics",
+    "confusion",
+    "higher_is_better",
+]
 
 # The headline metrics: summarised across folds and selectable as the monitored validation metric.
 SUMMARY_METRICS = (
@@ -35,6 +42,14 @@ SUMMARY_METRICS = (
     "loss",
 )
 MONITORABLE = SUMMARY_METRICS
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether a larger value of ``metric`` is better: False for losses (``loss``, ``hamming_loss``, ``val_loss``).
+
+    The one place that knows a metric's direction; ranking, verdicts and searches all ask it.
+    """
+    return not (metric == "loss" or metric.endswith("_loss"))
 
 
 def _auc(y_true: np.ndarray, scores: np.ndarray) -> float:

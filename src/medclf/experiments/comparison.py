@@ -16,7 +16,7 @@ import numpy as np
 
 from medclf.atomic import atomic_write_csv, atomic_write_json, atomic_write_text
 from medclf.errors import RunFolderError
-from medclf.evaluation.metrics import SUMMARY_METRICS
+from medclf.evaluation.metrics import SUMMARY_METRICS, higher_is_better
 from medclf.evaluation.statistics import corrected_resampled_ttest, t_interval, wilcoxon_signed_rank
 from medclf.experiments.rundir import fold_dir, read_json
 
@@ -49,8 +49,8 @@ def metric_stats(values: list[float | None]) -> dict[str, Any]:
 
 
 def verdict(diff: float, p_value: float, *, metric: str, baseline: str, alpha: float) -> str:
-    """Plain words for a paired test's result; ``loss`` is the one metric where lower is better."""
-    better = diff < 0 if metric == "loss" else diff > 0
+    """Plain words for a paired test's result (a negative ``diff`` is better for a loss)."""
+    better = diff > 0 if higher_is_better(metric) else diff < 0
     if p_value < alpha:
         side = "better" if better else "worse"
         return f"{side} than {baseline}: {metric} {diff:+.3f} (corrected t-test p = {p_value:.3g} < {alpha:g})"
@@ -83,7 +83,7 @@ def build_comparison(
     Args:
         entries: per variant ``{"name", "overrides", "run_dir", "folds": [fold metrics.json, ...]}``, all on
             the same folds (paired by fold index).
-        metric: ranks the variants (descending; ascending for ``loss``) and is the paired-tested metric.
+        metric: ranks the variants (descending; ascending for a loss) and is the paired-tested metric.
         split: whose image-level metrics are compared (``holdout``: the cross-validation estimate).
         baseline: the name of the variant the others are tested against.
         alpha: significance level of the verdicts.
@@ -116,8 +116,8 @@ def build_comparison(
         if v is not base:
             v["vs_baseline"] = _vs_baseline(v["metrics"][metric]["folds"], base["metrics"][metric]["folds"],
                                             ratio=ratio, metric=metric, baseline=baseline, alpha=alpha)
-    worst = math.inf if metric == "loss" else -math.inf
-    sign = 1.0 if metric == "loss" else -1.0
+    worst = -math.inf if higher_is_better(metric) else math.inf
+    sign = -1.0 if higher_is_better(metric) else 1.0
     order = sorted(variants, key=lambda v: sign * (v["metrics"][metric]["mean"] if v["metrics"][metric]["mean"]
                                                     is not None else worst))
     for rank, v in enumerate(order, start=1):

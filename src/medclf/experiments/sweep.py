@@ -21,6 +21,7 @@ from typing import Any
 from medclf.atomic import atomic_write_json
 from medclf.config import Config
 from medclf.data import ImageSet, load_dataset
+from medclf.evaluation.metrics import higher_is_better
 from medclf.experiments.comparison import build_comparison, read_fold_results, write_comparison
 from medclf.experiments.executors import FoldTask, LocalExecutor, RayExecutor
 from medclf.experiments.rundir import read_json
@@ -122,7 +123,7 @@ class _Store:
 def _search(plan: SweepPlan, store: _Store) -> list[Variant]:
     """Run the base and ``sweep.trials`` sampled trials (validation only), then the best one with test scored."""
     s = plan.sweep
-    maximize = s.metric != "loss"
+    maximize = higher_is_better(s.metric)
     sampler = make_sampler(s.search, s.space, seed=s.seed, maximize=maximize)
     trials = list(plan.variants)  # the base config, the baseline
     store.run(trials)

@@ -17,6 +17,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from medclf.errors import RunFolderError
+from medclf.evaluation.metrics import higher_is_better
 from medclf.reporting.figures import Bars, Figure, Panel, Series, bar_figure, line_figure, palette
 from medclf.reporting.page import KeyValues, Page, Paragraph, Section, write_page
 from medclf.reporting.rundata import read_history
@@ -46,10 +47,6 @@ def write_comparison_html(sweep_dir: Path) -> Path:
     return write_page(build_comparison(comparison, sweep_dir), sweep_dir, COMPARISON_NAME)
 
 
-def _higher_is_better(metric: str) -> bool:
-    return not (metric.endswith("loss") or metric == "hamming_loss")
-
-
 def average_ranks(variants: list[dict[str, Any]], metric: str) -> dict[str, float]:
     """Each variant's mean rank over folds on ``metric`` (1 = best; ties share the mean rank).
 
@@ -57,7 +54,7 @@ def average_ranks(variants: list[dict[str, Any]], metric: str) -> dict[str, floa
     """
     folds = [v["metrics"].get(metric, {}).get("folds") or [] for v in variants]
     n = min((len(f) for f in folds), default=0)
-    sign = -1.0 if _higher_is_better(metric) else 1.0
+    sign = -1.0 if higher_is_better(metric) else 1.0
     ranks = []
     for k in range(n):
         values = [f[k] for f in folds]
