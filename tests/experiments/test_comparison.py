@@ -88,3 +88,6 @@ def test_written_files(tmp_path):
     assert len(rows) == 4 and rows[1].startswith("1,better,")
     md = (tmp_path / "comparison.md").read_text()
     assert "| 1 | `better` | 0.894 ± 0.026 [0.862, 0.926]" in md and "| 3 | `base` |" in md and "baseline |" in md
+    # every metric gets its interval, not only the ranking one (accuracy is auc - 0.1 in these folds)
+    better = next(line for line in md.splitlines() if line.startswith("| 1 |"))
+    assert "| 0.794 ± 0.026 [0.762, 0.826] |" in better

@@ -151,7 +151,7 @@ def _markdown(comparison: dict[str, Any]) -> str:
         f"{comparison['n_folds']} folds per variant, the same folds for every variant; baseline "
         f"`{comparison['baseline']}`. Each variant is tested against the baseline across folds with the corrected "
         f"resampled t-test (Nadeau and Bengio) and the Wilcoxon signed-rank test; significance level "
-        f"{comparison['alpha']:g}.",
+        f"{comparison['alpha']:g}. Every metric is shown as mean ± std [95 % CI] across folds.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
@@ -160,7 +160,7 @@ def _markdown(comparison: dict[str, Any]) -> str:
         vs = v["vs_baseline"] or {}
         diff = vs.get("diff_mean")
         cells = [str(v["rank"]), f"`{v['name']}`", _pm(v["metrics"][metric]),
-                 *[_pm({**v["metrics"][m], "ci_low": None}) for m in others],
+                 *[_pm(v["metrics"][m]) for m in others],
                  f"{v['train_time_s']:.0f}", f"{v['parameters']['total']:,}",
                  "" if diff is None else f"{diff:+.3f}", _p(vs.get("p_corrected_t")), _p(vs.get("p_wilcoxon")),
                  vs.get("verdict", "baseline")]
