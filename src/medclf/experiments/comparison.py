@@ -109,7 +109,8 @@ def build_comparison(
         })
     base = next(v for v in variants if v["name"] == baseline)
     base_folds = by_name[baseline]["folds"]
-    # test/train ratio of the correction: images scored per fold over images trained on (1/(k-1) for plain k-fold)
+    # test/train ratio of the correction: images scored per fold over the fold's train part (the images the
+    # weights were fitted on; the validation set carved from the training fold is not among them)
     n_scored = np.mean([f["n_images"][split] for f in base_folds])
     ratio = float(n_scored / np.mean([f["n_images"]["train"] for f in base_folds]))
     for v in variants:
