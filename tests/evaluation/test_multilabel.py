@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 
 from medclf.evaluation.multilabel import MULTILABEL_SUMMARY, cooccurrence, multilabel_metrics, tune_thresholds
 
@@ -24,6 +25,44 @@ def test_metrics_at_fixed_and_per_label_thresholds() -> None:
     assert t.tolist() == [0.6, 0.4]
     tuned = multilabel_metrics(Y, P, class_names=["a", "b"], thresholds=t)
     assert tuned["exact_match"] == 1.0 and tuned["threshold/b"] == 0.4
+
+
+AVERAGES = ("micro", "macro", "weighted", "samples")
+
+
+def _random_task(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """60 images x 4 labels, every image with some but not all labels, probabilities with ties."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, (60, 4))
+    y[y.sum(axis=1) == 0, 0], y[y.sum(axis=1) == 4, 0] = 1, 0
+    return y, np.round(rng.random((60, 4)), 1)
+
+
+def test_every_average_of_precision_recall_f1_and_auc_matches_scikit_learn() -> None:
+    y, p = _random_task()
+    m = multilabel_metrics(y, p, class_names=list("abcd"), thresholds=0.5)
+    for name in (f"{kind}_{avg}" for kind in ("precision", "recall", "f1", "auc") for avg in AVERAGES):
+        assert name in MULTILABEL_SUMMARY
+    pred = (p >= 0.5).astype(int)
+    for avg in AVERAGES:
+        prec, rec, f1, _ = precision_recall_fscore_support(y, pred, average=avg, zero_division=0)
+        assert (m[f"precision_{avg}"], m[f"recall_{avg}"], m[f"f1_{avg}"]) == pytest.approx((prec, rec, f1))
+        assert m[f"auc_{avg}"] == pytest.approx(roc_auc_score(y, p, average=avg))
+
+
+def test_auc_averages_leave_out_labels_and_images_with_one_class() -> None:
+    y, p = _random_task(1)
+    y[:, 3] = 0  # label d never present: scikit-learn's macro, weighted and samples AUCs would raise
+    y[0] = 0  # image 0 has no label: undefined for the samples average
+    m = multilabel_metrics(y, p, class_names=list("abcd"))
+    assert math.isnan(m["auc/d"])
+    assert m["auc_macro"] == pytest.approx(roc_auc_score(y[:, :3], p[:, :3], average="macro"))
+    assert m["auc_weighted"] == pytest.approx(roc_auc_score(y[:, :3], p[:, :3], average="weighted"))
+    keep = (y.sum(axis=1) > 0) & (y.sum(axis=1) < 4)
+    assert m["auc_samples"] == pytest.approx(roc_auc_score(y[keep], p[keep], average="samples"))
+    assert m["auc_micro"] == pytest.approx(roc_auc_score(y.ravel(), p.ravel()))
+    none = multilabel_metrics(np.zeros((3, 2), int), np.full((3, 2), 0.5), class_names=["a", "b"])
+    assert all(math.isnan(none[f"auc_{avg}"]) for avg in AVERAGES)
 
 
 def test_cooccurrence() -> None:

@@ -16,6 +16,7 @@ from sklearn.metrics import precision_recall_fscore_support
 
 from medclf import __version__
 from medclf.evaluation.metrics import SUMMARY_METRICS
+from medclf.evaluation.multilabel import MULTILABEL_SUMMARY
 from medclf.reporting.intervals import ensemble_intervals, fold_interval
 from medclf.reporting.rundata import Predictions, RunData
 from medclf.reporting.tables import Interval, MeanStd, Table, format_number
@@ -41,10 +42,7 @@ __all__ = [
     "timing_table",
 ]
 
-MULTILABEL_HEADLINE = (
-    "exact_match", "hamming_loss", "f1_micro", "f1_macro", "f1_weighted", "f1_samples", "precision_micro",
-    "precision_macro", "recall_micro", "recall_macro", "auc_micro", "auc_macro", "loss",
-)
+MULTILABEL_HEADLINE = MULTILABEL_SUMMARY  # one list: the report shows every multi-label average summary.json has
 PATIENT_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "auc_macro", "n_patients")
 _CI_NOTE = "95 % CI: Student-t interval of the mean across folds (optimistic: the folds' training sets overlap)."
 
@@ -60,8 +58,13 @@ def _is_stats(value: Any) -> bool:
     return isinstance(value, dict) and "mean" in value
 
 
-def _mean_std(stats: dict[str, Any] | None) -> MeanStd:
-    return MeanStd(None, None) if not stats else MeanStd(stats.get("mean"), stats.get("std"))
+def is_count(name: str) -> bool:
+    """Whether a metric name is a count (``n_patients``, ``support/<class>``): shown without decimals."""
+    return name.startswith("n_") or name.split("/")[0] == "support"
+
+
+def _mean_std(stats: dict[str, Any] | None, *, count: bool = False) -> MeanStd:
+    return MeanStd(None, None) if not stats else MeanStd(stats.get("mean"), stats.get("std"), count=count)
 
 
 def _interval(values: list[float | None]) -> Interval:
@@ -74,7 +77,9 @@ def _fold_value(fold_metrics: dict[str, Any], split: str, name: str, *, level: s
     if level:
         block = block.get(level, {})
     value = block.get(name)
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return round(value) if is_count(name) else value  # 8, not 8.000 patients
 
 
 # ------------------------------------------------------------------------------------------------ metrics
@@ -87,7 +92,7 @@ def metrics_table(run: RunData, split: str) -> Table:
         if not _is_stats(stats.get(name)):
             continue
         values = [_fold_value(f.metrics, split, name) for f in run.folds]
-        rows.append([name, *values, _mean_std(stats[name]), _interval(values)])
+        rows.append([name, *values, _mean_std(stats[name], count=is_count(name)), _interval(values)])
     return Table(
         name=f"metrics-{split}",
         title=f"{split}: per fold, mean ± std, 95 % CI",
@@ -146,7 +151,7 @@ def per_class_table(run: RunData, split: str) -> Table:
     stats = run.summary["metrics"][split]
     kinds = [k for k in ("precision", "recall", "f1", "auc", "support", "threshold")
              if f"{k}/{run.classes[0]}" in stats]
-    rows = [[c, *[_mean_std(stats.get(f"{k}/{c}")) for k in kinds]] for c in run.classes]
+    rows = [[c, *[_mean_std(stats.get(f"{k}/{c}"), count=is_count(k)) for k in kinds]] for c in run.classes]
     label = "label" if run.multilabel else "class"
     return Table(
         name=f"per-class-{split}",
@@ -217,7 +222,7 @@ def patient_table(run: RunData, split: str, level: str = "patient") -> Table | N
         if not _is_stats(stats[name]):
             continue
         values = [_fold_value(f.metrics, split, name, level=level) for f in run.folds]
-        rows.append([name, *values, _mean_std(stats[name]), _interval(values)])
+        rows.append([name, *values, _mean_std(stats[name], count=is_count(name)), _interval(values)])
     return Table(
         name=f"{level}-metrics-{split}",
         title=f"{split}: {level} level, per fold, mean ± std, 95 % CI",
