@@ -65,5 +65,15 @@ def test_auc_averages_leave_out_labels_and_images_with_one_class() -> None:
     assert all(math.isnan(none[f"auc_{avg}"]) for avg in AVERAGES)
 
 
+def test_tuned_thresholds_never_cut_inside_tied_probabilities() -> None:
+    # label a: a positive and a negative tie at 0.8. Cutting between them (top image only: F1 2/3) is no
+    # threshold; the real ones give 0.8 -> F1 1/2, 0.3 -> 2/5, 0.2 -> 2/3 (everything predicted)
+    y = np.array([[1, 1], [0, 0], [0, 1], [1, 0]])
+    p = np.array([[0.8, 0.9], [0.8, 0.1], [0.3, 0.7], [0.2, 0.2]])
+    t = tune_thresholds(y, p)
+    m = multilabel_metrics(y, p, class_names=["a", "b"], thresholds=t)
+    assert t.tolist() == [0.2, 0.7] and m["f1/a"] == pytest.approx(2 / 3) and m["f1/b"] == 1.0
+
+
 def test_cooccurrence() -> None:
     assert cooccurrence(Y, ["a", "b"]) == {"a": {"a": 2, "b": 1}, "b": {"a": 1, "b": 2}}

@@ -123,7 +123,8 @@ def _row_aucs(y: np.ndarray, p: np.ndarray) -> np.ndarray:
 def tune_thresholds(y_true: np.ndarray, probs: np.ndarray, *, default: float = 0.5) -> np.ndarray:
     """Per label, the threshold (among the observed probabilities) that maximises F1 on ``y_true``.
 
-    A label with no positive example keeps ``default``.
+    A label with no positive example keeps ``default``. Images with equal probabilities are predicted together
+    (a label is predicted when p >= threshold), so F1 is evaluated only where the probability drops.
     """
     y = np.asarray(y_true, dtype=np.int64)
     p = np.asarray(probs, dtype=np.float64)
@@ -132,9 +133,13 @@ def tune_thresholds(y_true: np.ndarray, probs: np.ndarray, *, default: float = 0
         if y[:, k].sum() == 0:
             continue
         order = np.argsort(-p[:, k], kind="stable")
+        ranked = p[order, k]
         hits = np.cumsum(y[order, k])  # true positives when predicting the top i+1 images
         f1 = 2 * hits / (np.arange(1, len(order) + 1) + y[:, k].sum())
-        out[k] = float(p[order[int(np.argmax(f1))], k])
+        # a cut inside a run of tied probabilities is no threshold: only the last index of each run is one
+        last_of_tie = np.append(ranked[1:] != ranked[:-1], True)
+        f1 = np.where(last_of_tie, f1, -1.0)
+        out[k] = float(ranked[int(np.argmax(f1))])
     return out
 
 
