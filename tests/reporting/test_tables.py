@@ -57,3 +57,20 @@ def test_files_and_row_length_check():
 def test_format_number():
     assert format_number(0.5) == "0.500" and format_number(3) == "3" and format_number(372594) == "372,594"
     assert format_number(None) == "–" and format_number(float("nan")) == "–" and format_number(True) == "yes"
+
+
+def test_alignment_is_decided_per_cell():
+    # the model table mixes an architecture name and numbers in one column: the numbers still line up right
+    html = Table(name="m", title="", columns=["", "value"],
+                 rows=[["architecture", "resnet18"], ["parameters", 11_689_512], ["size (MB)", None]]).to_html()
+    assert "<td>resnet18</td>" in html
+    assert '<td class="num">11,689,512</td>' in html and '<td class="num">–</td>' in html
+    assert '<th scope="col">value</th>' in html  # the header follows the column: not all numbers
+
+
+def test_counts_have_no_decimals_and_their_spread_one():
+    table = Table(name="c", title="", columns=["metric", "mean ± std"],
+                  rows=[["n_patients", MeanStd(8.0, 0.0, count=True)], ["support", MeanStd(48.4, 0.548, count=True)],
+                        ["accuracy", MeanStd(0.9, 0.01)]])
+    assert [r[1] for r in table.display_rows()] == ["8 ± 0.0", "48 ± 0.5", "0.900 ± 0.010"]
+    assert "48.4,0.548" in table.to_csv()  # the CSV keeps full precision

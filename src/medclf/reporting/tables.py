@@ -1,7 +1,8 @@
 """Tables: one description, three renderings (HTML for the report, CSV and Markdown to paste elsewhere).
 
 Cells are plain values (str, int, float, None) or the two composites of a results table, :class:`MeanStd`
-and :class:`Interval`. Numbers are right-aligned and shown with a fixed number of decimals; the CSV keeps
+and :class:`Interval`. Numbers are right-aligned (cell by cell, so a column mixing text and numbers still
+lines its numbers up) and shown with a fixed number of decimals; the CSV keeps
 full precision and splits a composite into two columns (``<column> mean`` / ``<column> std``,
 ``<column> low`` / ``<column> high``) so a spreadsheet gets numbers, not text.
 """
@@ -23,10 +24,14 @@ NUM = ' class="num"'  # right-aligned, tabular figures
 
 @dataclass(frozen=True)
 class MeanStd:
-    """A mean with its standard deviation, shown as ``0.912 ± 0.020`` (std None: the mean alone)."""
+    """A mean with its standard deviation, shown as ``0.912 ± 0.020`` (std None: the mean alone).
+
+    ``count``: the values are counts (images, patients), shown as ``48 ± 0.4`` whatever the column's precision.
+    """
 
     mean: float | None
     std: float | None = None
+    count: bool = False
 
 
 @dataclass(frozen=True)
@@ -58,9 +63,10 @@ def _display(value: Any, precision: int) -> str:
     if isinstance(value, MeanStd):
         if _undefined(value.mean):
             return MISSING
+        mean_precision, std_precision = (0, 1) if value.count else (precision, precision)
         if _undefined(value.std):
-            return format_number(value.mean, precision)
-        return f"{format_number(value.mean, precision)} ± {format_number(value.std, precision)}"
+            return format_number(value.mean, mean_precision)
+        return f"{format_number(value.mean, mean_precision)} ± {format_number(value.std, std_precision)}"
     if isinstance(value, Interval):
         if _undefined(value.low) or _undefined(value.high):
             return MISSING
@@ -110,7 +116,7 @@ class Table:
         return self.column_precision.get(column, self.precision)
 
     def _numeric_columns(self) -> list[bool]:
-        """A column is numeric (right-aligned) when its defined cells are all numbers."""
+        """A column is numeric (header and Markdown right-aligned) when its defined cells are all numbers."""
         out = []
         for j in range(len(self.columns)):
             cells = [row[j] for row in self.rows if not _undefined(row[j])]
@@ -123,17 +129,20 @@ class Table:
 
     def to_html(self) -> str:
         numeric = self._numeric_columns()
+        # per cell: a number is right-aligned in any column; a missing value where the column has numbers
+        has_numbers = [any(_is_numeric(row[j]) for row in self.rows) for j in range(len(self.columns))]
         head = "".join(
             f'<th scope="col"{NUM if num else ""}>{html.escape(col)}</th>'
             for col, num in zip(self.columns, numeric)
         )
         body = []
-        for i, cells in enumerate(self.display_rows()):
+        for i, (row, cells) in enumerate(zip(self.rows, self.display_rows())):
             tds = []
-            for j, (text, num) in enumerate(zip(cells, numeric)):
+            for j, (value, text) in enumerate(zip(row, cells)):
                 tag = "th" if j == 0 else "td"
                 scope = ' scope="row"' if j == 0 else ""
-                cls = NUM if num else ""
+                right = _is_numeric(value) or (_undefined(value) and has_numbers[j])
+                cls = NUM if right else ""
                 tds.append(f"<{tag}{scope}{cls}>{html.escape(text)}</{tag}>")
             row_cls = ' class="em"' if i in self.emphasis else ""
             body.append(f"<tr{row_cls}>{''.join(tds)}</tr>")
