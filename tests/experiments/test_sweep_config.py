@@ -70,6 +70,20 @@ def test_a_misspelt_override_names_the_variant(tmp_path: Path):
     ({"search": "random", "space": {"training.optimizer.lr": {"low": 1, "high": 0.1}}}, r"low < high"),
     ({"search": "random", "space": {"training.optimizer.lr": {"low": 0, "high": 1, "log": True}}}, r"low > 0"),
     ({"variants": {"a": {}}, "ray": {"num_gpu_per_task": 1}}, r"sweep.ray.num_gpu_per_task: unknown key"),
+    # a range is reported as a range, without the union's tag or a "not a valid list" from the other branch
+    ({"search": "random", "space": {"training.optimizer.lr": {"low": 0.1, "high": 1, "lgo": True}}},
+     r"valid sweep config: sweep.space.training.optimizer.lr.lgo: unknown key. Did you mean 'low'\? Valid keys "
+     r"here: low, high, log, step, type.$"),
+    ({"search": "random", "space": {"training.epochs": 3}},
+     r"sweep.space.training.epochs: a search space entry is a list of choices or a range .* \(got 3\)"),
+    ({"search": "optuna", "space": {"training.optimizer.lr": {"low": 1e-4, "high": 0.1, "log": True, "step": 0.01}}},
+     r"sweep.space.training.optimizer.lr: a range takes log: true or a step, not both; got log: true and step: 0.01"),
+    ({"search": "random", "space": {"training.epochs": []}}, r"sweep.space choices need at least one value; empty: "
+                                                             r"training.epochs.$"),
+    # a search may not change the folds either
+    ({"search": "random", "space": {"cv.n_folds": [2, 3], "training.epochs": [1, 2]}},
+     r"sweep: sweep.space may not vary cv.n_folds: every trial must run on the base config's folds"),
+    ({"search": "optuna", "space": {"seed": {"low": 0, "high": 9, "type": "int"}}}, r"sweep.space may not vary seed:"),
 ])
 def test_sweep_section_errors(tmp_path: Path, sweep: dict, match: str):
     with pytest.raises(ConfigError, match=match):
@@ -95,3 +109,25 @@ def test_apply_dotted_copies_and_creates_parents():
     out = apply_dotted(raw, {"training.loss.gamma": 2.0, "model.head": {"dropout": 0.3}})
     assert out == {"training": {"epochs": 1, "loss": {"gamma": 2.0}}, "model": {"head": {"dropout": 0.3}}}
     assert raw == {"training": {"epochs": 1}}
+
+
+@pytest.mark.parametrize(("space", "match"), [
+    ({"training.optimiser.lr": {"low": 1e-4, "high": 1e-2, "log": True}},
+     r"sweep.space value training.optimiser.lr: 0.0001 of .*sweep.yaml is not a valid medclf config: "
+     r"training.optimiser: unknown key. Did you mean 'training.optimizer'\?"),
+    ({"training.batch_size": [8, 16], "training.optimizer.name": ["sgd", "adamm"]},
+     r"sweep.space value training.optimizer.name: adamm of .* Unknown optimizer 'adamm'. Did you mean 'adam'\?"),
+    ({"training.epochs": {"low": 1, "high": 3}},  # a float range on an integer key: only an inner value fails
+     r"sweep.space value training.epochs: 1.74 of .*training.epochs: Input should be a valid integer"),
+    ({"training.batch_size": {"low": 0, "high": 16, "type": "int"}}, r"sweep.space value training.batch_size: 0 of"),
+])
+def test_search_space_is_validated_at_load_with_probe_values(tmp_path: Path, space: dict, match: str):
+    with pytest.raises(ConfigError, match=match):
+        load_sweep(write(tmp_path, {"search": "random", "trials": 2, "space": space}))
+
+
+def test_a_valid_search_space_loads(tmp_path: Path):
+    plan = load_sweep(write(tmp_path, {"search": "optuna", "space": {
+        "training.epochs": {"low": 1, "high": 3, "type": "int"}, "training.batch_size": [8, 16],
+        "training.optimizer.lr": {"low": 1e-4, "high": 1e-2, "log": True}}}))
+    assert set(plan.sweep.space) == {"training.epochs", "training.batch_size", "training.optimizer.lr"}

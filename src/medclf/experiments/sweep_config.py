@@ -14,9 +14,9 @@ import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from medclf.config import Config, parse_config, read_yaml
 from medclf.errors import ConfigError
@@ -45,7 +45,7 @@ class RangeParam(_Section):
     low: float
     high: float
     log: bool = False  # sample uniformly in log space (learning rates, weight decay)
-    step: float | None = None  # quantise to low + k * step
+    step: float | None = Field(None, gt=0)  # quantise to low + k * step (not with log)
     type: Literal["float", "int"] = "float"
 
     @model_validator(mode="after")
@@ -54,7 +54,25 @@ class RangeParam(_Section):
             raise ValueError(f"a range needs low < high, got low={self.low} and high={self.high}")
         if self.log and self.low <= 0:
             raise ValueError(f"a log range needs low > 0, got low={self.low}")
+        if self.log and self.step is not None:
+            # equal steps and log spacing contradict each other (Optuna refuses the pair with a bare ValueError)
+            raise ValueError(f"a range takes log: true or a step, not both; got log: true and step: {self.step:g}. "
+                             "Drop step for a log-uniform range, or log for one quantised to low + k * step")
         return self
+
+
+def _space_kind(value: Any) -> str | None:
+    """Which form a ``sweep.space`` entry takes: a list of choices or a range mapping (None: neither)."""
+    if isinstance(value, list):
+        return "choices"
+    return "range" if isinstance(value, (dict, RangeParam)) else None
+
+
+# a tagged union, so an error in a range is reported once, not also as "not a valid list"
+SpaceEntry = Annotated[
+    Union[Annotated[list[Any], Tag("choices")], Annotated[RangeParam, Tag("range")]], Discriminator(_space_kind)
+]
+_SPACE_TAGS = ("choices", "range")
 
 
 class RayOptions(_Section):
@@ -74,7 +92,7 @@ class SweepSection(_Section):
     alpha: float = Field(0.05, gt=0, lt=1)  # significance level of the verdicts
     search: Literal["grid", "random", "optuna"] = "grid"
     trials: int = Field(20, ge=1)  # random / optuna: number of sampled configs
-    space: dict[str, Union[list[Any], RangeParam]] = {}  # random / optuna: dotted key -> choices or range
+    space: dict[str, SpaceEntry] = {}  # random / optuna: dotted key -> choices or range
     seed: int = 0  # seed of the random / optuna sampler
     ray: RayOptions = RayOptions()
 
@@ -113,6 +131,14 @@ class SweepSection(_Section):
             if self.grid or self.variants:
                 raise ValueError(f"sweep.search: {self.search} samples sweep.space; drop sweep.grid and "
                                  "sweep.variants (the base config is the baseline)")
+            paired = [k for k in self.space if k in ("seed", "cv") or k.startswith("cv.")]
+            if paired:
+                raise ValueError(f"sweep.space may not vary {', '.join(paired)}: every trial must run on the base "
+                                 "config's folds, or its comparison with the base would not be paired. Set seed and "
+                                 "cv in the base config")
+            empty = [k for k, p in self.space.items() if isinstance(p, list) and not p]
+            if empty:
+                raise ValueError(f"sweep.space choices need at least one value; empty: {', '.join(empty)}")
         return self
 
 
@@ -211,17 +237,24 @@ def expand_variants(plan: SweepPlan) -> list[Variant]:
 def _format_sweep_errors(error: ValidationError, origin: str) -> str:
     lines = []
     for err in error.errors():
-        where = ".".join(["sweep", *(str(p) for p in err["loc"])])
+        loc = tuple(err["loc"])
+        if loc[:1] == ("space",) and len(loc) > 2 and loc[2] in _SPACE_TAGS:
+            loc = loc[:2] + loc[3:]  # the union's tag is plumbing, not a key the user wrote
+        where = ".".join(["sweep", *(str(p) for p in loc)])
         if err["type"] == "extra_forbidden":
-            parent: Any = SweepSection if len(err["loc"]) == 1 else RayOptions if err["loc"][0] == "ray" else RangeParam
+            parent: Any = SweepSection if len(loc) == 1 else RayOptions if loc[0] == "ray" else RangeParam
             valid = list(parent.model_fields)
-            hint = closest(str(err["loc"][-1]), valid)
+            hint = closest(str(loc[-1]), valid)
             did_you_mean = f" Did you mean {hint!r}?" if hint else ""
             lines.append(f"{where}: unknown key.{did_you_mean} Valid keys here: {', '.join(valid)}.")
+        elif err["type"] == "union_tag_not_found":
+            lines.append(f"{where}: a search space entry is a list of choices or a range {{low, high, log, step, "
+                         f"type}} (got {err.get('input')!r}).")
         else:
             msg = err["msg"].removeprefix("Value error, ").rstrip(".")
             got = repr(err.get("input"))
-            lines.append(f"{where}: {msg}." if got in msg else f"{where}: {msg} (got {got}).")
+            # a check across keys (loc is the section itself) names its keys; the whole section is no help
+            lines.append(f"{where}: {msg}." if got in msg or not loc else f"{where}: {msg} (got {got}).")
     return f"{origin} is not a valid sweep config: " + " ".join(lines)
 
 
@@ -255,4 +288,27 @@ def load_sweep(path: str | Path) -> SweepPlan:
         if section.baseline not in (None, "base"):
             raise ConfigError(f"{path}: with sweep.search: {section.search} the baseline is the base config, "
                               f"named 'base'; got sweep.baseline {section.baseline!r}.")
+        _probe_space(plan)
     return plan
+
+
+def _probe_values(p: list[Any] | RangeParam) -> list[Any]:
+    """The values of a space entry that stand for all of it: every choice, or a range's ends (and an inner value)."""
+    if isinstance(p, list):
+        return p
+    if p.type == "int":
+        return [int(round(p.low)), int(round(p.high))]
+    inner = [] if p.step is not None else [p.low + 0.37 * (p.high - p.low)]  # catches a float range on an int key
+    return [p.low, p.high, *inner]
+
+
+def _probe_space(plan: SweepPlan) -> None:
+    """Validate the base with each probe value of ``sweep.space`` set, so a bad key or value fails now, not at a trial.
+
+    Raises:
+        ConfigError: naming the space key and value, with the usual config message.
+    """
+    for key, p in plan.sweep.space.items():
+        for value in _probe_values(p):
+            parse_config(apply_dotted(plan.base, {key: value}), base_dir=plan.base_dir,
+                         origin=f"sweep.space value {key}: {_short(value)} of {plan.origin}")
