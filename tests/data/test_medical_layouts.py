@@ -208,6 +208,45 @@ def test_csv_bad_labels_get_clear_messages(tmp_path: Path, make_config, img, bod
         load_dataset(make_config({"type": "csv", "path": str(tmp_path / "m.csv"), **extra}))
 
 
+@pytest.mark.parametrize(
+    ("body", "extra", "message"),
+    [
+        ("path,labels,split\nx.png,a,train\ny.png,a|b,val\nz.png,zebra|a,test\n", {"multilabel": True},
+         r"m\.csv: multi-label label 'zebra' \(1 in test\) in column 'labels' has no positive image in train or val"),
+        ("path,a,b,c,split\nx.png,1,0,0,train\ny.png,1,0,0,val\nz.png,0,1,0,test\n",
+         {"label_columns": ["a", "b", "c"]},
+         r"multi-label labels 'b' \(1 in test\), 'c' \(0 in test\) \(data\.source\.label_columns\) have no positive"),
+    ],
+)
+def test_multilabel_csv_label_only_in_test_is_refused(tmp_path: Path, make_config, img, body, extra, message) -> None:
+    for k, name in enumerate("xyz"):
+        img.write(tmp_path / f"{name}.png", seed=k)
+    (tmp_path / "m.csv").write_text(body)
+    source = {"type": "csv", "path": str(tmp_path / "m.csv"), "label_column": "labels", **extra}
+    with pytest.raises(DataError, match=message):
+        load_dataset(make_config(source))
+
+
+def test_multilabel_npz_label_only_in_test_is_refused(tmp_path: Path, make_config) -> None:
+    path = tmp_path / "chest.npz"
+    train = np.array([[1, 0, 0], [1, 0, 1], [0, 0, 1]])
+    np.savez(path, train_images=np.zeros((3, 16, 16), np.uint8), train_labels=train,
+             test_images=np.zeros((2, 16, 16), np.uint8), test_labels=np.array([[0, 1, 0], [0, 1, 1]]))
+    with pytest.raises(DataError, match=r"chest\.npz: multi-label label 'mass' \(2 in test\) .*no positive image"):
+        load_dataset(make_config({"type": "npz", "path": str(path), "class_names": ["effusion", "mass", "nodule"]}))
+
+
+def test_multilabel_label_left_only_in_test_after_skipping_is_refused(tmp_path: Path, make_config, img) -> None:
+    for k, name in enumerate("xyz"):
+        img.write(tmp_path / f"{name}.png", seed=k)
+    (tmp_path / "bad.png").write_bytes(b"")
+    (tmp_path / "m.csv").write_text("path,labels,split\nx.png,a,train\nbad.png,b,train\ny.png,a,val\nz.png,b,test\n")
+    cfg = make_config({"type": "csv", "path": str(tmp_path / "m.csv"), "label_column": "labels", "multilabel": True},
+                      on_bad_image="skip")
+    with pytest.raises(DataError, match=r"after skipping 1 unreadable files .*: multi-label label 'b' \(1 in test\)"):
+        load_dataset(cfg)
+
+
 # ------------------------------------------------------------------------------------------------- bad input
 def _tree_with_bad_files(root: Path, img) -> None:
     for cls in ("a", "b"):

@@ -17,6 +17,7 @@ from medclf.data.sources import (
     _relative_id,
     _require_classes,
     _require_file,
+    _require_labels_in_train,
 )
 from medclf.errors import DataError
 
@@ -60,6 +61,9 @@ def csv_layout(source: CsvSource, prep: Preprocessing) -> SourceListing:
     multilabel = bool(label_columns) or source.multilabel
     if multilabel and len(class_names) < 1:
         raise DataError("a multi-label manifest needs at least one label", path=csv_path)
+    if multilabel:
+        where = "(data.source.label_columns)" if label_columns else f"in column {source.label_column!r}"
+        _require_labels_in_train(csv_path, class_names, labels, splits, source=where)
     listing = SourceListing(
         labels=labels, ids=[_relative_id(f, csv_path.parent) for f in files], splits=splits,
         class_names=class_names, files=files, root=csv_path.parent, multilabel=multilabel,

@@ -166,6 +166,8 @@ def load_dataset(cfg: DataConfig) -> ImageSet:
 def _require_after_skip(listing: SourceListing, cfg: DataConfig, n_skipped: int) -> None:
     """After skipping bad files, every class must still have training images (else a DataError)."""
     if listing.multilabel:
+        where = f"after skipping {n_skipped} unreadable files (data.on_bad_image: skip)"
+        _require_labels_in_train(where, listing.class_names, listing.labels, listing.splits)
         return
     train_labels = {label for label, split in zip(listing.labels, listing.splits) if split == "train"}
     missing = [name for k, name in enumerate(listing.class_names) if k not in train_labels]
@@ -255,6 +257,29 @@ def _require_classes(class_names: Sequence[str], where: Path | str, expected: st
             f"expected {expected}",
             path=where,
         )
+
+
+def _require_labels_in_train(
+    where: Path | str, class_names: Sequence[str], labels: Sequence[Sequence[int]], splits: Sequence[str],
+    *, source: str = "",
+) -> None:
+    """Every label of a multi-label dataset has a positive image in train or val, else a DataError naming every
+    label that has none; ``source`` says where the labels are, e.g. "in column 'labels'"."""
+    y = np.asarray(labels, dtype=np.int64).reshape(len(labels), len(class_names))
+    is_test = np.asarray(splits) == "test"
+    outside_test, in_test = y[~is_test].sum(axis=0), y[is_test].sum(axis=0)
+    missing = [k for k, n in enumerate(outside_test) if n == 0]
+    if not missing:
+        return
+    one = len(missing) == 1
+    names = ", ".join(f"{class_names[k]!r} ({int(in_test[k])} in test)" for k in missing)
+    raise DataError(
+        f"multi-label {'label' if one else 'labels'} {names}{' ' + source if source else ''} "
+        f"{'has' if one else 'have'} no positive "
+        f"image in train or val; a model cannot learn a label it never sees: add training images with "
+        f"{'it' if one else 'them'} or remove {'it' if one else 'them'}",
+        path=where,
+    )
 
 
 def _file_listing(
@@ -436,6 +461,7 @@ def _npz_multilabel(
     listing = _array_listing([(s, images, np.zeros(len(images))) for s, images, _ in parts], names, prep)
     listing.labels = [row.tolist() for _, _, labels in parts for row in labels.astype(np.int64)]
     listing.multilabel = True
+    _require_labels_in_train(path, names, listing.labels, listing.splits, source="(columns of the *_labels arrays)")
     return listing
 
 
