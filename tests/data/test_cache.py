@@ -135,6 +135,21 @@ def test_every_undecodable_file_is_reported_at_once(tmp_path: Path, files: list[
     assert not (tmp_path / "c").exists()  # nothing cached from a failed load
 
 
+def test_identical_bad_files_are_each_reported(tmp_path: Path, files: list[Path]) -> None:
+    # byte-identical files are decoded once; each bad one still counts and is named under its own path
+    bad = [tmp_path / "img" / f"zero{i}.png" for i in range(12)]
+    for path in bad:
+        path.write_bytes(b"")
+    with pytest.raises(DataError) as info:
+        cache.load_images([files[0], *bad], PREP, cache_dir=tmp_path / "c")
+    message = str(info.value)
+    assert message.startswith("12 image files cannot be decoded: ") and message.endswith("; and 2 more")
+    assert all(f"zero{i}.png: " in message for i in range(10)) and message.count("0 bytes") == 10
+    two = bad[:2]
+    with pytest.raises(DataError, match=r"^2 image files cannot be decoded: .*zero0\.png: .*; .*zero1\.png: "):
+        cache.load_images(two, PREP, cache_dir=tmp_path / "c")
+
+
 def test_a_missing_file_is_a_clear_error(tmp_path: Path, files: list[Path]) -> None:
     with pytest.raises(DataError, match=r"gone\.png: the file does not exist"):
         cache.load_images([*files, tmp_path / "gone.png"], PREP, cache_dir=tmp_path / "c")

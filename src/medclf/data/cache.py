@@ -191,18 +191,19 @@ def _assemble(
         first_of.setdefault(digest, i)
     todo = [i for d, i in first_of.items() if d not in known]
     decoded = dict(zip(todo, _parallel_map(lambda i: _try_decode(paths[i], prep), todo, n_threads)))
-    if on_bad_image != "skip":
-        _raise_failures([result for result in decoded.values() if isinstance(result, DataError)])
     n_reused, failed = 0, []
     for i, digest in enumerate(digests):
         if digest in known:
             images[i] = known[digest]
             n_reused += 1
         elif isinstance(result := decoded[first_of[digest]], DataError):
+            # identical bad files are decoded once but reported each under its own path
             images[i] = 0
             failed.append((i, str(result).removeprefix(f"{result.path}: ")))
         else:
             images[i] = result
+    if failed and on_bad_image != "skip":
+        _raise_failures([DataError(reason, path=paths[i]) for i, reason in failed])
     return images, len(todo), n_reused, failed
 
 
