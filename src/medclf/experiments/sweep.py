@@ -1,7 +1,9 @@
 """Run a sweep: plan every variant's run folder in the store, run the missing folds, compare.
 
 1. Each variant's data is loaded once (shared by variants with the same data section) and its run folder,
-   ``DIR/runs/<key>/``, is prepared like any study's; ``DIR/sweep.json`` maps names to folders.
+   ``DIR/runs/<key>/``, is prepared like any study's; ``DIR/sweep.json`` maps names to folders. Before any fold
+   runs, every variant's folds are checked to hold the baseline's images (the tests are paired by fold) and a
+   non-empty ``sweep.split`` part (the compared split).
 2. The folds without a ``metrics.json`` become tasks for the executor (local or Ray); finished folds are
    skipped, so a re-run after Ctrl-C or kill -9 resumes where the sweep stopped.
 3. Each run folder is summarised (``summary.json``, ``folds.csv``), then the variants are compared
@@ -18,9 +20,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from medclf.atomic import atomic_write_json
 from medclf.config import Config
 from medclf.data import ImageSet, load_dataset
+from medclf.errors import ConfigError
 from medclf.evaluation.metrics import higher_is_better
 from medclf.experiments.comparison import build_comparison, read_fold_results, write_comparison
 from medclf.experiments.executors import FoldTask, LocalExecutor, RayExecutor
@@ -53,6 +58,7 @@ class _Store:
         self.studies: dict[Path, tuple[Config, PreparedStudy]] = {}
         self.dirs: dict[str, Path] = {}
         self.variants: list[Variant] = []
+        self._fold_ids: dict[Path, list[dict[str, np.ndarray]]] = {}
 
     def _load(self, config: Config) -> ImageSet:
         key = config.data.model_dump_json()
@@ -74,6 +80,8 @@ class _Store:
         for v in variants:
             self.prepare(v)
         self.write_index()
+        self.check_paired(variants)
+        self.check_split(variants)
         tasks, seen = [], set()
         for v in variants:
             run_dir = self.dirs[v.name]
@@ -89,6 +97,55 @@ class _Store:
         for run_dir in {self.dirs[v.name] for v in variants}:
             config, study = self.studies[run_dir]
             summarize_study(config, study, run_dir, read_fold_results(run_dir, len(study.folds)))
+
+    def fold_ids(self, run_dir: Path) -> list[dict[str, np.ndarray]]:
+        """Per fold, the sorted image ids of each part (train, val, holdout, test) of a prepared run folder."""
+        if run_dir not in self._fold_ids:
+            _, study = self.studies[run_dir]
+            ids = study.data.ids
+            self._fold_ids[run_dir] = [{part: np.sort(ids[idx]) for part, idx in f.parts().items()}
+                                       for f in study.folds]
+        return self._fold_ids[run_dir]
+
+    def check_paired(self, variants: list[Variant]) -> None:
+        """Refuse variants whose folds hold other images than the baseline's (compared by image id, part by part).
+
+        Raises:
+            ConfigError: naming each such variant and its first difference.
+        """
+        baseline = self.plan.baseline
+        reference = self.fold_ids(self.dirs[baseline])
+        differ = []
+        for v in variants:
+            why = None if v.name == baseline else _fold_difference(self.fold_ids(self.dirs[v.name]), reference)
+            if why:
+                differ.append(f"{v.name!r} ({why})")
+        if differ:
+            raise ConfigError(
+                f"{self.plan.origin}: {'variant' if len(differ) == 1 else 'variants'} {', '.join(differ)} would run "
+                f"on other folds than the baseline {baseline!r}. The paired tests compare each variant with the "
+                "baseline fold by fold, so every variant needs the baseline's folds: the same images in each fold's "
+                "train, val, holdout and test parts. An override of data.* or audit.* that changes which images "
+                "there are or which are kept (another source, a subset, audit.leakage: drop_duplicates) changes the "
+                "folds; set it in the base config, or compare those configs in separate sweeps."
+            )
+
+    def check_split(self, variants: list[Variant]) -> None:
+        """Refuse a ``sweep.split`` that some fold has no images of, before anything trains.
+
+        Raises:
+            ConfigError: naming the split, the variant and its empty folds, and what to use instead.
+        """
+        split = self.plan.sweep.split
+        for v in variants:
+            _, study = self.studies[self.dirs[v.name]]
+            empty = [f.index for f in study.folds if len(f.parts()[split]) == 0]
+            if empty:
+                raise ConfigError(
+                    f"{self.plan.origin}: sweep.split: {split} compares each fold's {split} images, but variant "
+                    f"{v.name!r} has none in fold {', '.join(map(str, empty))} ({_EMPTY_SPLIT[split]}). sweep.split "
+                    "accepts holdout, val or test; choose one that every fold has."
+                )
 
     def _inline(self, task: FoldTask) -> dict[str, Any]:
         _, study = self.studies[task.run_dir]
@@ -118,6 +175,27 @@ class _Store:
                 self.out)), "score_test": v.score_test} for v in self.variants],
             "best": best,
         })
+
+
+_EMPTY_SPLIT = {
+    "holdout": "cv.mode: holdout trains once on the data's train split and holds nothing out; compare on val",
+    "val": "the fold has no validation images",
+    "test": "the data has no test split and cv.test_fraction is 0; compare on holdout, or set cv.test_fraction",
+}
+
+
+def _fold_difference(folds: list[dict[str, np.ndarray]], reference: list[dict[str, np.ndarray]]) -> str | None:
+    """The first way ``folds`` differ from the baseline's ``reference`` (None when they hold the same images)."""
+    if len(folds) != len(reference):
+        return f"{len(folds)} folds, the baseline has {len(reference)}"
+    for k, (mine, theirs) in enumerate(zip(folds, reference)):
+        for part in mine:
+            if not np.array_equal(mine[part], theirs[part]):
+                n_new = len(np.setdiff1d(mine[part], theirs[part]))
+                n_missing = len(np.setdiff1d(theirs[part], mine[part]))
+                return (f"fold {k}'s {part} part has {n_new} images the baseline's lacks and lacks {n_missing} of "
+                        "the baseline's")
+    return None
 
 
 def _search(plan: SweepPlan, store: _Store) -> list[Variant]:
@@ -159,7 +237,8 @@ def run_sweep(
 
     Args:
         plan: the loaded sweep (:func:`medclf.experiments.sweep_config.load_sweep`).
-        out: the sweep folder; created when missing.
+        out: the sweep folder; created when missing. Resolved to an absolute path, since Ray workers (on other
+            nodes, in other working directories) write their folds into it.
         executor: ``local`` or ``ray``.
         parallel: folds at once (local), or the CPUs of a local Ray.
         address: a Ray cluster to join (``ray`` only).
@@ -168,7 +247,7 @@ def run_sweep(
     Returns:
         The comparison written to ``out/comparison.json``.
     """
-    out = Path(out)
+    out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     store = _Store(plan, out, make_executor(executor, plan, parallel=parallel, address=address), log)
     if plan.sweep.search == "grid":
