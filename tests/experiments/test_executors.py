@@ -9,7 +9,14 @@ import types
 import pytest
 
 from medclf.errors import ConfigError
-from medclf.experiments.executors import LocalExecutor, RayExecutor, _thread_env
+from medclf.experiments.executors import (
+    FoldTask,
+    LocalExecutor,
+    RayExecutor,
+    _thread_env,
+    execute_fold_task,
+    with_thread_budget,
+)
 from medclf.experiments.sweep_config import RayOptions
 
 
@@ -44,3 +51,40 @@ def test_ray_tasks_declare_cpus_gpus_and_retries(monkeypatch):
     calls.clear()
     RayExecutor(options, address="ray://head:10001").run([], run_inline=lambda t: {}, log=print)
     assert calls["init"]["address"] == "ray://head:10001"
+
+
+def test_more_workers_than_cores_is_warned_about():
+    messages: list[str] = []
+    LocalExecutor(parallel=3, cores=2).run([], run_inline=lambda t: {}, log=messages.append)
+    assert messages == ["warning: --parallel 3 exceeds the 2 CPU cores this process may use, so the folds running "
+                        "at once compete for the cores; the sweep is no faster than with --parallel 2."]
+    messages.clear()
+    LocalExecutor(parallel=2, cores=2).run([], run_inline=lambda t: {}, log=messages.append)
+    assert messages == []
+
+
+def test_a_worker_runs_its_fold_with_its_thread_budget_not_the_configs(monkeypatch, tmp_path):
+    """training.num_threads in the sweep file would make the fit loop undo the budget; the worker replaces it."""
+    import numpy as np
+    import torch
+
+    import medclf.experiments.study as study_module
+    from medclf.config import config_fingerprint, parse_config
+    from medclf.data.splitting import Fold
+    from medclf.experiments import executors
+
+    config = parse_config({"data": {"source": {"type": "synthetic"}}, "training": {"num_threads": 8}})
+    empty = np.empty(0, dtype=np.int64)
+    task = FoldTask("v", config, tmp_path, Fold(0, empty, empty, empty, empty), "fp")
+    monkeypatch.setitem(executors._DATA_MEMO, config.data.model_dump_json(), types.SimpleNamespace(fingerprint="fp"))
+    seen: dict = {}
+    monkeypatch.setattr(study_module, "run_fold", lambda cfg, *a, **kw: seen.setdefault("config", cfg))
+    before = torch.get_num_threads()
+    try:
+        execute_fold_task(task, 1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert seen["config"].training.num_threads == 1
+    assert config_fingerprint(seen["config"]) == config_fingerprint(config)  # the same run folder
+    assert with_thread_budget(config, 3).training.num_threads == 3 and config.training.num_threads == 8

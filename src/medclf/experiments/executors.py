@@ -23,7 +23,7 @@ from medclf.data.splitting import Fold
 from medclf.errors import ConfigError, DataError
 from medclf.experiments.sweep_config import RayOptions
 
-__all__ = ["FoldTask", "LocalExecutor", "RayExecutor", "available_cores", "execute_fold_task"]
+__all__ = ["FoldTask", "LocalExecutor", "RayExecutor", "available_cores", "execute_fold_task", "with_thread_budget"]
 
 Log = Callable[[str], None]
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -52,8 +52,19 @@ def available_cores() -> int:
 _DATA_MEMO: dict[str, Any] = {}  # per worker process: data config -> (ImageSet, folds per cv/seed)
 
 
+def with_thread_budget(config: Config, num_threads: int) -> Config:
+    """``config`` with ``training.num_threads`` set to a worker's budget.
+
+    The fit loop sets torch's threads from that key, so a value in the sweep file would otherwise undo the
+    budget; the key is runtime-only, so the run folder (the store key) stays the same.
+    """
+    return config.model_copy(update={"training": config.training.model_copy(update={"num_threads": num_threads})})
+
+
 def execute_fold_task(task: FoldTask, num_threads: int | None = None) -> dict[str, Any]:
     """Run one fold in this process (a worker's entry point); a fold already complete is read back, not rerun.
+
+    ``num_threads`` is the worker's thread budget: torch's threads, and ``training.num_threads`` of the fold.
 
     Raises:
         DataError: the data loaded here differs from the data the sweep was planned with.
@@ -64,8 +75,10 @@ def execute_fold_task(task: FoldTask, num_threads: int | None = None) -> dict[st
     from medclf.experiments.rundir import fold_dir, read_json
     from medclf.experiments.study import PreparedStudy, run_fold
 
+    config = task.config
     if num_threads:
         torch.set_num_threads(num_threads)
+        config = with_thread_budget(config, num_threads)
     done = fold_dir(task.run_dir, task.fold.index) / "metrics.json"
     if done.exists():
         return read_json(done)
@@ -78,7 +91,7 @@ def execute_fold_task(task: FoldTask, num_threads: int | None = None) -> dict[st
         raise DataError(f"the data changed while the sweep ran (fingerprint {data.fingerprint}, planned with "
                         f"{task.data_fingerprint}); rerun the sweep to replan it.", path=task.run_dir)
     study = PreparedStudy(data=data, data_info={}, folds=[task.fold], start=time.perf_counter(), data_s=0.0)
-    return run_fold(task.config, study, task.fold.index, task.run_dir, score_test=task.score_test)
+    return run_fold(config, study, task.fold.index, task.run_dir, score_test=task.score_test)
 
 
 @contextlib.contextmanager
@@ -100,17 +113,21 @@ class LocalExecutor:
     """One machine: in-process and sequential (``parallel=1``), or ``parallel`` folds at once in worker processes.
 
     Workers are spawned (not forked) with ``OMP_NUM_THREADS`` set to ``cores // parallel`` before they import
-    torch, and call ``torch.set_num_threads`` with the same number, so the folds never oversubscribe the cores.
+    torch, and run their folds with that many torch threads (``training.num_threads`` of the config is replaced),
+    so the folds never oversubscribe the cores, unless ``parallel`` itself exceeds them (a warning is logged).
     """
 
     def __init__(self, *, parallel: int = 1, cores: int | None = None) -> None:
         if parallel < 1:
             raise ConfigError(f"--parallel must be at least 1, got {parallel}.")
         self.parallel = parallel
-        self.threads = max(1, (cores or available_cores()) // parallel)
+        self.cores = cores or available_cores()
+        self.threads = max(1, self.cores // parallel)
 
     def run(self, tasks: list[FoldTask], *, run_inline: Callable[[FoldTask], dict], log: Log) -> None:
         """Run every task; ``run_inline`` runs one in this process (it reuses the sweep's loaded data)."""
+        if self.parallel > self.cores:
+            log(_too_parallel(self.parallel, self.cores))
         if self.parallel == 1 or len(tasks) <= 1:
             for task in tasks:
                 run_inline(task)
@@ -161,6 +178,8 @@ class RayExecutor:
             if self.address:
                 ray.init(address=self.address, log_to_driver=False)
             else:
+                if self.num_cpus and self.num_cpus > available_cores():
+                    log(_too_parallel(self.num_cpus, available_cores()))
                 ray.init(num_cpus=self.num_cpus or available_cores(), include_dashboard=False, log_to_driver=False)
         try:
             self._run(ray, tasks, log)
@@ -186,6 +205,11 @@ class RayExecutor:
             for ref in pending:
                 ray.cancel(ref, force=True)
             raise
+
+
+def _too_parallel(parallel: int, cores: int) -> str:
+    return (f"warning: --parallel {parallel} exceeds the {cores} CPU cores this process may use, so the folds "
+            f"running at once compete for the cores; the sweep is no faster than with --parallel {cores}.")
 
 
 def _log_fold(log: Log, task: FoldTask, result: dict[str, Any]) -> None:
