@@ -22,7 +22,7 @@ from medclf.config import LossConfig
 from medclf.errors import ConfigError
 from medclf.registry import Registry
 
-__all__ = ["ACTIVATIONS", "LOSSES", "Objective", "build_loss", "n_outputs", "probabilities"]
+__all__ = ["ACTIVATIONS", "LOSSES", "LOSS_KEYS", "Objective", "build_loss", "n_outputs", "probabilities"]
 
 
 # -------------------------------------------------------------------------------- logits -> probabilities
@@ -128,10 +128,18 @@ def _float_targets(target: torch.Tensor, n_outputs: int) -> torch.Tensor:
 LossFactory = Callable[..., Objective]
 LOSSES: Registry[LossFactory] = Registry("loss")
 
+# The training.loss keys each loss reads; the config refuses a key set for a loss that would ignore it.
+LOSS_KEYS: dict[str, frozenset[str]] = {
+    "cross_entropy": frozenset({"label_smoothing", "class_weights"}),
+    "focal": frozenset({"label_smoothing", "class_weights", "alpha", "gamma"}),
+    "bce": frozenset({"label_smoothing", "class_weights", "pos_weight"}),
+    "poisson": frozenset(),
+}
+
 
 @LOSSES.register("cross_entropy")
 def cross_entropy(cfg: LossConfig, *, names: Sequence[str], counts: np.ndarray, n: int, multilabel: bool) -> Objective:
-    """Softmax cross-entropy, with class weights and label smoothing (on multi-label data: sigmoid BCE)."""
+    """Softmax cross-entropy, with class weights and label smoothing (on multi-label data: sigmoid BCE, as ``bce``)."""
     if multilabel:
         return bce(cfg, names=names, counts=counts, n=n, multilabel=True)
     weight = _per_class(cfg.class_weights, key="training.loss.class_weights", names=names, counts=counts)
@@ -148,35 +156,53 @@ def cross_entropy(cfg: LossConfig, *, names: Sequence[str], counts: np.ndarray, 
 def focal(cfg: LossConfig, *, names: Sequence[str], counts: np.ndarray, n: int, multilabel: bool) -> Objective:
     """Focal loss (Lin et al. 2017): ``-alpha_t (1 - p_t)^gamma log p_t``, softmax or per-label sigmoid.
 
-    ``alpha`` is a per-class weight (scalar: the same for every class on softmax; the positive-class weight on
-    multi-label sigmoid, negatives getting 1 - alpha). ``class_weights`` multiplies in as for cross-entropy.
+    ``alpha`` weights classes: per class, or a single number, which (as in Lin et al. and torchvision) is the
+    positive class's weight with ``1 - alpha`` for the negative one: class 1 of a two-class task, every label's
+    positives on multi-label data. ``class_weights`` multiplies in as for cross-entropy; ``label_smoothing``
+    softens the targets as it does for cross-entropy (softmax) and BCE (sigmoid).
     """
-    alpha = _per_class(cfg.alpha, key="training.loss.alpha", names=names, counts=counts)
+    if isinstance(cfg.alpha, (int, float)) and not multilabel:
+        if len(names) != 2:
+            raise ConfigError(
+                f"training.loss.alpha: a single number ({cfg.alpha}) weights the positive class of a two-class "
+                f"task; with {len(names)} classes give one value per class (a list, a {{class: value}} mapping) "
+                "or balanced."
+            )
+        alpha = torch.tensor([1.0 - cfg.alpha, float(cfg.alpha)])
+    else:
+        alpha = _per_class(cfg.alpha, key="training.loss.alpha", names=names, counts=counts)
     weight = _per_class(cfg.class_weights, key="training.loss.class_weights", names=names, counts=counts)
-    gamma = cfg.gamma
+    gamma, smoothing = cfg.gamma, cfg.label_smoothing
     buffers = {k: v for k, v in (("alpha", alpha), ("weight", weight)) if v is not None}
 
     if multilabel:
         def fn(self: Objective, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
             t = target.float()
-            bce_ = F.binary_cross_entropy_with_logits(logits, t, reduction="none")
-            p_t = torch.exp(-bce_)
-            loss = (1 - p_t) ** gamma * bce_
+            if smoothing:
+                t = t * (1 - smoothing) + smoothing / 2
+            p = torch.sigmoid(logits)
+            p_t = p * t + (1 - p) * (1 - t)
+            loss = (1 - p_t) ** gamma * F.binary_cross_entropy_with_logits(logits, t, reduction="none")
             if hasattr(self, "alpha"):
                 loss = loss * (self.alpha * t + (1 - self.alpha) * (1 - t))
+            if hasattr(self, "weight"):
+                loss = loss * self.weight  # per label
             return loss.mean()
 
         return Objective(fn, n_outputs=len(names), activation="sigmoid", buffers=buffers)
 
     def fn(self: Objective, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:  # noqa: F811
-        y = target.long()
-        log_p = F.log_softmax(logits, dim=1).gather(1, y[:, None]).squeeze(1)
-        loss = -((1 - log_p.exp()) ** gamma) * log_p
-        if hasattr(self, "alpha"):
-            loss = loss * self.alpha[y]
-        if hasattr(self, "weight"):
-            loss = loss * self.weight[y]
-        return loss.mean()
+        # sum over classes of w_c * t_c * (1 - p_c)^gamma * -log p_c: with hard targets (no smoothing) this is
+        # the familiar -w_y (1 - p_y)^gamma log p_y; smoothing spreads epsilon over every class as F.cross_entropy does
+        log_p = F.log_softmax(logits, dim=1)
+        t = F.one_hot(target.long(), logits.shape[1]).float()
+        if smoothing:
+            t = t * (1 - smoothing) + smoothing / logits.shape[1]
+        per_class = -t * (1 - log_p.exp()) ** gamma * log_p
+        for name in ("alpha", "weight"):
+            if hasattr(self, name):
+                per_class = per_class * getattr(self, name)
+        return per_class.sum(dim=1).mean()
 
     return Objective(fn, n_outputs=len(names), activation="softmax", buffers=buffers)
 
@@ -186,9 +212,10 @@ def bce(cfg: LossConfig, *, names: Sequence[str], counts: np.ndarray, n: int, mu
     """Binary cross-entropy with logits: one sigmoid per label, or one logit for a two-class task.
 
     Single-label data with more than two classes is trained one-vs-rest (one-hot targets). ``pos_weight``
-    weights the positive targets of each output (``balanced``: negatives / positives in the training fold).
+    weights the positive targets of each output (``balanced``: negatives / positives in the training fold);
+    ``class_weights`` weights each label's term (multi-label) or each image by its class (single-label).
     """
-    n_out = 1 if (not multilabel and len(names) == 2) else len(names)
+    n_out = n_outputs(cfg, n_classes=len(names), multilabel=multilabel)
     out_counts = counts[1:] if n_out == 1 else counts
     if cfg.pos_weight == "balanced":
         pos_weight = _balanced_pos_weight(out_counts, n)
@@ -197,25 +224,30 @@ def bce(cfg: LossConfig, *, names: Sequence[str], counts: np.ndarray, n: int, mu
     else:
         out_names = names[1:] if n_out == 1 else names
         pos_weight = _per_class(cfg.pos_weight, key="training.loss.pos_weight", names=out_names, counts=out_counts)
+    weight = _per_class(cfg.class_weights, key="training.loss.class_weights", names=names, counts=counts)
     smoothing = cfg.label_smoothing
 
     def fn(self: Objective, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         t = _float_targets(target, self.n_outputs)
         if smoothing:
             t = t * (1 - smoothing) + smoothing / 2
-        return F.binary_cross_entropy_with_logits(logits, t, pos_weight=getattr(self, "pos_weight", None))
+        w = getattr(self, "weight", None)
+        if w is not None and target.dim() == 1:
+            w = w[target.long()].unsqueeze(1)  # single-label: each image weighted by its class
+        return F.binary_cross_entropy_with_logits(logits, t, weight=w, pos_weight=getattr(self, "pos_weight", None))
 
     activation = "sigmoid" if multilabel else ("binary" if n_out == 1 else "normalised_sigmoid")
-    return Objective(fn, n_outputs=n_out, activation=activation,
-                     buffers={} if pos_weight is None else {"pos_weight": pos_weight})
+    buffers = {k: v for k, v in (("pos_weight", pos_weight), ("weight", weight)) if v is not None}
+    return Objective(fn, n_outputs=n_out, activation=activation, buffers=buffers)
 
 
 @LOSSES.register("poisson")
 def poisson(cfg: LossConfig, *, names: Sequence[str], counts: np.ndarray, n: int, multilabel: bool) -> Objective:
     """Poisson negative log-likelihood of the targets as counts, the logits being log-rates.
 
-    Multi-label probabilities are P(count >= 1) = 1 - exp(-rate); single-label ones are the normalised rates
-    (the softmax of the log-rates).
+    Takes no weighting or smoothing keys (the default ``label_smoothing`` does not apply). Multi-label
+    probabilities are P(count >= 1) = 1 - exp(-rate); single-label ones are the normalised rates (the softmax of
+    the log-rates).
     """
 
     def fn(self: Objective, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
