@@ -32,30 +32,52 @@ def _cfg(**kw):
     return TrainingConfig(**({"epochs": 1, "batch_size": 16, "device": "cpu"} | kw))
 
 
+def _spy_on_loss_targets(monkeypatch) -> list[np.ndarray]:
+    """Record the targets of every training batch, as the loss receives them."""
+    batches = []
+    real_build = loop.build_loss
+
+    def spy_build(*args, **kwargs):
+        objective = real_build(*args, **kwargs)
+        real_fn = objective.fn
+        objective.fn = lambda self, logits, target: batches.append(target.numpy().copy()) or real_fn(
+            self, logits, target)
+        return objective
+
+    monkeypatch.setattr(loop, "build_loss", spy_build)
+    return batches
+
+
 @pytest.mark.parametrize("mode", ["duplicate", "augment", "weighted_sampler"])
 def test_oversampling_balances_what_the_model_sees_and_never_touches_validation(monkeypatch, mode):
-    seen, val_seen = [], []
-    real_plan = loop.epoch_plan
-
-    def spy_plan(labels, m, *, generator):
-        order, is_copy = real_plan(labels, m, generator=generator)
-        seen.append(np.bincount(labels[order.numpy()], minlength=2))
-        return order, is_copy
-
-    monkeypatch.setattr(loop, "epoch_plan", spy_plan)
+    batches, val_seen = _spy_on_loss_targets(monkeypatch), []
     x, y = _toy()
     trainer = _trainer(_cfg(epochs=2, oversample=mode),
                        metrics_fn=lambda t, p: val_seen.append(t.copy()) or {"loss": 0.0})
     trainer.fit(x[:120], y[:120], x[120:], y[120:])
-    assert len(seen) == 2
-    before = np.bincount(y[:120].numpy())
-    assert before.tolist() == [90, 30]
-    for counts in seen:
+    assert np.bincount(y[:120].numpy()).tolist() == [90, 30]
+    per_epoch = len(batches) // 2
+    for epoch in (batches[:per_epoch], batches[per_epoch:]):
+        counts = np.bincount(np.concatenate(epoch), minlength=2)
         if mode == "weighted_sampler":
             assert counts.sum() == 120 and abs(counts[1] - 60) < 25
         else:
-            assert counts.tolist() == [90, 90]
+            assert counts.tolist() == [90, 90]  # 180 images, no lonely last batch dropped at batch size 16
     assert all(np.array_equal(v, y[120:].numpy()) for v in val_seen)  # validation: every image once, unchanged
+
+
+@pytest.mark.parametrize("mode", ["duplicate", "augment"])
+def test_duplicated_copies_stay_exact_and_augmented_copies_change(mode):
+    from medclf.training.loop import augment_batch, training_augmentations
+
+    x, _ = _toy(n=32)
+    is_copy = torch.arange(32) >= 16
+    cfg = _cfg(oversample=mode, augmentation={"presets": []})
+    augment = training_augmentations(cfg, size_hw=(16, 16), channels=1)
+    out = augment_batch(x, is_copy, augment, torch.Generator().manual_seed(0))
+    assert torch.equal(out[:16], x[:16])  # no presets: originals untouched
+    copies_changed = not torch.equal(out[16:], x[16:])
+    assert copies_changed == (mode == "augment")  # augment: the copies pass through `basic`
 
 
 def test_no_oversampling_sees_the_fold_as_it_is(monkeypatch):
@@ -104,6 +126,23 @@ def test_early_stopping_in_the_fit_records_the_stop_epoch():
     assert len(result.history) == 3 and result.stopped_epoch == 3
 
 
+def test_min_delta_as_a_percentage_in_the_config_is_relative():
+    es = loop._early_stopping(_cfg(early_stopping={"patience": 2, "min_delta": "10%", "monitor": "val_auc_macro"}))
+    assert (es.min_delta, es.relative, es.monitor, es.mode) == (pytest.approx(0.10), True, "val_auc_macro", "max")
+    assert loop._early_stopping(_cfg(early_stopping={"patience": 2, "min_delta": 0.01})).relative is False
+    with pytest.raises(ValueError, match=r"min_delta must be a number or a percentage such as '10%', got 'ten'"):
+        _cfg(early_stopping={"patience": 2, "min_delta": "ten"})
+
+
+def test_early_stopping_and_the_kept_epoch_watch_one_value():
+    cfg = _cfg(early_stopping={"patience": 2, "monitor": "val_auc_macro"})
+    assert cfg.monitor == "val_auc_macro" and cfg.monitor_mode == "max"  # early stopping's monitor is the monitor
+    with pytest.raises(ValueError, match=r"early_stopping.monitor \(val_auc_macro\) differs from monitor"):
+        _cfg(monitor="val_loss", early_stopping={"patience": 2, "monitor": "val_auc_macro"})
+    assert _cfg(monitor="val_f1_macro", early_stopping={"mode": "min"}).monitor_mode == "min"  # mode wins
+    assert _cfg(monitor="val_hamming_loss").monitor_mode == "min"  # multi-label metrics are monitorable
+
+
 def test_early_stopping_on_an_unlogged_value_names_what_is_logged():
     cfg = _cfg(epochs=2, early_stopping={"patience": 1, "monitor": "val_auc_macro"})
     x, y = _toy()
@@ -149,6 +188,32 @@ def test_last_n_trains_only_the_last_layers():
     assert all(isinstance(m, torch.nn.BatchNorm2d) for m in frozen_bn) and frozen_bn
 
 
+def test_each_stage_starts_from_the_previous_stages_best_epoch():
+    from medclf.training import Callback
+
+    class Record(Callback):
+        def __init__(self):
+            self.states, self.stage_starts = {}, {}
+
+        def on_stage_start(self, trainer, stage):
+            self.stage_starts[stage] = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+        def on_epoch_end(self, trainer, epoch, logs):
+            self.states[epoch] = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+    scripted = iter([0.5, 0.1, 0.9, 0.3, 0.6, 0.7])  # validation losses: stage 0's best is epoch 2, not its last
+    record = Record()
+    cfg = _cfg(stages=[{"epochs": 3, "lr": 1e-2}, {"epochs": 2}, {"epochs": 1}], scheduler={"name": "none"})
+    x, y = _toy()
+    trainer = _trainer(cfg, callbacks=[record], metrics_fn=lambda t, p: {"loss": next(scripted)})
+    result = trainer.fit(x[:120], y[:120], x[120:], y[120:])
+    same = lambda a, b: all(torch.equal(a[k], b[k]) for k in a)  # noqa: E731
+    assert same(record.stage_starts[1], record.states[2]) and not same(record.stage_starts[1], record.states[3])
+    # stage 2 starts from stage 1's best (epoch 4), not its last (5) nor the best of all (2), which is kept at the end
+    assert same(record.stage_starts[2], record.states[4])
+    assert result.best_epoch == 2 and same(trainer.model.state_dict(), record.states[2])
+
+
 def test_stages_run_in_order_from_the_best_weights_with_their_own_rules():
     cfg = _cfg(stages=[{"epochs": 1, "freeze": "backbone", "lr": 1e-2},
                        {"epochs": 2, "freeze": "none", "optimizer": {"name": "sgd", "lr": 1e-3}}])
@@ -175,6 +240,8 @@ def test_head_lr_gives_the_head_its_own_learning_rate():
         assert len(is_head) == 1
         assert group["lr"] == (1e-2 if is_head.pop() else 1e-4)
         assert group["weight_decay"] == 0.0 or all(p.ndim > 1 for p in group["params"])
+    decays = {group["weight_decay"] for group in opt.param_groups}
+    assert decays == {0.0, OptimizerConfig().weight_decay}  # weights decay, biases and norms do not
 
 
 @pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "rmsprop", "adadelta", "adagrad"])

@@ -57,8 +57,8 @@ PerClass = Union[list[float], dict[str, float]]
 
 class LossConfig(_Section):
     name: str = "cross_entropy"
-    label_smoothing: float = Field(0.1, ge=0, lt=1)  # cross_entropy, bce
-    class_weights: Literal["balanced"] | PerClass | None = None  # cross_entropy, focal: per-class weights
+    label_smoothing: float = Field(0.1, ge=0, lt=1)  # cross_entropy, focal, bce
+    class_weights: Literal["balanced"] | PerClass | None = None  # cross_entropy, focal, bce: per-class weights
     alpha: float | Literal["balanced"] | PerClass | None = None  # focal: class weighting (null: none)
     gamma: float = Field(2.0, ge=0)  # focal: focusing exponent (0: cross-entropy)
     pos_weight: float | Literal["balanced"] | PerClass | None = None  # bce: weight of positive targets
@@ -70,6 +70,28 @@ class LossConfig(_Section):
 
         LOSSES.get(v)
         return v
+
+    @model_validator(mode="after")
+    def _keys_the_loss_reads(self) -> LossConfig:
+        """A key set for a loss that ignores it is an error, not a silent no-op.
+
+        Its default (a resolved config writes every key) and its off value (0, null) are accepted.
+        """
+        if not self.model_fields_set - {"name"}:
+            return self  # nothing written but the name (also: the class-level default, built at import time)
+        from medclf.training.losses import LOSS_KEYS
+
+        reads = LOSS_KEYS.get(self.name, frozenset())
+        off = {"label_smoothing": 0.0}
+        ignored = sorted(k for k in self.model_fields_set - {"name"} - reads
+                         if getattr(self, k) not in (type(self).model_fields[k].default, off.get(k)))
+        if ignored:
+            users = {k: sorted(n for n, keys in LOSS_KEYS.items() if k in keys) for k in ignored}
+            detail = "; ".join(f"{k} is read by {', '.join(v) or 'no loss'}" for k, v in users.items())
+            raise ValueError(f"loss {self.name!r} does not read {', '.join(ignored)} ({detail}). Remove "
+                             f"{'it' if len(ignored) == 1 else 'them'} or choose a loss that uses "
+                             f"{'it' if len(ignored) == 1 else 'them'}.")
+        return self
 
 
 class AugmentationConfig(_Section):
@@ -162,8 +184,10 @@ def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 
 def _check_monitor(v: str) -> str:
     from medclf.evaluation.metrics import MONITORABLE
+    from medclf.evaluation.multilabel import MULTILABEL_SUMMARY
 
-    valid = [f"val_{m}" for m in MONITORABLE] + ["train_loss"]
+    metrics = dict.fromkeys([*MONITORABLE, *MULTILABEL_SUMMARY])  # single-label, then multi-label names
+    valid = [f"val_{m}" for m in metrics] + ["train_loss"]
     if v not in valid:
         hint = closest(v, valid)
         did_you_mean = f" Did you mean {hint!r}?" if hint else ""
@@ -202,7 +226,21 @@ class TrainingConfig(_Section):
             did_you_mean = f" Did you mean {hint!r}?" if hint else ""
             raise ValueError(f"unknown recipe {recipe!r}.{did_you_mean} Recipes: {', '.join(RECIPES)}")
         data = _deep_merge(RECIPES[recipe], data)
+        stopping = data.get("early_stopping")
+        if isinstance(stopping, dict) and stopping.get("monitor") and "monitor" not in data:
+            data["monitor"] = stopping["monitor"]  # one monitored value picks the kept epoch and stops the fit
         return _resolve_stages(data)
+
+    @model_validator(mode="after")
+    def _one_monitor(self) -> TrainingConfig:
+        es = self.early_stopping
+        if es.monitor and es.monitor != self.monitor:
+            raise ValueError(
+                f"early_stopping.monitor ({es.monitor}) differs from monitor ({self.monitor}): the epoch whose "
+                "weights are kept and the one early stopping waits on must be judged by the same value. Set "
+                "one of them (the other follows) or set both to the same value."
+            )
+        return self
 
     @field_validator("monitor")
     @classmethod
@@ -211,7 +249,12 @@ class TrainingConfig(_Section):
 
     @property
     def monitor_mode(self) -> Literal["min", "max"]:
-        return "min" if self.monitor.endswith("loss") else "max"
+        """Whether lower or higher ``monitor`` is better: ``early_stopping.mode``, or ``min`` for losses."""
+        from medclf.evaluation.metrics import higher_is_better
+
+        if self.early_stopping.mode != "auto":
+            return self.early_stopping.mode
+        return "max" if higher_is_better(self.monitor) else "min"
 
 
 def _resolve_stages(data: dict[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from medclf.training.loop import Trainer
 
-__all__ = ["BestWeights", "Callback", "EarlyStopping", "HistoryCSV", "RichProgress"]
+__all__ = ["BestWeights", "Callback", "EarlyStopping", "HistoryCSV", "RichProgress", "check_logged"]
 
 
 class Callback:
@@ -41,28 +41,73 @@ class Callback:
     def on_fit_end(self, trainer: Trainer) -> None: ...
 
 
+def check_logged(monitor: str, logs: dict[str, Any], *, key: str, required: bool = True) -> None:
+    """A ConfigError when ``monitor`` is not among the epoch's logs.
+
+    ``required=False`` lets a ``val_`` value be missing when the fit logs no validation values at all.
+    """
+    from medclf.errors import ConfigError
+
+    unvalidated = monitor.startswith("val_") and not any(k.startswith("val_") for k in logs)
+    if monitor not in logs and (required or not unvalidated):
+        logged = ", ".join(k for k in logs if k not in ("epoch", "stage", "step", "lr", "time_s"))
+        raise ConfigError(
+            f"{key}: {monitor!r} is not logged by this fit; logged values are {logged}. "
+            "(val_ values need a validation split; multi-label metrics a multi-label task.)"
+        )
+
+
+class _Best:
+    """The best monitored value seen so far, its epoch and a copy of the weights then (ties: the earlier)."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.score = math.inf if mode == "min" else -math.inf
+        self.epoch: int | None = None
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def offer(self, value: float, epoch: int, model: torch.nn.Module) -> None:
+        never_scored = math.isinf(self.score)
+        better = not math.isnan(value) and (value < self.score if self.mode == "min" else value > self.score)
+        # no monitored value yet (e.g. no validation data): the latest epoch stands, not the first one
+        if better or (math.isnan(value) and never_scored):
+            self.score = value if not math.isnan(value) else self.score
+            self.epoch = epoch
+            self.state = copy.deepcopy(model.state_dict())
+
+
 class BestWeights(Callback):
-    """Keep a copy of the weights of the epoch with the best monitored value (ties: the earlier epoch)."""
+    """Keep the weights of the epoch with the best monitored value, overall and within the current stage.
+
+    ``best_*`` is the whole fit's best (what is restored at the end); ``stage_best`` the current stage's (what the
+    next stage of staged fine-tuning starts from).
+    """
 
     def __init__(self, monitor: str, mode: str) -> None:
         self.monitor, self.mode = monitor, mode
-        self.best_score = math.inf if mode == "min" else -math.inf
-        self.best_epoch: int | None = None
-        self.best_state: dict[str, torch.Tensor] | None = None
+        self._overall = _Best(mode)
+        self.stage_best = _Best(mode)
 
-    def _improved(self, value: float) -> bool:
-        if math.isnan(value):
-            return False
-        return value < self.best_score if self.mode == "min" else value > self.best_score
+    @property
+    def best_score(self) -> float:
+        return self._overall.score
+
+    @property
+    def best_epoch(self) -> int | None:
+        return self._overall.epoch
+
+    @property
+    def best_state(self) -> dict[str, torch.Tensor] | None:
+        return self._overall.state
+
+    def on_stage_start(self, trainer: Trainer, stage: int) -> None:
+        self.stage_best = _Best(self.mode)
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, Any]) -> None:
+        check_logged(self.monitor, logs, key="training.monitor", required=False)
         value = float(logs.get(self.monitor, math.nan))
-        never_scored = math.isinf(self.best_score)
-        # no monitored value yet (e.g. no validation data): the latest epoch stands, not the first one
-        if self._improved(value) or (math.isnan(value) and never_scored):
-            self.best_score = value if not math.isnan(value) else self.best_score
-            self.best_epoch = epoch
-            self.best_state = copy.deepcopy(trainer.model.state_dict())
+        self._overall.offer(value, epoch, trainer.model)
+        self.stage_best.offer(value, epoch, trainer.model)
 
 
 class EarlyStopping(Callback):
@@ -92,14 +137,7 @@ class EarlyStopping(Callback):
         return value < self.best - delta if self.mode == "min" else value > self.best + delta
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, Any]) -> None:
-        if self.monitor not in logs:
-            from medclf.errors import ConfigError
-
-            logged = ", ".join(k for k in logs if k not in ("epoch", "stage", "step", "lr", "time_s"))
-            raise ConfigError(
-                f"training.early_stopping.monitor: {self.monitor!r} is not logged by this fit; logged values "
-                f"are {logged}. (val_ values need a validation split.)"
-            )
+        check_logged(self.monitor, logs, key="training.early_stopping.monitor")
         value = float(logs[self.monitor])
         if not math.isnan(value) and self._improved(value):
             self.best, self.wait = value, 0

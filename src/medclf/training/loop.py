@@ -30,7 +30,8 @@ from medclf.training.optimizers import build_optimizer
 from medclf.training.sampling import epoch_plan, plan_size
 from medclf.training.schedulers import build_scheduler
 
-__all__ = ["FitResult", "Trainer", "batch_indices", "predict_proba"]
+__all__ = ["FitResult", "Trainer", "TrainingAugmentation", "augment_batch", "batch_indices", "predict_proba",
+           "training_augmentations"]
 
 
 @dataclass
@@ -42,7 +43,7 @@ class FitResult:
     best_score: float
     train_time_s: float
     runtime: dict[str, Any] = field(default_factory=dict)
-    stopped_epoch: int | None = None  # the epoch early stopping ended training (the last stage's stop)
+    stopped_epoch: int | None = None  # the epoch early stopping ended a stage (with stages: the latest stop)
     activation: str = "softmax"  # how logits become probabilities (see medclf.training.losses.ACTIVATIONS)
     trainable_per_stage: list[int] = field(default_factory=list)  # parameters each stage trained
 
@@ -176,7 +177,7 @@ class Trainer:
         objective = build_loss(cfg.loss, class_names=self.class_names, train_targets=train_y.numpy(),
                                multilabel=self.multilabel).to(runtime.device)
         self.activation = objective.activation
-        augment, copy_augment = self._augmentations(train_x)
+        augment = training_augmentations(cfg, size_hw=tuple(train_x.shape[-2:]), channels=int(train_x.shape[1]))
         labels = train_y.numpy() if not self.multilabel else np.zeros(len(train_y), dtype=np.int64)
         self.steps_per_epoch = _n_train_steps(plan_size(labels, cfg.oversample), cfg.batch_size)
         scaler = torch.amp.GradScaler(enabled=runtime.amp_dtype == torch.float16)
@@ -185,8 +186,8 @@ class Trainer:
 
         self._call("on_fit_start")
         for stage in fit_stages(cfg):
-            if stage.index > 0 and self.best.best_state is not None:
-                self.model.load_state_dict(self.best.best_state)  # each stage starts from the best so far
+            if stage.index > 0 and self.best.stage_best.state is not None:
+                self.model.load_state_dict(self.best.stage_best.state)  # from the previous stage's best epoch
             frozen_bn = apply_freeze(self.model, stage.freeze, freeze_batchnorm=stage.freeze_batchnorm)
             self.trainable_per_stage.append(sum(p.numel() for p in self.model.parameters() if p.requires_grad))
             optimizer = build_optimizer(self.model, stage.optimizer)
@@ -200,23 +201,9 @@ class Trainer:
                 epoch_start = time.perf_counter()
                 self._call("on_epoch_start", epoch)
                 lr = optimizer.param_groups[0]["lr"]
-                self.model.train()
-                frozen_eval_modules(frozen_bn)
-                order, is_copy = epoch_plan(labels, cfg.oversample, generator=generator)
-                losses = []
-                for batch, idx in enumerate(_batches(order, cfg.batch_size)):
-                    x = self._augment(train_x[order[idx]], is_copy[idx], augment, copy_augment, generator)
-                    y = train_y[order[idx]].to(runtime.device, non_blocking=True)
-                    with runtime.autocast():
-                        loss = objective(self.model(_to_input(x, runtime)), y)
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                    schedule.after_batch()
-                    losses.append(loss.detach())
-                    step += 1
-                    self._call("on_batch_end", batch, losses[-1])  # a tensor: .item() would sync the GPU
+                losses = self._train_epoch(train_x, train_y, labels, objective, optimizer, schedule, scaler,
+                                           augment, generator, frozen_bn)
+                step += len(losses)
                 logs = {"epoch": epoch} | ({"stage": stage.index} if cfg.stages else {}) | {"step": step, "lr": lr}
                 logs["train_loss"] = float(torch.stack(losses).mean()) if losses else math.nan
                 logs |= self._validate(val_x, val_y)
@@ -228,6 +215,28 @@ class Trainer:
                     break
         self._call("on_fit_end")
         return self._result(history, start, runtime)
+
+    def _train_epoch(self, train_x, train_y, labels, objective, optimizer, schedule, scaler, augment, generator,
+                     frozen_bn) -> list[torch.Tensor]:
+        """One pass over this epoch's resampling plan; returns the batches' detached losses."""
+        cfg, runtime = self.cfg, self.runtime
+        self.model.train()
+        frozen_eval_modules(frozen_bn)
+        order, is_copy = epoch_plan(labels, cfg.oversample, generator=generator)
+        losses = []
+        for batch, idx in enumerate(_batches(order, cfg.batch_size)):
+            x = augment_batch(train_x[order[idx]], is_copy[idx], augment, generator)
+            y = train_y[order[idx]].to(runtime.device, non_blocking=True)
+            with runtime.autocast():
+                loss = objective(self.model(_to_input(x, runtime)), y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            schedule.after_batch()
+            losses.append(loss.detach())
+            self._call("on_batch_end", batch, losses[-1])  # a tensor: .item() would sync the GPU
+        return losses
 
     def _result(self, history: list[dict[str, Any]], start: float, runtime: Runtime) -> FitResult:
         restore = self.cfg.early_stopping.restore_best
@@ -247,28 +256,6 @@ class Trainer:
             activation=self.activation,
             trainable_per_stage=list(self.trainable_per_stage),
         )
-
-    def _augmentations(self, train_x: torch.Tensor) -> tuple[BatchTransform | None, BatchTransform | None]:
-        """The training augmentation, and the one oversampled copies pass through (``oversample: augment``)."""
-        aug = self.cfg.augmentation
-        shape = {"size_hw": tuple(train_x.shape[-2:]), "channels": int(train_x.shape[1])}
-        augment = build_augmentation(aug.presets, aug.params, aug.transforms, **shape)
-        copy_augment = None
-        if self.cfg.oversample == "augment":
-            copy_augment = augment or build_augmentation(["basic"], **shape)
-        return augment, copy_augment
-
-    @staticmethod
-    def _augment(x, is_copy, augment, copy_augment, generator) -> torch.Tensor:
-        """Originals pass through ``augment``; added copies stay exact, or pass through ``copy_augment``."""
-        if not bool(is_copy.any()):
-            return augment(x, generator) if augment is not None else x
-        x = x.clone()
-        if augment is not None:
-            x[~is_copy] = augment(x[~is_copy], generator)
-        if copy_augment is not None:
-            x[is_copy] = copy_augment(x[is_copy], generator)
-        return x
 
     def _validate(self, val_x: torch.Tensor, val_y: torch.Tensor) -> dict[str, float]:
         if len(val_x) == 0:
@@ -292,11 +279,45 @@ def _batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
 
 
 def _early_stopping(cfg: TrainingConfig) -> EarlyStopping | None:
+    """Early stopping on ``training.monitor`` (the config makes ``early_stopping.monitor`` the same value)."""
     es = cfg.early_stopping
     if es.patience is None:
         return None
-    monitor = es.monitor or cfg.monitor
-    mode = es.mode if es.mode != "auto" else ("min" if monitor.endswith("loss") else "max")
     relative = isinstance(es.min_delta, str)
     delta = float(es.min_delta[:-1]) / 100 if relative else float(es.min_delta)
-    return EarlyStopping(monitor, mode, patience=es.patience, min_delta=delta, relative=relative)
+    return EarlyStopping(cfg.monitor, cfg.monitor_mode, patience=es.patience, min_delta=delta, relative=relative)
+
+
+@dataclass(frozen=True)
+class TrainingAugmentation:
+    """The augmentation of original training images, and the one oversampled copies pass through.
+
+    ``copies`` is None when copies stay exact (``oversample: duplicate``) or there are none.
+    """
+
+    originals: BatchTransform | None
+    copies: BatchTransform | None
+
+
+def training_augmentations(cfg: TrainingConfig, *, size_hw: tuple[int, int], channels: int) -> TrainingAugmentation:
+    """The training augmentation of ``cfg``; with ``oversample: augment`` the copies get it too (``basic`` if none)."""
+    aug = cfg.augmentation
+    originals = build_augmentation(aug.presets, aug.params, aug.transforms, size_hw=size_hw, channels=channels)
+    copies = None
+    if cfg.oversample == "augment":
+        copies = originals or build_augmentation(["basic"], size_hw=size_hw, channels=channels)
+    return TrainingAugmentation(originals, copies)
+
+
+def augment_batch(
+    x: torch.Tensor, is_copy: torch.Tensor, augment: TrainingAugmentation, generator: torch.Generator
+) -> torch.Tensor:
+    """A uint8 batch as the model sees it: originals augmented, added copies exact or augmented (``augment``)."""
+    if not bool(is_copy.any()):
+        return augment.originals(x, generator) if augment.originals is not None else x
+    x = x.clone()
+    if augment.originals is not None:
+        x[~is_copy] = augment.originals(x[~is_copy], generator)
+    if augment.copies is not None:
+        x[is_copy] = augment.copies(x[is_copy], generator)
+    return x

@@ -54,16 +54,19 @@ def cosine(optimizer, cfg, epochs, steps_per_epoch, mode) -> LRScheduler:
     """Linear warm-up for ``warmup_epochs``, then cosine decay to ``min_lr``."""
     total = max(1, epochs * steps_per_epoch)
     warmup = cfg.warmup_epochs * steps_per_epoch
-    base = optimizer.param_groups[0]["lr"]
-    floor = cfg.min_lr / base if base > 0 else 0.0
 
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    def factor_for(base: float) -> Callable[[int], float]:
+        floor = min(1.0, cfg.min_lr / base) if base > 0 else 0.0  # every group (head_lr too) ends at min_lr
 
-    return LambdaLR(optimizer, factor)
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = (step - warmup) / max(1, total - warmup)
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+        return factor
+
+    return LambdaLR(optimizer, [factor_for(group["lr"]) for group in optimizer.param_groups])
 
 
 @SCHEDULERS.register("step")
