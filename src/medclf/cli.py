@@ -291,13 +291,16 @@ def show_batch(
     n_images: Annotated[int | None, typer.Option("--n", help="Images to draw (default: batch size, <= 64).")] = None,
 ) -> None:
     """Draw one augmented training batch (fold 0, with oversampling) as a labelled grid PNG."""
+    from medclf.atomic import atomic_write_bytes
     from medclf.config import load_config
-    from medclf.experiments.preview import augmented_batch, save_batch_grid
+    from medclf.experiments.preview import augmented_batch
+    from medclf.reporting.figures import image_grid_figure
 
     cfg = load_config(config, override or [])
     images, names, copies = augmented_batch(cfg, n_images=n_images)
     titles = [f"{name} (copy)" if copy else name for name, copy in zip(names, copies)]
-    save_batch_grid(images, titles, out)
+    figure = image_grid_figure("batch", images, titles=titles, ncols=8)
+    atomic_write_bytes(out, figure.files()[f"figures/{figure.name}.png"])
     console.print(f"wrote {out}: {len(images)} augmented training images", highlight=False)
 
 
