@@ -82,3 +82,19 @@ def test_rotation_draws_one_angle_per_image_in_one_batched_call():
     out = build_augmentation([], transforms=[{"name": "RandomRotation", "degrees": 45}], size_hw=(21, 21))(
         x, torch.Generator().manual_seed(0))
     assert len({tuple(o.flatten().tolist()) for o in out}) >= 12  # one angle per image (a few may round alike)
+
+
+def test_presets_hold_the_parameters_the_docs_promise():
+    from medclf.data.augmentation import preset_steps
+
+    assert preset_steps(["basic"], {}) == [("RandomHorizontalFlip", {"p": 0.5}), ("RandomVerticalFlip", {"p": 0.5}),
+                                           ("RandomRotation", {"degrees": 15})]
+    assert preset_steps(["shift"], {}) == [("RandomRotation", {"degrees": 5}),
+                                           ("RandomAffine", {"degrees": 0, "translate": [0.05, 0.05]}),
+                                           ("RandomHorizontalFlip", {"p": 0.5})]
+    (name, args), = preset_steps(["intensity"], {})
+    assert name == "ColorJitter" and set(args) == {"brightness", "contrast", "saturation", "hue"}
+    steps = dict(preset_steps(["distortion"], {}))
+    assert steps["RandomPerspective"]["distortion_scale"] == 0.5 and "RandomAffine" in steps
+    assert steps["RandomResizedCrop"]["scale"] == [0.8, 1.0]
+    assert preset_steps(["blur"], {})[0][0] == "GaussianBlur" and preset_steps(["blur"], {})[0][1]["kernel_size"] == 5

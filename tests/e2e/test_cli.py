@@ -152,6 +152,19 @@ def test_show_batch_writes_a_grid_of_one_augmented_batch(tiny_config, tmp_path):
     assert Image.open(out).size[0] > 400
 
 
+def test_early_stopping_writes_its_stop_epoch_into_the_folds_metrics(tiny_config: Path, tmp_path: Path):
+    # a learning rate of ~0 leaves the validation loss flat: epoch 2 is no improvement of 0.5, so it stops there
+    out = tmp_path / "stop"
+    result = runner.invoke(app, ["run", str(tiny_config), "--out", str(out), "--quiet", "-o", "training.epochs=6",
+                                 "-o", "training.optimizer.lr=1e-12", "-o", "training.scheduler.name=none",
+                                 "-o", "training.early_stopping.patience=1",
+                                 "-o", "training.early_stopping.min_delta=0.5"])
+    assert result.exit_code == 0, result.output
+    for k in (0, 1):
+        fold = json.loads((out / f"fold-{k}" / "metrics.json").read_text())
+        assert (fold["stopped_epoch"], fold["epochs_run"]) == (2, 2)
+
+
 def test_augmented_batch_matches_the_config():
     from medclf.config import parse_config
     from medclf.experiments.preview import augmented_batch

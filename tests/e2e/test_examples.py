@@ -72,3 +72,20 @@ def test_every_example_trains_for_one_epoch_on_tiny_synthetic_data(path: Path, t
     fold = json.loads((tmp_path / "run" / "fold-0" / "metrics.json").read_text())
     assert fold["epochs_run"] == max(1, len(config.training.stages))
     assert fold["parameters"]["total"] > 0
+
+
+SWEEPS = sorted((EXAMPLES_DIR / "sweeps").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.stem)
+def test_every_sweep_baseline_trains_for_one_epoch_on_tiny_synthetic_data(path: Path, tmp_path: Path):
+    """Each sweep's baseline variant as a study (every variant is validated and built in test_sweep_examples.py)."""
+    from medclf.config import parse_config
+    from medclf.experiments import run_study
+    from medclf.experiments.sweep_config import apply_dotted, load_sweep
+
+    plan = load_sweep(path)
+    overrides = next((v.overrides for v in plan.variants if v.name == plan.baseline), {})
+    config = parse_config(_tiny(apply_dotted(plan.base, overrides)), base_dir=plan.base_dir, origin=str(path))
+    summary = run_study(config, tmp_path / "run")
+    assert len(summary["metrics"]["holdout"]["accuracy"]["folds"]) == 2

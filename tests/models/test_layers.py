@@ -26,6 +26,19 @@ def _net(layers, size=64, n_out=2, **kw):
     return build_model(cfg, in_chans=1, n_classes=n_out, size_hw=(size, size))
 
 
+def test_the_radiograph_example_is_the_published_network():
+    from pathlib import Path
+
+    from medclf.config import load_config
+    from medclf.training.losses import n_outputs
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "spec" / "radiograph_cnn.yaml"
+    cfg = load_config(example)
+    assert cfg.model.layers == ModelConfig(name="layers", layers=RADIOGRAPH).layers  # the layer list checked below
+    assert (cfg.data.image_size, cfg.data.channels, cfg.training.loss.name) == (227, 1, "bce")
+    assert n_outputs(cfg.training.loss, n_classes=2) == 1  # one sigmoid output
+
+
 def test_radiograph_cnn_at_227_px_has_the_published_shape():
     model = _net(RADIOGRAPH, size=227, n_out=1)
     feats = model.net.features(torch.zeros(1, 1, 227, 227))
