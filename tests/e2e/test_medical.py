@@ -1,5 +1,6 @@
-"""The real CLI on medical layouts: a patient tree run with patient-level metrics and audit.json, a multi-label
-CSV run, ``medclf audit --json`` finding planted leakage, ``medclf inspect``, and the leakage policy."""
+"""The real CLI on medical layouts: a patient tree run with patient-level metrics and audit.json, a patient and
+study CSV run with vote aggregation, a multi-label CSV run, ``medclf audit --json`` finding planted leakage,
+``medclf inspect``, the leakage policy (duplicates and patient overlap), and skipped.csv."""
 
 from __future__ import annotations
 
@@ -123,6 +124,106 @@ def test_leakage_fail_refuses_and_drop_duplicates_drops(tmp_path: Path) -> None:
             assert (f"test/{cls}/copy.png" in f["test"]) != (f"train/{cls}/0.png" in f["train"])
         assert dropped[str(f["fold"])] == 2 - sum("copy" in i for i in f["test"])
     assert sum(dropped.values()) >= 1
+
+
+@pytest.fixture(scope="module")
+def patient_csv(tmp_path_factory) -> Path:
+    """m.csv (path, label, patient_id, study_id, split): 16 patients (P0-P9 train, P10-P12 val, P13-P15 test),
+    2 studies of 2 images each; leaky.csv: the same plus one more image of training patient P0 in test."""
+    root = tmp_path_factory.mktemp("pcsv")
+    rng = np.random.default_rng(4)
+    rows, n = ["path,label,patient_id,study_id,split"], 0
+    for p in range(16):
+        split = "train" if p < 10 else ("val" if p < 13 else "test")
+        for study in range(2):
+            for _ in range(2):
+                Image.fromarray(_img(p % 2, rng)).save(root / f"{n}.png")
+                rows.append(f"{n}.png,{('neg', 'pos')[p % 2]},P{p},P{p}-S{study},{split}")
+                n += 1
+    (root / "m.csv").write_text("\n".join(rows) + "\n")
+    Image.fromarray(_img(0, rng)).save(root / "late.png")
+    (root / "leaky.csv").write_text("\n".join([*rows, "late.png,neg,P0,P0-S9,test"]) + "\n")
+    return root
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_vote_aggregation_and_study_columns_in_folds_csv(patient_csv: Path, tmp_path: Path) -> None:
+    cfg = _config(tmp_path, {"type": "csv", "path": str(patient_csv / "m.csv")}, cv={"mode": "holdout"},
+                  evaluation={"patient_aggregation": "vote"})
+    out = tmp_path / "run"
+    done = runner.invoke(app, ["run", str(cfg), "--out", str(out), "--quiet"])
+    assert done.exit_code == 0, done.output
+    patient_of = {r["path"]: r["patient_id"] for r in _rows(patient_csv / "m.csv")}
+    images = _rows(out / "fold-0" / "predictions.csv")
+    for unit in _rows(out / "fold-0" / "patient_predictions.csv"):
+        mine = [r for r in images if r["split"] == unit["split"] and patient_of[r["id"]] == unit["patient_id"]]
+        assert int(unit["n_images"]) == len(mine) == 4
+        votes = sum(r["predicted"] == "pos" for r in mine) / len(mine)  # vote: the share predicted positive
+        assert float(unit["prob_pos"]) == pytest.approx(votes)
+        mean = np.mean([float(r["prob_pos"]) for r in mine])
+        assert votes == mean or float(unit["prob_pos"]) != pytest.approx(mean)  # not the mean probability
+    summary = json.loads((out / "summary.json").read_text())
+    folds = {r["split"]: r for r in _rows(out / "folds.csv") if r["fold"] == "0"}
+    assert set(folds) == {"val", "test"}
+    for split, row in folds.items():
+        study = summary["metrics"][split]["study"]
+        assert study["n_studies"]["folds"] == [6.0]  # 3 patients x 2 studies in val and in test
+        for name in ("accuracy", "f1_macro", "auc_macro"):
+            expected = study[name]["folds"][0]
+            assert (row[f"study_{name}"] == "") if expected is None else float(row[f"study_{name}"]) == (
+                pytest.approx(expected))
+    studies = _rows(out / "fold-0" / "study_predictions.csv")
+    assert {r["split"] for r in studies} == {"val", "test"} and {r["n_images"] for r in studies} == {"2"}
+    assert sorted(r["study_id"] for r in studies if r["split"] == "test") == [
+        f"P{p}-S{s}" for p in (13, 14, 15) for s in (0, 1)]
+
+
+def test_leakage_fail_refuses_a_run_whose_patient_is_in_train_and_test(patient_csv: Path, tmp_path: Path) -> None:
+    cfg = _config(tmp_path, {"type": "csv", "path": str(patient_csv / "leaky.csv")}, cv={"mode": "holdout"},
+                  audit={"leakage": "fail"})
+    out = tmp_path / "run"
+    refused = runner.invoke(app, ["run", str(cfg), "--out", str(out), "--quiet"])
+    assert refused.exit_code == 2, refused.output
+    assert "leakage audit found" in refused.output and "1 patient" in refused.output
+    assert "Traceback" not in refused.output
+    audit = json.loads((out / "audit.json").read_text())
+    assert audit["policy"] == "fail" and audit["exact_duplicates"]["count"] == 0  # refused for the patient only
+    assert audit["patient_overlap"]["patients"] == {"P0": ["test", "train"]}
+    assert not (out / "fold-0").exists() and not (out / "summary.json").exists()
+
+
+def test_skipped_csv_lists_every_skipped_file(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    rng = np.random.default_rng(5)
+    for split, n in (("train", 6), ("test", 2)):
+        for c, cls in enumerate(("neg", "pos")):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(_img(c, rng)).save(root / split / cls / f"{i}.png")
+    good = (root / "train" / "neg" / "0.png").read_bytes()
+    bad = {"train/neg/zero-a.png": b"", "train/neg/zero-b.png": b"", "test/pos/zero-c.png": b"",
+           "train/neg/truncated.png": good[: len(good) // 2], "train/pos/text.jpg": b"not an image",
+           "train/pos/broken.dcm": b"garbage" * 30}
+    for name, content in bad.items():
+        (root / name).write_bytes(content)
+    (root / "train" / "pos" / "Thumbs.db").write_bytes(b"x")  # ignored, never skipped
+    (root / "train" / "pos" / ".hidden.png").write_bytes(b"")
+    cfg = _config(tmp_path, {"type": "splits", "path": str(root)}, cv={"mode": "holdout", "val_fraction": 0.34})
+    out = tmp_path / "run"
+    done = runner.invoke(app, ["run", str(cfg), "--out", str(out), "--quiet", "-o", "data.on_bad_image=skip"])
+    assert done.exit_code == 0, done.output
+    skipped = _rows(out / "skipped.csv")
+    assert sorted(Path(r["path"]).relative_to(root).as_posix() for r in skipped) == sorted(bad)
+    assert all(r["reason"] for r in skipped)
+    assert {r["reason"] for r in skipped if "zero" in r["path"]} == {
+        next(r["reason"] for r in skipped if "zero-a" in r["path"])}  # identical files, each listed
+    splits = json.loads((out / "splits.json").read_text())["folds"][0]
+    used = {i for ids in splits.values() if isinstance(ids, list) for i in ids}
+    assert used and not used & set(bad)
 
 
 def test_multilabel_csv_run(tmp_path: Path) -> None:
