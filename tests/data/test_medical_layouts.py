@@ -298,6 +298,21 @@ def test_dicom_and_nifti_files_load_through_the_cache_normalised_first(tmp_path:
     assert not np.array_equal(windowed.images[0], data.images[0])
 
 
+def test_extension_less_dicom_files_are_found_by_their_marker(tmp_path: Path, make_config, img) -> None:
+    root = tmp_path / "scans"
+    for i in range(2):
+        write_dicom(root / "ct" / f"IM000{i}", RAMP + 10 * i)
+        img.write(root / "xr" / f"{i}.png", seed=i)
+    write_dicom(tmp_path / "DICOMDIR", RAMP).replace(root / "ct" / "DICOMDIR")  # an index, never an image
+    (root / "ct" / "README").write_text("exported by the scanner")  # no extension, no DICM marker
+    data = load_dataset(make_config({"type": "folder", "path": str(root)}))
+    assert data.ids.tolist() == ["ct/IM0000", "ct/IM0001", "xr/0.png", "xr/1.png"]
+    assert data.images[0, 0, 0, 0] == 0 and data.images[0, 0, 0, -1] == 255  # decoded as DICOM (min-max)
+    (root / "m.csv").write_text("path,label\nct/IM0001,ct\nxr/0.png,xr\n")
+    listed = load_dataset(make_config({"type": "csv", "path": str(root / "m.csv")}))
+    assert listed.ids.tolist() == ["ct/IM0001", "xr/0.png"]
+
+
 def test_audit_of_predefined_folds_compares_within_each_fold_only(tmp_path: Path, make_config, img) -> None:
     from medclf.data.audit import audit_dataset
 

@@ -44,8 +44,9 @@ _DECODE_ERRORS = (
 
 
 def is_image_file(path: str | Path) -> bool:
-    """Whether ``path`` has one of the supported image extensions (case-insensitive)."""
-    return Path(path).suffix.lower() in IMAGE_EXTENSIONS or is_nifti(path)
+    """Whether ``path`` has one of the supported image extensions (case-insensitive), or is an extension-less
+    DICOM file (this reads 4 bytes of a file without extension, so pass the real path, not a bare name)."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS or is_nifti(path) or is_dicom(path)
 
 
 def decode_image(path: str | Path, prep: Preprocessing) -> np.ndarray:

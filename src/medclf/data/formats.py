@@ -15,15 +15,32 @@ import numpy as np
 from medclf.data.dataset import Preprocessing
 from medclf.errors import DataError
 
-__all__ = ["DICOM_EXTENSIONS", "NIFTI_EXTENSIONS", "is_dicom", "is_nifti", "normalize_intensity", "read_dicom",
-           "read_nifti"]
+__all__ = ["DICOM_EXTENSIONS", "NIFTI_EXTENSIONS", "has_dicom_marker", "is_dicom", "is_nifti", "normalize_intensity",
+           "read_dicom", "read_nifti"]
 
 DICOM_EXTENSIONS = (".dcm", ".dicom")
 NIFTI_EXTENSIONS = (".nii", ".nii.gz")
 
 
 def is_dicom(path: str | Path) -> bool:
-    return Path(path).suffix.lower() in DICOM_EXTENSIONS
+    """Whether ``path`` is DICOM: a ``.dcm``/``.dicom`` name, or a name without extension (``IM0001``, as
+    scanners export them) whose file has the ``DICM`` marker at byte 128. ``DICOMDIR`` (an index of a DICOM
+    medium, no image) is not."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in DICOM_EXTENSIONS:
+        return True
+    return suffix == "" and path.name.upper() != "DICOMDIR" and has_dicom_marker(path)
+
+
+def has_dicom_marker(path: str | Path) -> bool:
+    """Whether the file has the DICOM Part 10 marker ``DICM`` after its 128-byte preamble (False if unreadable)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(128)
+            return f.read(4) == b"DICM"
+    except OSError:  # missing, a folder, no permission: not a DICOM file we can list
+        return False
 
 
 def is_nifti(path: str | Path) -> bool:

@@ -211,7 +211,7 @@ def _image_files(folder: Path) -> list[Path]:
     found = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = [d for d in dirnames if not _is_hidden(d)]  # in place: os.walk then skips them
-        found += [Path(dirpath, f) for f in filenames if not _is_hidden(f) and is_image_file(f)]
+        found += [Path(dirpath, f) for f in filenames if not _is_hidden(f) and is_image_file(Path(dirpath, f))]
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
 
 
