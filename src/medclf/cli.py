@@ -177,9 +177,29 @@ def validate(
     config: Annotated[Path, typer.Argument(help="The study's YAML config.")],
     override: OverridesOpt = None,
 ) -> None:
-    """Print the resolved config (every default written out), or what is wrong with it."""
-    from medclf.config import dump_config, load_config
+    """Print the resolved config (every default written out), or what is wrong with it.
 
+    A sweep file (a config with a ``sweep:`` section) is validated variant by variant; its variants are listed.
+    """
+    from medclf.config import dump_config, load_config
+    from medclf.config.loading import read_yaml
+
+    raw = read_yaml(config)
+    if isinstance(raw, dict) and "sweep" in raw:
+        from medclf.errors import ConfigError
+        from medclf.experiments.sweep_config import load_sweep
+
+        if override:
+            raise ConfigError(f"{config} is a sweep file: change its variants in the file, not with --override.")
+        plan = load_sweep(config)
+        console.print(f"{config}: a valid sweep of {len(plan.variants)} variant(s), baseline {plan.baseline}, "
+                      f"search {plan.sweep.search}", highlight=False, markup=False)
+        for v in plan.variants:
+            console.print(f"  {v.name}: {v.overrides or '(the base config)'}", highlight=False, markup=False)
+        if plan.sweep.search != "grid":
+            console.print(f"  then {plan.sweep.trials} trials sampled from {', '.join(plan.sweep.space)}",
+                          highlight=False, markup=False)
+        return
     console.print(dump_config(load_config(config, override or [])), highlight=False, markup=False, end="")
 
 

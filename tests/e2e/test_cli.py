@@ -152,6 +152,18 @@ def test_show_batch_writes_a_grid_of_one_augmented_batch(tiny_config, tmp_path):
     assert Image.open(out).size[0] > 400
 
 
+def test_validate_checks_a_sweep_file_variant_by_variant(tmp_path: Path):
+    sweeps = Path(__file__).resolve().parents[2] / "examples" / "sweeps"
+    result = runner.invoke(app, ["validate", str(sweeps / "imbalance.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "a valid sweep of 4 variant(s), baseline cross_entropy" in " ".join(result.output.split())
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((sweeps / "imbalance.yaml").read_text().replace("class_weights: balanced", "class_weight: balanced")
+                   .replace("../../../shared", str(sweeps.parents[2] / "shared")))
+    result = runner.invoke(app, ["validate", str(bad)])
+    assert result.exit_code == 2 and "class_weighted" in result.output and "class_weight" in result.output
+
+
 def test_early_stopping_writes_its_stop_epoch_into_the_folds_metrics(tiny_config: Path, tmp_path: Path):
     # a learning rate of ~0 leaves the validation loss flat: epoch 2 is no improvement of 0.5, so it stops there
     out = tmp_path / "stop"
