@@ -389,8 +389,10 @@ def audit(
     data = load_dataset(cfg.data)
     try:
         folds = make_folds(data, cfg.cv, seed=cfg.seed)
-    except DataError:
-        folds = None  # too little data for cv: the data's own splits are still audited
+    except DataError as error:  # too little data for cv: the data's own splits are still audited
+        folds = None
+        err_console.print(f"folds not audited (cv cannot make them: {error}); audited the data's splits only",
+                          highlight=False, soft_wrap=True)  # stderr: --json keeps stdout one JSON object
     report = audit_dataset(data, folds, near_distance=cfg.audit.near_distance,
                            near_correlation=cfg.audit.near_correlation, near=cfg.audit.near_duplicates).report
     if as_json:

@@ -108,6 +108,16 @@ def test_audit_json_finds_duplicates_planted_across_train_and_test(tmp_path: Pat
     assert "patient_overlap" in report
 
 
+def test_audit_says_why_folds_were_not_audited(tmp_path: Path) -> None:
+    root = _leaky_splits(tmp_path / "leaky")  # 6 training images per class: too few for 10 folds
+    done = runner.invoke(app, ["audit", str(root), "--json", "-o", f"data.cache_dir={tmp_path / 'cache'}",
+                               "-o", "cv.n_folds=10"])
+    assert done.exit_code == 0, done.output
+    assert done.stderr.startswith("folds not audited (cv cannot make them: ") and "cv.n_folds" in done.stderr
+    report = json.loads(done.stdout)  # the notice is on stderr: stdout stays one JSON object
+    assert "folds" not in report and report["exact_duplicates"]["across"] == 2  # the splits still audited
+
+
 def test_leakage_fail_refuses_and_drop_duplicates_drops(tmp_path: Path) -> None:
     root = _leaky_splits(tmp_path / "leaky")
     cfg = _config(tmp_path, {"type": "splits", "path": str(root)}, audit={"leakage": "fail"})
