@@ -197,6 +197,12 @@ def test_random_search_never_scores_test_during_trials_then_scores_the_best(tiny
     assert set(best["test"]) >= set(HEADLINE) and best["ensemble_test"] is not None
     assert json.loads((out / "sweep.json").read_text())["best"]["run_dir"] == best["run_dir"]
 
+    # a rerun replays the finished trials into the sampler from sweep.json and trains nothing
+    again = medclf("sweep", str(path), "--out", str(out))
+    assert again.returncode == 0, again.stderr
+    assert "resumed: 2 finished trials replayed into the random sampler" in again.stdout and " done (" not in again.stdout
+    assert json.loads((out / "best.json").read_text())["trial"] == best["trial"]
+
 
 def test_sweep_errors_are_one_paragraph(sweep_file: Path, tmp_path: Path):
     cfg = yaml.safe_load(sweep_file.read_text())

@@ -103,3 +103,37 @@ def test_val_split_with_holdout_mode_runs(tmp_path: Path, executor: RecordingExe
     with pytest.raises(Stop):
         run_sweep(plan, tmp_path / "out")
     assert len(executor.tasks) == 2
+
+
+def _finish(store, plan, name: str, overrides: dict, folds: tuple[int, ...] = (0, 1)) -> dict:
+    """Mark a trial's folds finished in the store (a metrics.json is what marks a fold done)."""
+    from medclf.experiments.rundir import fold_dir
+    from medclf.experiments.store import run_key, variant_dir
+
+    trial = plan.make_variant(name, overrides, score_test=False)
+    run_dir = variant_dir(store.out, run_key(trial.config, store.load(trial.config).fingerprint, score_test=False))
+    for k in folds:
+        fold_dir(run_dir, k).mkdir(parents=True)
+        (fold_dir(run_dir, k) / "metrics.json").write_text("{}")
+    return {"name": name, "overrides": overrides, "run_dir": str(run_dir.relative_to(store.out)), "score_test": False}
+
+
+def test_a_resumed_search_reuses_the_finished_trials_in_order(tmp_path: Path):
+    from medclf.experiments.sweep import _finished_trials, _Store
+
+    plan = load_sweep(write(tmp_path, {"search": "random", "trials": 4,
+                                       "space": {"training.epochs": [1, 2], "training.batch_size": [8, 16]}}))
+    store = _Store(plan, tmp_path / "out", RecordingExecutor(), log=lambda msg: None)
+    store.prepare(plan.variants[0])
+    first = _finish(store, plan, "trial-000", {"training.epochs": 1, "training.batch_size": 8})
+    second = _finish(store, plan, "trial-001", {"training.epochs": 2, "training.batch_size": 8})
+    half = _finish(store, plan, "trial-002", {"training.epochs": 2, "training.batch_size": 16}, folds=(0,))
+    after = _finish(store, plan, "trial-003", {"training.epochs": 1, "training.batch_size": 16})
+    previous = {"search": "random", "variants": [{"name": "base", "overrides": {}}, first, second, half, after]}
+    assert [t.name for t in _finished_trials(plan, store, previous)] == ["trial-000", "trial-001"]
+    assert _finished_trials(plan, store, previous)[1].overrides == second["overrides"]
+    # a trial outside the current space, or a sweep.json of another kind of sweep, is not reused
+    outside = first | {"overrides": {"training.epochs": 3, "training.batch_size": 8}}
+    assert _finished_trials(plan, store, previous | {"variants": [outside, second]}) == []
+    assert _finished_trials(plan, store, previous | {"search": "optuna"}) == []
+    assert _finished_trials(plan, store, None) == []

@@ -11,7 +11,8 @@
 
 A search (``sweep.search: random | optuna``) runs the base config and then its trials one at a time without
 scoring the test split, optimising ``sweep.metric`` on ``sweep.split`` (holdout or val); the best config is then
-run once more with test scored, and ``DIR/best.json`` holds its test metrics.
+run once more with test scored, and ``DIR/best.json`` holds its test metrics. A resumed search reuses the trials
+the previous ``DIR/sweep.json`` lists whose folds all finished, and replays them into the sampler.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from medclf.evaluation.metrics import higher_is_better
 from medclf.experiments.comparison import build_comparison, read_fold_results, write_comparison
 from medclf.experiments.executors import FoldTask, LocalExecutor, RayExecutor
 from medclf.experiments.rundir import read_json
-from medclf.experiments.search import make_sampler
+from medclf.experiments.search import in_space, make_sampler
 from medclf.experiments.store import completed_folds, run_key, variant_dir, write_sweep_index
 from medclf.experiments.study import PreparedStudy, prepare_study, run_fold, summarize_study
 from medclf.experiments.sweep_config import SweepPlan, Variant
@@ -60,14 +61,14 @@ class _Store:
         self.variants: list[Variant] = []
         self._fold_ids: dict[Path, list[dict[str, np.ndarray]]] = {}
 
-    def _load(self, config: Config) -> ImageSet:
+    def load(self, config: Config) -> ImageSet:
         key = config.data.model_dump_json()
         if key not in self.data:
             self.data[key] = load_dataset(config.data)
         return self.data[key]
 
     def prepare(self, variant: Variant) -> Path:
-        data = self._load(variant.config)
+        data = self.load(variant.config)
         run_dir = variant_dir(self.out, run_key(variant.config, data.fingerprint, score_test=variant.score_test))
         if run_dir not in self.studies:
             self.studies[run_dir] = (variant.config, prepare_study(variant.config, run_dir, data=data, log=self.log))
@@ -198,15 +199,49 @@ def _fold_difference(folds: list[dict[str, np.ndarray]], reference: list[dict[st
     return None
 
 
-def _search(plan: SweepPlan, store: _Store) -> list[Variant]:
-    """Run the base and ``sweep.trials`` sampled trials (validation only), then the best one with test scored."""
+def _finished_trials(plan: SweepPlan, store: _Store, previous: dict[str, Any] | None) -> list[Variant]:
+    """The trials an earlier run of this search finished (every fold), in order, from its ``sweep.json``.
+
+    Stops at the first trial that is unfinished, outside the current ``sweep.space``, or beyond ``sweep.trials``;
+    a trial counts only if its config still resolves to the folder it ran in (same base, same data).
+    """
+    if not previous or previous.get("search") != plan.sweep.search:
+        return []
+    n_folds = len(store.studies[store.dirs[plan.baseline]][1].folds)
+    recorded = [v for v in previous.get("variants", []) if str(v.get("name", "")).startswith("trial-")]
+    finished = []
+    for i, entry in enumerate(recorded[:plan.sweep.trials]):
+        if entry["name"] != f"trial-{i:03d}" or not in_space(plan.sweep.space, entry.get("overrides", {})):
+            break
+        trial = plan.make_variant(entry["name"], entry["overrides"], score_test=False)
+        key = run_key(trial.config, store.load(trial.config).fingerprint, score_test=False)
+        if len(completed_folds(variant_dir(store.out, key), n_folds)) < n_folds:
+            break
+        finished.append(trial)
+    return finished
+
+
+def _search(plan: SweepPlan, store: _Store, previous: dict[str, Any] | None = None) -> list[Variant]:
+    """Run the base and ``sweep.trials`` sampled trials (validation only), then the best one with test scored.
+
+    ``previous`` is the sweep folder's ``sweep.json`` from an earlier run: its finished trials are reused and
+    replayed into the sampler rather than proposed again.
+    """
     s = plan.sweep
     maximize = higher_is_better(s.metric)
     sampler = make_sampler(s.search, s.space, seed=s.seed, maximize=maximize)
     trials = list(plan.variants)  # the base config, the baseline
     store.run(trials)
     scores = {trials[0].name: store.score(trials[0])}
-    for i in range(s.trials):
+    finished = _finished_trials(plan, store, previous)
+    for trial in finished:
+        store.run([trial])  # every fold is done: prepared, checked and summarised, nothing trained
+        scores[trial.name] = store.score(trial)
+        trials.append(trial)
+    if finished:
+        sampler.replay([(t.overrides, scores[t.name]) for t in finished])
+        store.log(f"resumed: {len(finished)} finished trials replayed into the {s.search} sampler")
+    for i in range(len(finished), s.trials):
         trial = plan.make_variant(f"trial-{i:03d}", sampler.ask(), score_test=False)
         store.run([trial])
         scores[trial.name] = store.score(trial)
@@ -249,12 +284,13 @@ def run_sweep(
     """
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    previous = read_json(out / "sweep.json") if (out / "sweep.json").exists() else None  # before it is rewritten
     store = _Store(plan, out, make_executor(executor, plan, parallel=parallel, address=address), log)
     if plan.sweep.search == "grid":
         store.run(plan.variants)
         compared = plan.variants
     else:
-        compared = _search(plan, store)
+        compared = _search(plan, store, previous)
     s = plan.sweep
     comparison = build_comparison([store.entry(v) for v in compared], metric=s.metric, split=s.split,
                                   baseline=plan.baseline, alpha=s.alpha)
