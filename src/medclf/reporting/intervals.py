@@ -1,32 +1,61 @@
 """Confidence intervals for the report: t-intervals across folds, bootstrap intervals for the ensemble.
 
-The bootstrap recomputes a metric on 1000 resamples of the ensemble's test images, so it needs metrics that
-cost microseconds: the numpy forms below compute the same numbers as
-:func:`medclf.evaluation.metrics.classification_metrics` (a test checks this) from a confusion matrix and
-ranks, without scikit-learn's per-call validation.
+The bootstrap rescores the ensemble's test images 1000 times, so it needs metrics that cost microseconds:
+:func:`fast_metrics` and :func:`fast_multilabel_metrics` compute, in one pass per resample, the same numbers
+as :func:`medclf.evaluation.metrics.classification_metrics` and
+:func:`medclf.evaluation.multilabel.multilabel_metrics` (a test checks every name the evaluation lists) from
+confusion counts and ranks, without scikit-learn's per-call validation. A metric without a fast form still
+gets an interval, from the evaluation function itself (one call per resample: seconds, not milliseconds).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from scipy.stats import rankdata
 
-from medclf.evaluation.statistics import bootstrap_interval, t_interval
+from medclf.evaluation.metrics import SUMMARY_METRICS, classification_metrics
+from medclf.evaluation.multilabel import MULTILABEL_SUMMARY, multilabel_metrics
+from medclf.evaluation.statistics import t_interval
 from medclf.reporting.rundata import Predictions
 
-__all__ = ["FAST_METRICS", "FAST_MULTILABEL_METRICS", "ensemble_intervals", "fold_interval"]
+__all__ = [
+    "FAST_METRICS",
+    "FAST_MULTILABEL_METRICS",
+    "ensemble_intervals",
+    "fast_metrics",
+    "fast_multilabel_metrics",
+    "fold_interval",
+    "in_unit_interval",
+]
 
-Metric = Callable[[np.ndarray, np.ndarray], float]
+# Metrics whose values lie in [0, 1] (any average, any class): their intervals are clipped to it.
+_UNIT_METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "auc", "exact_match", "hamming_loss",
+                 "specificity", "sensitivity", "average_precision", "threshold")
 
 
-def fold_interval(values: Sequence[float | None]) -> tuple[float, float] | None:
-    """95 % Student-t interval of the mean of per-fold values (None where undefined)."""
-    return t_interval([math.nan if v is None else float(v) for v in values])
+def in_unit_interval(name: str) -> bool:
+    """Whether metric ``name`` (``f1_macro``, ``auc/<class>``...) is bounded by 0 and 1; losses and counts are not."""
+    base = name.split("/")[0]
+    return any(base == m or base.startswith(f"{m}_") for m in _UNIT_METRICS)
 
 
+def fold_interval(values: Sequence[float | None], *, name: str = "") -> tuple[float, float] | None:
+    """95 % Student-t interval of the mean of per-fold values (None where undefined).
+
+    For a metric bounded by [0, 1] (``name``, see :func:`in_unit_interval`) the interval is clipped to it: the
+    t-interval is symmetric and runs past 1 for a mean near 1 with a few spread-out folds.
+    """
+    ci = t_interval([math.nan if v is None else float(v) for v in values])
+    if ci is None or not in_unit_interval(name):
+        return ci
+    return (min(max(ci[0], 0.0), 1.0), min(max(ci[1], 0.0), 1.0))
+
+
+# ---------------------------------------------------------------------------------------------- single-label
 def _confusion(y: np.ndarray, probs: np.ndarray) -> np.ndarray:
     k = probs.shape[1]
     return np.bincount(y * k + probs.argmax(axis=1), minlength=k * k).reshape(k, k)
@@ -42,7 +71,8 @@ def _per_class(y: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.divide(a, b, out=np.zeros(len(a)), where=b > 0)
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return np.divide(a, b, out=np.zeros(a.shape), where=b > 0)
 
 
 def _binary_auc(positive: np.ndarray, scores: np.ndarray) -> float:
@@ -69,49 +99,126 @@ def _loss(y: np.ndarray, probs: np.ndarray) -> float:
     return float(-np.log(clipped[np.arange(len(y)), y]).mean())
 
 
-def _balanced_accuracy(y: np.ndarray, probs: np.ndarray) -> float:
-    tp, _, actual, _ = _per_class(y, probs)
+def fast_metrics(y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    """The single-label summary metrics of (N,) class indices and (N, K) probabilities, in one pass."""
+    tp, predicted, actual, f1 = _per_class(y, probs)
     present = actual > 0
-    return float((tp[present] / actual[present]).mean())
+    return {
+        "accuracy": float(tp.sum() / len(y)),
+        "balanced_accuracy": float((tp[present] / actual[present]).mean()),
+        "precision_macro": float(_ratio(tp, predicted).mean()),
+        "recall_macro": float(_ratio(tp, actual).mean()),
+        "f1_macro": float(f1.mean()),
+        "auc_macro": _auc_macro(y, probs),
+        "loss": _loss(y, probs),
+    }
 
 
-FAST_METRICS: dict[str, Metric] = {
-    "accuracy": lambda y, p: float((p.argmax(axis=1) == y).mean()),
-    "balanced_accuracy": _balanced_accuracy,
-    "precision_macro": lambda y, p: float(_ratio(*_per_class(y, p)[:2]).mean()),
-    "recall_macro": lambda y, p: float(_ratio(_per_class(y, p)[0], _per_class(y, p)[2]).mean()),
-    "f1_macro": lambda y, p: float(_per_class(y, p)[3].mean()),
-    "auc_macro": _auc_macro,
-    "loss": _loss,
-}
+FAST_METRICS = ("accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "auc_macro", "loss")
 
 
-# Multi-label: ``y`` packs the true and the predicted indicator side by side, (N, 2K), so that
-# bootstrap_interval resamples both with the same rows; the thresholds behind ``predicted`` are the run's.
+# ------------------------------------------------------------------------------------------------ multi-label
+# ``y`` packs the true and the predicted indicator side by side, (N, 2K), so that bootstrap_interval
+# resamples both with the same rows; the thresholds behind ``predicted`` are the run's.
 def _split(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     k = y.shape[1] // 2
     return y[:, :k], y[:, k:]
 
 
-def _ml_counts(y: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _rank_auc(truth: np.ndarray, probs: np.ndarray, axis: int) -> np.ndarray:
+    """The Mann-Whitney AUC of each column (axis 0) or row (axis 1); NaN where one class is missing."""
+    n_pos = truth.sum(axis=axis).astype(np.float64)
+    n_neg = truth.shape[axis] - n_pos
+    u = (rankdata(probs, axis=axis) * truth).sum(axis=axis) - n_pos * (n_pos + 1) / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((n_pos > 0) & (n_neg > 0), u / (n_pos * n_neg), np.nan)
+
+
+def _mean_defined(values: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """The (weighted) mean of the defined values; NaN when none is (multilabel_metrics' AUC averages)."""
+    defined = ~np.isnan(values)
+    if not defined.any():
+        return math.nan
+    return float(np.average(values[defined], weights=None if weights is None else weights[defined]))
+
+
+def fast_multilabel_metrics(y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    """The multi-label summary metrics of packed ``y`` (truth | decisions) and (N, K) probabilities, in one pass.
+
+    Precision, recall and F1 as scikit-learn's with ``zero_division=0``; AUC averages as multilabel_metrics
+    (labels or images with one class left out); the loss is the mean binary cross-entropy, clipped at 1e-7.
+    """
     truth, decided = _split(y)
-    tp = (truth & decided).sum(axis=axis)
-    return np.atleast_1d(tp), np.atleast_1d(decided.sum(axis=axis)), np.atleast_1d(truth.sum(axis=axis))
+    out = {
+        "exact_match": float((truth == decided).all(axis=1).mean()),
+        "hamming_loss": float((truth != decided).mean()),
+    }
+    both = truth & decided
+    for average, axis in (("micro", None), ("macro", 0), ("weighted", 0), ("samples", 1)):
+        tp, predicted, actual = both.sum(axis=axis), decided.sum(axis=axis), truth.sum(axis=axis)
+        values = {"precision": _ratio(tp, predicted), "recall": _ratio(tp, actual),
+                  "f1": _ratio(2 * tp, predicted + actual)}
+        for kind, value in values.items():
+            if average == "weighted":
+                total = actual.sum()
+                out[f"{kind}_{average}"] = float((value * actual).sum() / total) if total else 0.0
+            else:
+                out[f"{kind}_{average}"] = float(np.mean(value))
+    per_label = _rank_auc(truth, probs, axis=0)
+    out["auc_micro"] = _binary_auc(truth.ravel(), probs.ravel())
+    out["auc_macro"] = _mean_defined(per_label)
+    out["auc_weighted"] = _mean_defined(per_label, truth.sum(axis=0))  # a defined label has positives
+    out["auc_samples"] = _mean_defined(_rank_auc(truth, probs, axis=1))
+    p = np.clip(probs, 1e-7, 1 - 1e-7)
+    out["loss"] = float(-(truth * np.log(p) + (1 - truth) * np.log(1 - p)).mean())
+    return out
 
 
-def _ml_f1(y: np.ndarray, axis: int | None) -> float:
-    tp, predicted, actual = _ml_counts(y, axis)
-    return float(_ratio(2 * tp, predicted + actual).mean())
+FAST_MULTILABEL_METRICS = (
+    "exact_match", "hamming_loss",
+    *(f"{kind}_{average}" for average in ("micro", "macro", "weighted", "samples")
+      for kind in ("precision", "recall", "f1")),
+    "auc_micro", "auc_macro", "auc_weighted", "auc_samples", "loss",
+)
 
 
-FAST_MULTILABEL_METRICS: dict[str, Metric] = {
-    "exact_match": lambda y, p: float((_split(y)[0] == _split(y)[1]).all(axis=1).mean()),
-    "hamming_loss": lambda y, p: float((_split(y)[0] != _split(y)[1]).mean()),
-    "f1_micro": lambda y, p: _ml_f1(y, None),
-    "f1_macro": lambda y, p: _ml_f1(y, 0),
-    "precision_micro": lambda y, p: float(_ratio(*_ml_counts(y, None)[:2])[0]),
-    "recall_micro": lambda y, p: float(_ratio(_ml_counts(y, None)[0], _ml_counts(y, None)[2])[0]),
-}
+# ----------------------------------------------------------------------------------------- the slow fallback
+def _decision_thresholds(probs: np.ndarray, decided: np.ndarray) -> np.ndarray | None:
+    """Per label, a threshold that reproduces the thresholded ``decided`` sets (None when none does)."""
+    big = np.where(decided == 1, probs, np.inf).min(axis=0)
+    thresholds = np.where(np.isfinite(big), big, np.nextafter(probs.max(axis=0), np.inf))
+    return thresholds if np.array_equal((probs >= thresholds).astype(decided.dtype), decided) else None
+
+
+def _evaluation_function(
+    predictions: Predictions, classes: list[str], multilabel: bool
+) -> Callable[[np.ndarray, np.ndarray], dict[str, float]] | None:
+    """The evaluation's own metrics as a function of the bootstrap's (y, probs), or None when impossible."""
+    if not multilabel:
+        return lambda y, p: classification_metrics(y, p, class_names=classes)
+    decided = predictions.decisions(classes, multilabel=True)
+    thresholds = _decision_thresholds(predictions.probs, decided)
+    if thresholds is None:
+        return None
+    return lambda y, p: multilabel_metrics(_split(y)[0], p, class_names=classes, thresholds=thresholds)
+
+
+def _bootstrap_many(
+    metrics: Callable[[np.ndarray, np.ndarray], dict[str, Any]], names: list[str], y: np.ndarray,
+    probs: np.ndarray, *, n_resamples: int, seed: int,
+) -> dict[str, tuple[float, float] | None]:
+    """bootstrap_interval's rule (95 % percentiles; None when under half the resamples are defined) for several
+    metrics that one call computes together, so each resample is scored once."""
+    rng = np.random.default_rng(seed)
+    scores: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(n_resamples):
+        idx = rng.integers(0, len(y), size=len(y))
+        values = metrics(y[idx], probs[idx])
+        for name in names:
+            if not math.isnan(values.get(name, math.nan)):
+                scores[name].append(values[name])
+    return {name: (float(np.quantile(v, 0.025)), float(np.quantile(v, 0.975))) if len(v) >= n_resamples / 2
+            else None for name, v in scores.items()}
 
 
 def ensemble_intervals(
@@ -125,21 +232,36 @@ def ensemble_intervals(
 ) -> dict[str, tuple[float, float] | None]:
     """95 % percentile-bootstrap intervals of the ensemble's test metrics, resampling images.
 
+    Each resample is scored once for every metric (the fast forms share their counts and ranks); the
+    resamples are bootstrap_interval's (same seed, same rows), so each interval is the one it would give.
+
     Args:
         predictions: the ensemble's test predictions.
         classes: class (label) names in column order.
         multilabel: the labels are sets (``a|b``) and ``predicted`` holds the thresholded sets.
-        names: metrics to compute (default: every metric with a fast form); others are left out.
+        names: metrics to compute (default: the evaluation's summary metrics, ``SUMMARY_METRICS`` or
+            ``MULTILABEL_SUMMARY``); a name the evaluation function does not return is left out.
         n_resamples: bootstrap resamples.
         seed: the resampling seed (the same run gives the same intervals).
     """
-    table = FAST_MULTILABEL_METRICS if multilabel else FAST_METRICS
+    fast = fast_multilabel_metrics if multilabel else fast_metrics
+    fast_names = FAST_MULTILABEL_METRICS if multilabel else FAST_METRICS
+    names = list(names if names is not None else MULTILABEL_SUMMARY if multilabel else SUMMARY_METRICS)
     if multilabel:
         y = np.hstack([predictions.truth(classes, multilabel=True), predictions.decisions(classes, multilabel=True)])
     else:
         y = predictions.y_index(classes)
-    out: dict[str, tuple[float, float] | None] = {}
-    for name in names if names is not None else table:
-        if name in table:
-            out[name] = bootstrap_interval(table[name], y, predictions.probs, n_resamples=n_resamples, seed=seed)
-    return out
+    if not len(y):
+        return {}
+    slow = [name for name in names if name not in fast_names]
+    evaluate = _evaluation_function(predictions, classes, multilabel) if slow else None
+    slow = [name for name in slow if evaluate is not None and name in evaluate(y, predictions.probs)]
+
+    def score(y_: np.ndarray, probs_: np.ndarray) -> dict[str, float]:
+        out = fast(y_, probs_)
+        if slow:  # seconds per report: each resample runs the evaluation function too
+            out |= {name: value for name, value in evaluate(y_, probs_).items() if name in slow}
+        return out
+
+    kept = [name for name in names if name in fast_names or name in slow]
+    return _bootstrap_many(score, kept, y, predictions.probs, n_resamples=n_resamples, seed=seed)

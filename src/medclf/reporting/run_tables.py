@@ -22,7 +22,6 @@ from medclf.reporting.rundata import Predictions, RunData
 from medclf.reporting.tables import Interval, MeanStd, Table, format_number
 
 __all__ = [
-    "MULTILABEL_HEADLINE",
     "PATIENT_METRICS",
     "audit_table",
     "classification_report_table",
@@ -42,14 +41,14 @@ __all__ = [
     "timing_table",
 ]
 
-MULTILABEL_HEADLINE = MULTILABEL_SUMMARY  # one list: the report shows every multi-label average summary.json has
 PATIENT_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "auc_macro", "n_patients")
-_CI_NOTE = "95 % CI: Student-t interval of the mean across folds (optimistic: the folds' training sets overlap)."
+_CI_NOTE = ("95 % CI: Student-t interval of the mean across folds (optimistic: the folds' training sets overlap), "
+            "clipped to [0, 1] for metrics bounded by 0 and 1; none for counts.")
 
 
 def headline_metrics(run: RunData) -> list[str]:
     """The headline metric names present in the run's summary, in the documented order."""
-    names = MULTILABEL_HEADLINE if run.multilabel else SUMMARY_METRICS
+    names = MULTILABEL_SUMMARY if run.multilabel else SUMMARY_METRICS  # the evaluation's lists, not a copy
     present = {m for split in run.summary.get("metrics", {}).values() for m in split}
     return [m for m in names if m in present]
 
@@ -67,8 +66,8 @@ def _mean_std(stats: dict[str, Any] | None, *, count: bool = False) -> MeanStd:
     return MeanStd(None, None) if not stats else MeanStd(stats.get("mean"), stats.get("std"), count=count)
 
 
-def _interval(values: list[float | None]) -> Interval:
-    ci = fold_interval(values)
+def _interval(values: list[float | None], name: str) -> Interval:
+    ci = None if is_count(name) else fold_interval(values, name=name)  # "8 – 8 patients" says nothing
     return Interval(None, None) if ci is None else Interval(*ci)
 
 
@@ -92,7 +91,7 @@ def metrics_table(run: RunData, split: str) -> Table:
         if not _is_stats(stats.get(name)):
             continue
         values = [_fold_value(f.metrics, split, name) for f in run.folds]
-        rows.append([name, *values, _mean_std(stats[name], count=is_count(name)), _interval(values)])
+        rows.append([name, *values, _mean_std(stats[name], count=is_count(name)), _interval(values, name)])
     return Table(
         name=f"metrics-{split}",
         title=f"{split}: per fold, mean ± std, 95 % CI",
@@ -222,7 +221,7 @@ def patient_table(run: RunData, split: str, level: str = "patient") -> Table | N
         if not _is_stats(stats[name]):
             continue
         values = [_fold_value(f.metrics, split, name, level=level) for f in run.folds]
-        rows.append([name, *values, _mean_std(stats[name], count=is_count(name)), _interval(values)])
+        rows.append([name, *values, _mean_std(stats[name], count=is_count(name)), _interval(values, name)])
     return Table(
         name=f"{level}-metrics-{split}",
         title=f"{split}: {level} level, per fold, mean ± std, 95 % CI",
