@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import base64
+import io
 import re
 from pathlib import Path
 
-from medclf.reporting import Bars, Page, Panel, Paragraph, Section, Series, Table, bar_figure, line_figure, write_page
-from medclf.reporting.figures import heatmap_figure, image_grid_figure, palette
+import medclf.reporting
+from medclf.reporting import (
+    Bars,
+    Page,
+    Panel,
+    Paragraph,
+    Section,
+    Series,
+    Table,
+    bar_figure,
+    heatmap_figure,
+    image_grid_figure,
+    line_figure,
+    write_page,
+)
+from medclf.reporting.figures import SAVE_DPI, SPLIT_COLORS, _draw_lines, _style, palette, split_color
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -26,8 +41,53 @@ def test_primitives_render_png():
     heat = heatmap_figure("h", [[[1, 2], [3, 4]]], titles=["t"], row_labels=["a", "b"], col_labels=["a", "b"])
     grid = image_grid_figure("g", [[[[0, 255], [255, 0]]]], titles=["one"])
     for fig in (line, bars, heat, grid):
-        assert fig.png.startswith(PNG)
-        assert f'src="data:image/png;base64,{base64.b64encode(fig.png).decode()}"' in fig.to_html()
+        assert fig.png.startswith(PNG) and fig.preview.startswith(PNG)
+        assert f'src="data:image/png;base64,{base64.b64encode(fig.preview).decode()}"' in fig.to_html()
+
+
+def test_saved_figures_have_print_resolution_and_the_page_embeds_a_lighter_copy():
+    from PIL import Image
+
+    fig = line_figure("l", [Panel("p", "x", "y", [Series([0, 1, 2], [0, 1, 0], "a")])])
+    full, small = Image.open(io.BytesIO(fig.png)), Image.open(io.BytesIO(fig.preview))
+    assert SAVE_DPI >= 200 and round(full.info["dpi"][0]) == SAVE_DPI
+    assert abs(full.width - 3.4 * 1.1 * SAVE_DPI) <= 1  # one panel of 3.4 in x 1.1
+    assert small.size == (-(-full.width // 2), -(-full.height // 2))
+    assert fig.files() == {"figures/l.png": fig.png}
+    html = fig.to_html()
+    assert base64.b64encode(fig.preview).decode() in html and base64.b64encode(fig.png).decode() not in html
+
+
+def test_a_legend_outside_the_axes_covers_no_panel():
+    # the training curves' legend, when the kept epoch is the last one (the marker sits on the right edge)
+    panel = Panel("loss", "epoch", "loss", [Series([1, 2, 3, 4], [1.0, 0.6, 0.5, 0.45], "train")],
+                  vlines=[(4, "kept epoch 4", "k", "--")], legend="outside")
+    other = Panel("auc", "epoch", "auc", [Series([1, 2, 3, 4], [0.6, 0.7, 0.8, 0.9])], legend=None)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    with _style():
+        fig = _draw_lines([panel, other], ncols=None, panel_size=3.1)
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        renderer = canvas.get_renderer()
+        (legend,) = fig.legends
+        box = legend.get_window_extent(renderer)
+        assert [t.get_text() for t in legend.get_texts()] == ["train", "kept epoch 4"]
+        for ax in fig.axes:
+            assert not box.overlaps(ax.get_window_extent(renderer)), ax.get_title()
+
+
+def test_splits_keep_one_colour_whatever_the_run_has():
+    assert [split_color(s) for s in ("val", "holdout", "test", "ensemble")] == [
+        SPLIT_COLORS[s] for s in ("val", "holdout", "test", "ensemble")]
+    assert len({split_color(s) for s in ("train", "val", "holdout", "test", "ensemble")}) == 5
+
+
+def test_the_building_blocks_docs_report_md_names_are_exported():
+    text = (Path(__file__).parents[2] / "docs" / "report.md").read_text()
+    blocks = text.split("## Building blocks", 1)[1]
+    names = set(re.findall(r"`([A-Za-z_]+)`", blocks)) - {"medclf"}
+    assert "image_grid_figure" in names and names <= set(medclf.reporting.__all__), names - set(medclf.reporting.__all__)
 
 
 def test_page_has_a_table_of_contents_and_writes_its_files(tmp_path: Path):
@@ -44,5 +104,5 @@ def test_page_has_a_table_of_contents_and_writes_its_files(tmp_path: Path):
     assert "&lt;text&gt;" in html and "@media print" in html
     assert (tmp_path / "tables" / "numbers.csv").read_text() == "a,b\nx,1.0\n"
     assert (tmp_path / "tables" / "numbers.md").exists()
-    assert (tmp_path / "figures" / "curve.png").read_bytes() == figure.png
+    assert (tmp_path / "figures" / "curve.png").read_bytes() == figure.png  # the print-resolution copy
     assert not re.search(r'(src|href)="(https?:|//|file:)', html)

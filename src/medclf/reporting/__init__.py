@@ -6,7 +6,18 @@ and saved) from the plot primitives of :mod:`medclf.reporting.figures`, and :cla
 """
 
 from medclf.reporting.comparison import write_comparison_html
-from medclf.reporting.figures import Bars, Figure, Panel, Series, bar_figure, heatmap_figure, line_figure, palette
+from medclf.reporting.figures import (
+    Bars,
+    Figure,
+    Panel,
+    Series,
+    bar_figure,
+    heatmap_figure,
+    image_grid_figure,
+    line_figure,
+    palette,
+    split_color,
+)
 from medclf.reporting.page import Grid, KeyValues, Page, Paragraph, Preformatted, Section, write_page
 from medclf.reporting.run_report import REPORT_NAME, build_report, write_report
 from medclf.reporting.tables import Interval, MeanStd, Table
@@ -29,8 +40,10 @@ __all__ = [
     "bar_figure",
     "build_report",
     "heatmap_figure",
+    "image_grid_figure",
     "line_figure",
     "palette",
+    "split_color",
     "write_comparison_html",
     "write_page",
     "write_report",

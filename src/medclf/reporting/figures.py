@@ -1,7 +1,8 @@
 """Figures: a few plot primitives shared by the run report and the sweep comparison, rendered to PNG.
 
 Every figure is drawn on a standalone :class:`matplotlib.figure.Figure` (the Agg canvas; no pyplot, so no
-global figure list to leak and no GUI backend), saved at a modest resolution and freed. The primitives take
+global figure list to leak and no GUI backend), rendered once at a print resolution for ``figures/*.png`` and
+halved for the copy embedded in the page, then freed. The primitives take
 plain data (:class:`Series` of x/y, bar values with intervals, matrices, images), so the run report and the
 comparison describe *what* to plot and share *how*.
 """
@@ -17,7 +18,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = [
-    "DPI",
+    "EMBED_DPI",
+    "SAVE_DPI",
+    "SPLIT_COLORS",
     "Bars",
     "Figure",
     "Panel",
@@ -28,9 +31,11 @@ __all__ = [
     "line_figure",
     "palette",
     "sequential_colors",
+    "split_color",
 ]
 
-DPI = 110  # enough for a screen and a printed page; keeps a 5-fold report's figures to a few seconds
+SAVE_DPI = 220  # figures/*.png: sharp in a printed thesis or a paper's supplement
+EMBED_DPI = SAVE_DPI // 2  # the copy in report.html: the same drawing halved, a quarter of the bytes
 _STYLE = {
     "font.size": 9,
     "axes.titlesize": 10,
@@ -48,6 +53,13 @@ _STYLE = {
     "savefig.facecolor": "white",
 }
 NEUTRAL = "#555555"  # reference lines, ensembles, totals
+# One colour per split in every figure (bars, calibration, training curves), whichever splits a run has.
+SPLIT_COLORS = {"train": "#8c8c8c", "val": "#7b5ea7", "holdout": "#2458a6", "test": "#1b9e77", "ensemble": NEUTRAL}
+
+
+def split_color(split: str) -> str:
+    """The fixed colour of ``split`` (``train``, ``val``, ``holdout``, ``test``, ``ensemble``); grey otherwise."""
+    return SPLIT_COLORS.get(split, NEUTRAL)
 
 
 def palette(names: Sequence[str]) -> dict[str, str]:
@@ -69,7 +81,7 @@ def palette(names: Sequence[str]) -> dict[str, str]:
 
 
 def sequential_colors(n: int) -> list[str]:
-    """``n`` colours along a dark-to-light ramp, for things that are not classes (folds, splits, sets)."""
+    """``n`` colours along a dark-to-light ramp, for things that are neither classes nor splits (folds)."""
     from matplotlib import colormaps
     from matplotlib.colors import to_hex
 
@@ -78,15 +90,17 @@ def sequential_colors(n: int) -> list[str]:
 
 @dataclass
 class Figure:
-    """A rendered figure: PNG bytes, embedded in the page and saved as ``figures/<name>.png``."""
+    """A rendered figure: ``png`` saved as ``figures/<name>.png`` (:data:`SAVE_DPI`), ``preview`` embedded in the
+    page (:data:`EMBED_DPI`; the same PNG when not given)."""
 
     name: str
     caption: str
     png: bytes
     alt: str = ""
+    preview: bytes = b""
 
     def to_html(self) -> str:
-        data = base64.b64encode(self.png).decode("ascii")
+        data = base64.b64encode(self.preview or self.png).decode("ascii")
         alt = html.escape(self.alt or self.caption)
         caption = f"<figcaption>{html.escape(self.caption)}</figcaption>" if self.caption else ""
         image = f'<img src="data:image/png;base64,{data}" alt="{alt}">'
@@ -99,14 +113,27 @@ class Figure:
 def _new_figure(width: float, height: float):
     from matplotlib.figure import Figure as MplFigure
 
-    return MplFigure(figsize=(width, height), dpi=DPI, layout="constrained")
+    return MplFigure(figsize=(width, height), dpi=EMBED_DPI, layout="constrained")
 
 
 def _render(fig, name: str, caption: str) -> Figure:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI)
+    """Draw once at SAVE_DPI; the embedded copy is that bitmap halved (a second draw would double the time)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from PIL import Image
+
+    canvas = FigureCanvasAgg(fig)
+    fig.set_dpi(SAVE_DPI)
+    canvas.draw()
+    image = Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3])  # opaque: the facecolor is white
     fig.clear()  # drop the artists now rather than when the garbage collector finds the cycle
-    return Figure(name=name, caption=caption, png=buffer.getvalue())
+    return Figure(name=name, caption=caption, png=_png(image, SAVE_DPI),
+                  preview=_png(image.reduce(SAVE_DPI // EMBED_DPI), EMBED_DPI))
+
+
+def _png(image, dpi: int) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", dpi=(dpi, dpi))
+    return buffer.getvalue()
 
 
 def _style():
@@ -135,7 +162,8 @@ class Panel:
     """One set of axes of a :func:`line_figure`.
 
     ``vlines`` are ``(x, label, colour, style)`` markers (the kept epoch, an early stop); ``square`` fixes
-    the aspect ratio (ROC curves); ``legend`` is a matplotlib location or None for no legend.
+    the aspect ratio (ROC curves); ``legend`` is a matplotlib location, ``"outside"`` (one row above the
+    panels, for a legend that holds for every panel and must not cover a marker at the last epoch) or None.
     """
 
     title: str
@@ -154,37 +182,45 @@ def line_figure(
     name: str, panels: Sequence[Panel], *, caption: str = "", ncols: int | None = None, panel_size: float = 3.4
 ) -> Figure:
     """Panels of lines side by side (wrapping after ``ncols``), each with its own legend."""
+    with _style():
+        return _render(_draw_lines(panels, ncols=ncols, panel_size=panel_size), name, caption)
+
+
+def _draw_lines(panels: Sequence[Panel], *, ncols: int | None, panel_size: float):
+    """The matplotlib figure of :func:`line_figure`, not yet rendered."""
     from matplotlib.ticker import MaxNLocator
 
     ncols = min(ncols or len(panels), len(panels))
     nrows = -(-len(panels) // ncols)
-    with _style():
-        fig = _new_figure(panel_size * ncols * 1.1, panel_size * nrows * 0.85)
-        axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
-        for ax, panel in zip(axes, panels):
-            for s in panel.series:
-                ax.plot(
-                    s.x, s.y, s.style, label=s.label, color=s.color, linewidth=s.width, alpha=s.alpha,
-                    marker=s.marker, markersize=3.5,
-                )
-            for x, label, colour, style in panel.vlines:
-                ax.axvline(x, color=colour, linestyle=style, linewidth=1.1, label=label)
-            ax.set_title(panel.title)
-            ax.set_xlabel(panel.xlabel)
-            ax.set_ylabel(panel.ylabel)
-            if panel.xlim:
-                ax.set_xlim(*panel.xlim)
-            if panel.ylim:
-                ax.set_ylim(*panel.ylim)
-            if panel.square:
-                ax.set_aspect("equal")
-            if panel.integer_x:
-                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            if panel.legend and ax.get_legend_handles_labels()[0]:
-                ax.legend(loc=panel.legend, frameon=False)
-        for ax in axes[len(panels):]:
-            ax.set_visible(False)
-        return _render(fig, name, caption)
+    fig = _new_figure(panel_size * ncols * 1.1, panel_size * nrows * 0.85)
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    for ax, panel in zip(axes, panels):
+        for s in panel.series:
+            ax.plot(
+                s.x, s.y, s.style, label=s.label, color=s.color, linewidth=s.width, alpha=s.alpha,
+                marker=s.marker, markersize=3.5,
+            )
+        for x, label, colour, style in panel.vlines:
+            ax.axvline(x, color=colour, linestyle=style, linewidth=1.1, label=label)
+        ax.set_title(panel.title)
+        ax.set_xlabel(panel.xlabel)
+        ax.set_ylabel(panel.ylabel)
+        if panel.xlim:
+            ax.set_xlim(*panel.xlim)
+        if panel.ylim:
+            ax.set_ylim(*panel.ylim)
+        if panel.square:
+            ax.set_aspect("equal")
+        if panel.integer_x:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        handles, labels = ax.get_legend_handles_labels()
+        if panel.legend == "outside" and handles:
+            fig.legend(handles, labels, loc="outside upper center", ncols=min(len(handles), 5), frameon=False)
+        elif panel.legend and handles:
+            ax.legend(loc=panel.legend, frameon=False)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    return fig
 
 
 # ------------------------------------------------------------------------------------------------- bars

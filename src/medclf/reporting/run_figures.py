@@ -25,6 +25,7 @@ from medclf.reporting.figures import (
     line_figure,
     palette,
     sequential_colors,
+    split_color,
 )
 from medclf.reporting.intervals import fold_interval
 from medclf.reporting.page import Block, Paragraph
@@ -37,6 +38,7 @@ __all__ = [
     "confusion_figures",
     "cooccurrence_figure",
     "curve_figures",
+    "curve_panels",
     "gallery_blocks",
     "overview_figure",
     "patient_confusion_figure",
@@ -56,21 +58,21 @@ def _short(text: str, n: int = 14) -> str:
 def overview_figure(run: RunData, ensemble_ci: dict[str, tuple[float, float] | None]) -> Figure:
     """Headline metrics (loss left out: another scale) per split, mean and 95 % CI; the ensemble's test value."""
     names = [m for m in headline_metrics(run) if m != "loss"]
-    colours = sequential_colors(len(run.splits) + 1)
     bars = []
-    for colour, split in zip(colours, run.splits):
+    for split in run.splits:
         stats = run.summary["metrics"][split]
-        cis = [fold_interval(stats[m]["folds"]) if m in stats else None for m in names]
+        cis = [fold_interval(stats[m]["folds"], name=m) if m in stats else None for m in names]
         bars.append(Bars(split, [stats.get(m, {}).get("mean") for m in names],
-                         [c[0] if c else None for c in cis], [c[1] if c else None for c in cis], colour))
+                         [c[0] if c else None for c in cis], [c[1] if c else None for c in cis], split_color(split)))
     ensemble = run.summary.get("ensemble", {}).get("test")
     if ensemble:
         cis = [ensemble_ci.get(m) for m in names]
         bars.append(Bars("ensemble test", [ensemble.get(m) for m in names], [c[0] if c else None for c in cis],
-                         [c[1] if c else None for c in cis], NEUTRAL))
+                         [c[1] if c else None for c in cis], split_color("ensemble")))
     return bar_figure(
         "overview-metrics", names, bars, ylabel="score", ylim=(0, 1.08), annotate=len(bars) * len(names) <= 12,
-        caption="Mean across folds with 95 % t-interval per split; the ensemble with its 95 % bootstrap interval.",
+        caption="Mean across folds with 95 % t-interval per split (clipped to [0, 1]); the ensemble with its 95 % "
+        "bootstrap interval.",
     )
 
 
@@ -190,8 +192,8 @@ def _roc_panel(run: RunData, c: int, sets: list[tuple[str, Predictions]], ensemb
         y, s = ensemble.truth(run.classes, multilabel=run.multilabel)[:, c], ensemble.probs[:, c]
         if _defined(y):
             fpr, tpr, _ = roc_curve(y, s)
-            series.append(Series(fpr, tpr, label=f"ensemble (AUC {roc_auc_score(y, s):.3f})", color=NEUTRAL,
-                                 width=1.6, style="--"))
+            series.append(Series(fpr, tpr, label=f"ensemble (AUC {roc_auc_score(y, s):.3f})",
+                                 color=split_color("ensemble"), width=1.6, style="--"))
     return Panel(f"{run.classes[c]} vs rest" if len(run.classes) > 2 or run.multilabel else run.classes[c],
                  "false positive rate", "true positive rate", series, xlim=(0, 1), ylim=(0, 1.01), square=True,
                  legend="lower right")
@@ -218,7 +220,7 @@ def _pr_panel(run: RunData, c: int, sets: list[tuple[str, Predictions]], ensembl
         if _defined(y):
             precision, recall, _ = precision_recall_curve(y, s)
             series.append(Series(recall, precision, label=f"ensemble (AP {average_precision_score(y, s):.3f})",
-                                 color=NEUTRAL, width=1.6, style="--"))
+                                 color=split_color("ensemble"), width=1.6, style="--"))
     if prevalence:
         base = float(np.mean(prevalence))
         series.insert(0, Series([0, 1], [base, base], color="#b0b0b0", width=0.8, style=":"))
@@ -226,19 +228,25 @@ def _pr_panel(run: RunData, c: int, sets: list[tuple[str, Predictions]], ensembl
                  legend="lower left")
 
 
+def curve_panels(run: RunData, split: str) -> tuple[list[Panel], list[Panel]]:
+    """The ROC and the precision-recall panels of ``split``, one per class (the positive class for two)."""
+    sets = [(f"fold {f.index}", f.predictions[split]) for f in run.folds if len(f.predictions.get(split, ()))]
+    ensemble = run.ensemble if split == "test" else None
+    classes = _curve_classes(run)
+    return [_roc_panel(run, c, sets, ensemble) for c in classes], [_pr_panel(run, c, sets, ensemble) for c in classes]
+
+
 def curve_figures(run: RunData) -> list[tuple[str, Figure, Figure]]:
     """ROC and precision-recall figures per split: ``[(split, roc, pr)]``; every fold thin, the mean bold."""
     out = []
-    curve_splits = [s for s in ("holdout", "test") if s in run.splits] or run.splits[:1]
-    for split in curve_splits:
-        sets = [(f"fold {f.index}", f.predictions[split]) for f in run.folds if len(f.predictions.get(split, ()))]
-        ensemble = run.ensemble if split == "test" else None
-        classes = _curve_classes(run)
-        ncols = min(3, len(classes))
+    for split in [s for s in ("holdout", "test") if s in run.splits] or run.splits[:1]:
+        roc_panels, pr_panels = curve_panels(run, split)
+        ncols = min(3, len(roc_panels))
+        ensemble = split == "test" and run.ensemble is not None
         what = "each fold thin, their mean (interpolated) bold" + (", the fold ensemble dashed" if ensemble else "")
-        roc = line_figure(f"roc-{split}", [_roc_panel(run, c, sets, ensemble) for c in classes], ncols=ncols,
+        roc = line_figure(f"roc-{split}", roc_panels, ncols=ncols,
                           caption=f"ROC curves on {split}: {what}; AUC in the legend (mean ± std over folds).")
-        pr = line_figure(f"pr-{split}", [_pr_panel(run, c, sets, ensemble) for c in classes], ncols=ncols,
+        pr = line_figure(f"pr-{split}", pr_panels, ncols=ncols,
                          caption=f"Precision-recall curves on {split}: {what}; average precision in the legend. "
                          "Dotted: the prevalence (a random classifier).")
         out.append((split, roc, pr))
@@ -285,14 +293,15 @@ def training_figures(run: RunData) -> list[Figure]:
         columns = set(h[0])
         epochs = _column(h, "epoch")
         marks = _markers(fold)
-        loss = [Series(epochs, _column(h, "train_loss"), "train", "#8c8c8c", style="--", marker="o")]
+        loss = [Series(epochs, _column(h, "train_loss"), "train", split_color("train"), style="--", marker="o")]
         if "val_loss" in columns:
-            loss.append(Series(epochs, _column(h, "val_loss"), "validation", "#1f4e8c", marker="o"))
-        panels = [Panel("loss", "epoch", "loss", loss, vlines=marks, integer_x=True)]
+            loss.append(Series(epochs, _column(h, "val_loss"), "validation", split_color("val"), marker="o"))
+        # the legend sits above the panels: inside, it covered the kept-epoch line when that is the last epoch
+        panels = [Panel("loss", "epoch", "loss", loss, vlines=marks, integer_x=True, legend="outside")]
         metric, note = _monitored(run, columns)
         if metric:
             panels.append(Panel(f"{metric} ({note})", "epoch", metric.removeprefix("val_"),
-                                [Series(epochs, _column(h, metric), "validation", "#1f4e8c", marker="o")],
+                                [Series(epochs, _column(h, metric), "validation", split_color("val"), marker="o")],
                                 vlines=marks, integer_x=True, legend=None))
         if "lr" in columns:
             panels.append(Panel("learning rate", "epoch", "lr", [Series(epochs, _column(h, "lr"), None, "#555555")],
@@ -334,8 +343,8 @@ def _confidence(run: RunData, preds: Predictions) -> tuple[np.ndarray, np.ndarra
 def calibration_blocks(run: RunData, sets: list[tuple[str, str, Predictions]]) -> list[Block]:
     """Reliability diagrams and expected calibration error (10 equal-width bins) of the pooled sets."""
     panels, rows, bin_tables = [], [], []
-    colours = sequential_colors(len(sets))
-    for (key, label, preds), colour in zip(sets, colours):
+    for key, label, preds in sets:
+        colour = split_color("ensemble" if preds is run.ensemble else key)
         conf, outcome = _confidence(run, preds)
         bins = reliability_bins(conf, outcome)
         ece = expected_calibration_error(conf, outcome)
