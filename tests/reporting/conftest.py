@@ -189,3 +189,42 @@ def reported_run(tmp_path_factory) -> Path:
     run = build_run(tmp_path_factory.mktemp("reported") / "run")
     write_report(run)
     return run
+
+
+def build_audit(*, leak: bool = True, policy: str = "warn") -> dict:
+    """audit.json as a run writes it (medclf.experiments.scoring.run_audit): the real audit of tiny data.
+
+    Two folds over 12 images with patient ids; with ``leak``, fold 0 leaks (one of its training images copied
+    into its holdout part, another brightened into the test split, a training patient with a test image)
+    and fold 1, which trains on none of them, does not.
+    """
+    from medclf.data.audit import apply_leakage_policy, audit_dataset
+    from medclf.data.dataset import ImageSet
+    from medclf.data.splitting import Fold
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (12, 1, 32, 32), dtype=np.uint8)
+    groups = np.array([f"p{i}" for i in range(12)])
+    if leak:
+        images[4] = images[0]  # exact: fold 0 trains on 0, holds 4 out
+        images[10] = np.clip(images[1].astype(int) + 3, 0, 255).astype(np.uint8)  # near, in test
+        groups[11] = "p5"  # patient p5: a training image of fold 0 and a test image
+    splits = np.array(["train"] * 10 + ["test"] * 2)
+    data = ImageSet(images=images, labels=np.arange(12) % 2, ids=np.array([f"img{i}" for i in range(12)]),
+                    splits=splits, class_names=["a", "b"], groups=groups)
+    empty, test = np.array([], dtype=np.int64), np.array([10, 11])
+    folds = [Fold(0, np.array([0, 1, 2, 3, 5, 6]), empty, np.array([4, 7, 8, 9]), test),
+             Fold(1, np.array([2, 3, 6, 7, 8, 9]), empty, np.array([0, 1, 4, 5]), test)]
+    result = audit_dataset(data, folds)
+    report = result.report | {"policy": policy, "dropped": {}}
+    if policy == "drop_duplicates":
+        kept, _ = apply_leakage_policy(data, folds, result, policy)
+        report["dropped"] = {str(f.index): sum(len(getattr(f, s)) - len(getattr(k, s)) for s in ("val", "holdout", "test"))
+                             for f, k in zip(folds, kept)}
+    return report
+
+
+@pytest.fixture()
+def real_audit() -> Callable[..., dict]:
+    """``real_audit(leak=True, policy="warn")``: see :func:`build_audit`."""
+    return build_audit

@@ -168,19 +168,51 @@ def test_patient_and_multilabel_sections_appear_when_the_run_has_them(fabricated
     assert ens["exact_match"]["95 % CI low"] != ""
 
 
-def test_audit_and_skipped_files_are_shown(fabricated_run, read_table):
+def _section(html: str, anchor: str) -> str:
+    """The HTML of one section of the page, from its opening tag to the next section."""
+    start = html.index(f'<section id="{anchor}">')
+    return html[start:html.index("<section", start + 1)]
+
+
+def test_audit_shows_each_fold_and_warns_when_a_fold_leaks(fabricated_run, read_table, real_audit):
     run = fabricated_run(stopped=False)
-    (run / "audit.json").write_text(json.dumps({
-        "exact_duplicates": {"count": 2, "within": 1, "across": 1, "groups": [["a", "b"], ["c", "d"]]},
-        "near_duplicates": {"count": 0, "within": 0, "across": 0, "groups": []},
-        "patient_overlap": {"count": 0, "patients": []},
-    }))
+    audit = real_audit(policy="warn")
+    (run / "audit.json").write_text(json.dumps(audit))
     (run / "skipped.csv").write_text("path,reason\nbad.png,cannot decode\n")
     html = write_report(run).read_text()
-    assert "Leakage audit" in html and "Skipped images (1)" in html
-    audit = {r["check"]: r for r in read_table(run, "audit")}
-    assert audit["exact duplicates"]["count"] == "2" and "across: 1" in audit["exact duplicates"]["details"]
+    assert "Skipped images (1)" in html
+    section = _section(html, "leakage-audit")
+    folds = read_table(run, "audit-folds")
+    assert [[r["fold"], r["exact"], r["near"], r["patient"]] for r in folds] == [
+        [f"fold {f['fold']}", str(f["exact"]), str(f["near"]), str(f["patient"])] for f in audit["folds"]
+    ] + [["total", "1", "1", "1"]]
+    warning = re.search(r'<p class="warning">(.*?)</p>', section).group(1)
+    assert "in 1 of 2 folds (0)" in warning and "1 exact, 1 near duplicates" in warning
+    assert "scores are inflated" in warning and "audit.leakage is warn" in warning
+    checks = {r["check"]: r for r in read_table(run, "audit")}
+    assert checks["exact duplicates"]["count"] == str(audit["exact_duplicates"]["count"])
+    assert checks["near duplicates"]["across splits"] == str(audit["near_duplicates"]["across"])
+    assert checks["patients in several splits"]["count"] == "1"
+    assert checks["patients in several splits"]["how"] == "of 11 patients"
+    assert "at most 4 of 64 bits apart" in checks["near duplicates"]["how"]
+    # values in words, not dumps of Python objects
+    for raw in ("True", "None", "{}", "[]", "timing", "enabled:", "n_patients"):
+        assert raw not in section, raw
+    assert "<dt>audit.leakage</dt><dd>warn</dd>" in section and "<dt>images per split</dt><dd>test 2, train 10</dd>" in section
     assert "early stop at epoch" not in html  # old runs without stopped_epoch
+
+
+def test_audit_after_drop_duplicates_and_without_leaks(fabricated_run, read_table, real_audit):
+    run = fabricated_run()
+    (run / "audit.json").write_text(json.dumps(real_audit(policy="drop_duplicates")))
+    section = _section(write_report(run).read_text(), "leakage-audit")
+    assert "2 duplicated images were removed" in section and "images of shared patients were kept" in section
+    assert [r["dropped"] for r in read_table(run, "audit-folds")] == ["2", "0", "2"]
+
+    (run / "audit.json").write_text(json.dumps(real_audit(leak=False)))
+    section = _section(write_report(run).read_text(), "leakage-audit")
+    assert 'class="warning"' not in section and "inflated" not in section
+    assert [r["exact"] for r in read_table(run, "audit-folds")] == ["0", "0", "0"]
 
 
 def test_rewriting_removes_figures_the_report_no_longer_has(fabricated_run):

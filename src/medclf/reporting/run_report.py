@@ -21,7 +21,7 @@ from medclf.reporting.run_figures import (
     training_figures,
 )
 from medclf.reporting.run_tables import (
-    audit_table,
+    audit_blocks,
     classification_report_table,
     counts_table,
     ensemble_bootstrap,
@@ -123,7 +123,7 @@ def _data(run: RunData) -> Section:
     ]
     subsections = []
     if run.audit is not None:
-        subsections.append(Section("Leakage audit", [audit_table(run.audit)]))
+        subsections.append(Section("Leakage audit", audit_blocks(run.audit)))
     if run.skipped:
         subsections.append(Section("Skipped images", [skipped_table(run.skipped)]))
     return Section("Data", [KeyValues(facts), counts_table(run), fold_sizes_table(run)], subsections)

@@ -18,12 +18,14 @@ from medclf import __version__
 from medclf.evaluation.metrics import SUMMARY_METRICS
 from medclf.evaluation.multilabel import MULTILABEL_SUMMARY
 from medclf.reporting.intervals import ensemble_intervals, fold_interval
+from medclf.reporting.page import Block, KeyValues, Paragraph
 from medclf.reporting.rundata import Predictions, RunData
 from medclf.reporting.tables import Interval, MeanStd, Table, format_number
 
 __all__ = [
     "PATIENT_METRICS",
-    "audit_table",
+    "audit_blocks",
+    "audit_warning",
     "classification_report_table",
     "counts_table",
     "ensemble_bootstrap",
@@ -257,32 +259,110 @@ def fold_sizes_table(run: RunData) -> Table:
     return Table(name="fold-sizes", title="Images per fold and split", columns=["fold", *parts], rows=rows)
 
 
-def audit_table(audit: dict[str, Any]) -> Table:
-    """One row per check of ``audit.json``: its count and its other scalar facts."""
+_AUDIT_CHECKS = {"exact_duplicates": "exact duplicates", "near_duplicates": "near duplicates",
+                 "patient_overlap": "patients in several splits"}
+_LEAKS = ("exact", "near", "patient")
+
+
+def _fact(value: Any) -> str:
+    """A value of audit.json in words: numbers as in the tables, yes/no, – for none, a list by its length."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_fact(v)}" for k, v in value.items()) or "none"
+    if isinstance(value, list):
+        return str(len(value))
+    return format_number(value)
+
+
+def _check_settings(key: str, check: dict[str, Any]) -> str:
+    if key == "exact_duplicates":
+        return "identical decoded pixels"
+    if key == "near_duplicates":
+        if check.get("enabled") is False:
+            return "not searched (audit.near_duplicates: false)"
+        return (f"perceptual hashes at most {_fact(check.get('max_distance'))} of 64 bits apart, thumbnails "
+                f"correlated at least {_fact(check.get('min_correlation'))}; {_fact(check.get('n_pairs', 0))} pairs")
+    if key == "patient_overlap":
+        n = check.get("n_patients")
+        return "no patient ids" if n is None else f"of {_fact(n)} patients"
+    return "; ".join(f"{k.replace('_', ' ')} {_fact(v)}" for k, v in check.items() if k != "count")
+
+
+def audit_warning(audit: dict[str, Any]) -> Paragraph | None:
+    """What a leak found by the audit means for the scores, boxed; None when nothing leaks."""
+    folds = audit.get("folds")
+    policy = audit.get("policy")
+    if folds is None:  # an audit without folds (medclf audit): only the splits can be compared
+        across = sum(audit.get(k, {}).get("across", 0) for k in ("exact_duplicates", "near_duplicates"))
+        patients = audit.get("patient_overlap", {}).get("count", 0)
+        if not across and not patients:
+            return None
+        return Paragraph(f"{across} images duplicate an image of another split and {patients} patients have images "
+                         "in several splits. Where one side is training data and the other evaluation data, the "
+                         "model is scored on images it has learnt, and the evaluation scores are inflated.", "warning")
+    leaking = [f for f in folds if any(f.get(k) for k in _LEAKS)]
+    if not leaking:
+        return None
+    totals = {k: sum(f.get(k, 0) for f in folds) for k in _LEAKS}
+    text = (f"Leakage: in {len(leaking)} of {len(folds)} folds ({', '.join(str(f['fold']) for f in leaking)}) "
+            f"evaluation images duplicate the fold's own training images ({totals['exact']} exact, "
+            f"{totals['near']} near duplicates) or belong to its training patients ({totals['patient']} images). "
+            "The model is scored on images it has learnt, so these folds' evaluation scores are inflated.")
+    if policy == "drop_duplicates":
+        dropped = sum(int(v) for v in (audit.get("dropped") or {}).values())
+        text += (f" audit.leakage is drop_duplicates: {dropped} duplicated images were removed from the evaluation "
+                 "splits before scoring")
+        if not totals["patient"]:
+            return Paragraph(text + "; the scores above are free of them.", "note")
+        text += "; the images of shared patients were kept and still inflate the scores."
+    else:
+        text += (f" audit.leakage is {policy or 'not recorded'}: they were scored as they are. Fix the splits or "
+                 "patient ids, or set audit.leakage to drop_duplicates or fail.")
+    return Paragraph(text, "warning")
+
+
+def audit_blocks(audit: dict[str, Any]) -> list[Block]:
+    """The leakage audit (``audit.json``): a warning when a fold leaks, the facts, the checks, the folds."""
+    blocks: list[Block] = []
+    warning = audit_warning(audit)
+    if warning is not None:
+        blocks.append(warning)
+    locations = audit.get("locations") or {}
+    facts = [("images audited", _fact(audit.get("n_images"))),
+             ("images per split", ", ".join(f"{k} {_fact(v)}" for k, v in locations.items()) or "–"),
+             ("audit.leakage", _fact(audit.get("policy"))),
+             ("seconds", format_number(audit.get("timing_s"), 2))]
+    blocks.append(KeyValues(facts))
     rows = []
-    for check, value in audit.items():
-        if isinstance(value, dict):
-            count = value.get("count")
-            if count is None and isinstance(value.get("groups"), list):
-                count = len(value["groups"])
-            details = []
-            for k, v in value.items():
-                if k == "count":
-                    continue
-                if isinstance(v, (int, float, str, bool)) or v is None:
-                    details.append(f"{k}: {format_number(v) if isinstance(v, float) else v}")
-                elif isinstance(v, list):
-                    details.append(f"{k}: {len(v)}")
-            rows.append([check.replace("_", " "), count, "; ".join(details)])
-        elif isinstance(value, list):
-            rows.append([check.replace("_", " "), len(value), ""])
-        else:
-            rows.append([check.replace("_", " "), None, format_number(value)])
-    return Table(
-        name="audit", title="Leakage audit (audit.json)", columns=["check", "count", "details"], rows=rows,
-        note="Written by medclf audit before training; a count above 0 across splits means images or patients "
-        "are shared between training and evaluation data.",
-    )
+    for key, value in audit.items():
+        if not isinstance(value, dict) or "count" not in value:
+            continue
+        patients = key == "patient_overlap"
+        count = None if patients and value.get("n_patients") is None else value.get("count")
+        rows.append([_AUDIT_CHECKS.get(key, key.replace("_", " ")), count,
+                     None if patients else value.get("within"), None if patients else value.get("across"),
+                     _check_settings(key, value)])
+    blocks.append(Table(
+        name="audit", title="Duplicates and shared patients in the data", rows=rows,
+        columns=["check", "count", "within a split", "across splits", "how"],
+        note="count: images that repeat an earlier image (for patients: patients with images in several splits); "
+        "within a split / across splits: where the repeat sits relative to the first image of its group.",
+    ))
+    folds = audit.get("folds")
+    if folds:
+        dropped = audit.get("dropped") or {}
+        columns = ["fold", *_LEAKS, *(["dropped"] if dropped else [])]
+        fold_rows: list[list[Any]] = [[f"fold {f['fold']}", *[f.get(k, 0) for k in _LEAKS],
+                                       *([int(dropped.get(str(f["fold"]), 0))] if dropped else [])] for f in folds]
+        fold_rows.append(["total", *[sum(r[j] for r in fold_rows) for j in range(1, len(columns))]])
+        blocks.append(Table(
+            name="audit-folds", title="Evaluation images leaking from the fold's training images", columns=columns,
+            rows=fold_rows, emphasis={len(fold_rows) - 1},
+            note="Per fold, its val, holdout and test images that duplicate one of its training images exactly "
+            "(exact) or nearly (near), or belong to a patient with training images (patient); counted before "
+            "audit.leakage acted." + (" dropped: images removed from the evaluation splits (drop_duplicates)."
+                                      if dropped else ""),
+        ))
+    return blocks
 
 
 def skipped_table(skipped: list[dict[str, str]], *, limit: int = 50) -> Table:
