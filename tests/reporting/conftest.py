@@ -54,8 +54,12 @@ def _multilabel_metrics(truth: np.ndarray, probs: np.ndarray) -> dict[str, float
 
 
 def build_run(root: Path, *, n_folds: int = 3, multilabel: bool = False, patient: bool = False,
-              stopped: bool = True, with_step: bool = False, data_path: str = "/nonexistent/data") -> Path:
-    """Write a complete run folder with ``n_folds`` folds, a test split and the fold ensemble."""
+              stopped: bool = True, with_step: bool = False, data_path: str = "/nonexistent/data",
+              environment: bool = True) -> Path:
+    """Write a complete run folder with ``n_folds`` folds, a test split and the fold ensemble.
+
+    ``environment`` False leaves summary.json without ``environment``, as runs before it was recorded.
+    """
     rng = np.random.default_rng(0)
     k = len(CLASSES)
     root.mkdir(parents=True, exist_ok=True)
@@ -153,6 +157,10 @@ def build_run(root: Path, *, n_folds: int = 3, multilabel: bool = False, patient
     }
     if multilabel:
         summary["task"] = "multilabel"
+    if environment:
+        from medclf.experiments.environment import run_environment
+
+        summary["environment"] = run_environment(summary["runtime"]) | {"torch": "9.9.9"}  # told apart from here
     atomic_write_json(root / "summary.json", summary)
     return root
 

@@ -232,3 +232,20 @@ def test_not_a_run_folder_is_a_clear_error(tmp_path: Path, fabricated_run):
     (run / "summary.json").unlink()
     with pytest.raises(RunFolderError, match=r"not a finished run folder: summary.json missing"):
         write_report(run)
+
+
+def test_environment_is_the_runs_and_old_runs_say_the_versions_are_the_reports(fabricated_run, read_table):
+    run = fabricated_run()
+    write_report(run)
+    recorded = _json(run / "summary.json")["environment"]
+    rows = {r[""]: r for r in read_table(run, "environment")}
+    assert rows["torch"]["value"] == "9.9.9" and rows["torch"]["source"] == "run"  # the run's, not this one's
+    for name in ("python", "platform", "torchvision", "timm", "numpy", "scikit-learn", "medclf", "device"):
+        assert rows[name]["value"] == str(recorded[name]) and rows[name]["source"] == "run", name
+    assert rows["precision"]["value"] == "fp32" and rows["medclf (this report)"]["source"] == "report"
+
+    old = fabricated_run(environment=False)
+    html = write_report(old).read_text()
+    rows = {r[""]: r for r in read_table(old, "environment")}
+    assert rows["torch"]["source"] == "report" and rows["medclf (run)"]["value"] == "0.1.0"
+    assert "predates the recorded environment" in html

@@ -29,6 +29,7 @@ from medclf.evaluation.metrics import (
     confusion,
 )
 from medclf.evaluation.multilabel import cooccurrence, multilabel_metrics
+from medclf.experiments.environment import run_environment
 from medclf.experiments.rundir import fold_dir, read_json, save_weights
 from medclf.experiments.scoring import (
     LEVELS,
@@ -366,6 +367,7 @@ def _summarize(
         | {"n_duplicates": data_info["duplicates"]["count"]},
         "model": {"architecture": config.model.name, "parameters": results[0]["parameters"]},
         "runtime": results[0]["runtime"],
+        "environment": run_environment(results[0]["runtime"]),
         "config_fingerprint": config_fingerprint(config),
         "medclf_version": __version__,
     }

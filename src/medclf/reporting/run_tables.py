@@ -424,26 +424,27 @@ def _version(package: str) -> str | None:
 
 
 def environment_table(run: RunData) -> Table:
-    """Software versions and the device: from the run when it recorded them, else from this environment."""
-    recorded = run.summary.get("environment") or run.folds[0].metrics.get("environment") or {}
+    """Software versions and the device: as summary.json recorded them, or (older runs) this environment's."""
+    recorded = run.summary.get("environment") or {}
     runtime = run.summary.get("runtime") or run.folds[0].metrics.get("runtime") or {}
-    here = {
-        "python": platform.python_version(),
-        "torch": _version("torch"),
-        "timm": _version("timm"),
-        "numpy": _version("numpy"),
-        "scikit-learn": _version("scikit-learn"),
-    }
     rows: list[list[Any]] = []
-    for name, value in here.items():
-        rows.append([name, str(recorded.get(name, value)), "run" if name in recorded else "report"])
-    rows.append(["medclf (run)", str(run.run_info.get("medclf_version") or run.summary.get("medclf_version")), "run"])
-    rows.append(["medclf (report)", __version__, "report"])
-    for key in ("device", "device_name", "precision", "channels_last"):
-        if key in runtime:
-            rows.append([key.replace("_", " "), str(runtime[key]), "run"])
-    rows.append(["platform", platform.platform(terse=True), "report"])
-    return Table(
-        name="environment", title="Environment", columns=["", "value", "source"], rows=rows,
-        note="source: run = recorded in the run folder; report = the environment that wrote this report.",
-    )
+    if recorded:
+        rows += [[name, _fact(value), "run"] for name, value in recorded.items()]
+        rows += [[key.replace("_", " "), _fact(runtime[key]), "run"]
+                 for key in ("precision", "channels_last") if key in runtime]
+        rows.append(["medclf (this report)", __version__, "report"])
+        note = ("source: run = recorded in summary.json by the run (after a resume, the invocation that finished "
+                "it); report = the medclf that wrote this report.")
+    else:  # runs written before summary.json recorded its environment
+        here = {"python": platform.python_version(), "torch": _version("torch"), "timm": _version("timm"),
+                "numpy": _version("numpy"), "scikit-learn": _version("scikit-learn")}
+        rows += [[name, _fact(value), "report"] for name, value in here.items()]
+        rows.append(["medclf (run)", _fact(run.run_info.get("medclf_version") or run.summary.get("medclf_version")),
+                     "run"])
+        rows.append(["medclf (report)", __version__, "report"])
+        rows += [[key.replace("_", " "), _fact(runtime[key]), "run"]
+                 for key in ("device", "device_name", "precision", "channels_last") if key in runtime]
+        rows.append(["platform", platform.platform(terse=True), "report"])
+        note = ("This run's summary.json predates the recorded environment: the versions (source: report) are "
+                "those of the environment that wrote this report, not necessarily the run's.")
+    return Table(name="environment", title="Environment", columns=["", "value", "source"], rows=rows, note=note)
