@@ -106,3 +106,12 @@ def test_page_has_a_table_of_contents_and_writes_its_files(tmp_path: Path):
     assert (tmp_path / "tables" / "numbers.md").exists()
     assert (tmp_path / "figures" / "curve.png").read_bytes() == figure.png  # the print-resolution copy
     assert not re.search(r'(src|href)="(https?:|//|file:)', html)
+
+
+def test_print_breaks_before_sections_not_before_the_contents():
+    from medclf.reporting.page import CSS
+
+    printed = CSS.split("@media print", 1)[1]
+    assert "main>section+section{break-before:page}" in printed
+    assert not re.search(r"(^|[\s}])h2\{[^}]*break-before", printed)  # would also break before the contents
+    assert "nav.toc{" in printed and "break-after:page" not in printed

@@ -233,10 +233,17 @@ footer{margin-top:48px;padding-top:10px;border-top:1px solid var(--line);color:v
  html{font-size:10.5pt}
  body{max-width:none;padding:0}
  a{color:inherit}
- nav.toc{break-after:page;background:none}
- h2{break-before:page;margin-top:0}
+ /* page 1: title, contents, first section; every later section starts a page (not the contents' h2) */
+ nav.toc{background:none;padding:4px 14px}
+ nav.toc ol{columns:3;column-gap:24px}
+ header{margin-bottom:10px}
+ main>section:first-child>h2{margin-top:14px}
+ main>section+section{break-before:page}
+ main>section+section>h2{margin-top:0}
+ main>section:first-child dl.facts{grid-template-columns:max-content 1fr max-content 1fr}
+ main>section:first-child figure img{max-height:62mm;width:auto}
  h2,h3,h4,caption{break-after:avoid}
- .table{overflow:visible}
+ .table{overflow:visible;margin:10px 0 14px}
  tbody tr:nth-child(even){background:none}
  pre{white-space:pre-wrap;break-inside:auto}
  .grid,.grid.wide{grid-template-columns:repeat(2,1fr)}
