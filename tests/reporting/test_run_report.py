@@ -249,3 +249,83 @@ def test_environment_is_the_runs_and_old_runs_say_the_versions_are_the_reports(f
     rows = {r[""]: r for r in read_table(old, "environment")}
     assert rows["torch"]["source"] == "report" and rows["medclf (run)"]["value"] == "0.1.0"
     assert "predates the recorded environment" in html
+
+
+def _fold_predictions(run: Path, k: int, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(y, probs, classes) of a fold's predictions.csv, read here without the reporting code."""
+    import csv
+
+    classes = _json(run / "data.json")["classes"]
+    with open(run / f"fold-{k}" / "predictions.csv", newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["split"] == split]
+    y = np.array([classes.index(r["label"]) for r in rows])
+    return y, np.array([[float(r[f"prob_{c}"]) for c in classes] for r in rows]), classes
+
+
+def test_data_counts_and_model_tables_match_data_and_summary_json(reported_run, read_table):
+    run = reported_run
+    data = _json(run / "data.json")
+    rows = {r["class"]: r for r in read_table(run, "data-counts")}
+    for c in data["classes"]:
+        for split, counts in data["counts"].items():
+            assert int(rows[c][split]) == counts[c], (c, split)
+        assert int(rows[c]["total"]) == sum(counts[c] for counts in data["counts"].values())
+    assert int(rows["total"]["total"]) == data["n_images"] == sum(sum(v.values()) for v in data["counts"].values())
+
+    model = _json(run / "summary.json")["model"]
+    rows = {r[""]: r["value"] for r in read_table(run, "model")}
+    assert rows["architecture"] == model["architecture"]
+    assert int(rows["parameters"]) == model["parameters"]["total"]
+    assert int(rows["trainable parameters"]) == model["parameters"]["trainable"]
+    assert _f(rows["model size (MB)"]) == pytest.approx(model["parameters"]["size_mb"])
+    html = (run / "report.html").read_text()
+    assert '<th scope="row">parameters</th><td class="num">123,456</td>' in html  # right-aligned beside a name
+    assert '<th scope="row">architecture</th><td>test_resnet</td>' in html
+
+
+def test_ece_matches_the_evaluation_function_on_the_runs_predictions(reported_run, read_table):
+    from medclf.evaluation.calibration import expected_calibration_error
+
+    run = reported_run
+    rows = {r["predictions"]: r for r in read_table(run, "calibration-ece")}
+    pooled_conf, pooled_right = [], []
+    for k in range(3):
+        y, probs, _ = _fold_predictions(run, k, "holdout")
+        conf, right = probs.max(axis=1), (probs.argmax(axis=1) == y).astype(float)
+        assert _f(rows[f"holdout, fold {k}"]["ECE"]) == pytest.approx(expected_calibration_error(conf, right))
+        assert int(rows[f"holdout, fold {k}"]["n"]) == len(y)
+        pooled_conf.append(conf)
+        pooled_right.append(right)
+    conf, right = np.concatenate(pooled_conf), np.concatenate(pooled_right)
+    pooled = rows["holdout, all folds pooled"]
+    assert _f(pooled["ECE"]) == pytest.approx(expected_calibration_error(conf, right))
+    assert _f(pooled["mean confidence"]) == pytest.approx(conf.mean()) and _f(pooled["accuracy"]) == pytest.approx(right.mean())
+
+
+def test_roc_panels_show_the_aucs_of_roc_auc_score(reported_run):
+    from sklearn.metrics import roc_auc_score
+
+    from medclf.reporting.run_figures import curve_panels
+
+    run = reported_run
+    roc, pr = curve_panels(read_run(run), "holdout")
+    assert [p.title for p in roc] == ["blank vs rest", "circle vs rest", "square vs rest"] and len(pr) == 3
+    for c, panel in enumerate(roc):
+        folds = {s.label.split(" (")[0]: s for s in panel.series if s.label and s.label.startswith("fold ")}
+        aucs = []
+        for k in range(3):
+            y, probs, _ = _fold_predictions(run, k, "holdout")
+            aucs.append(roc_auc_score(y == c, probs[:, c]))
+            series = folds[f"fold {k}"]
+            assert series.label == f"fold {k} (AUC {aucs[-1]:.3f})"
+            assert np.trapezoid(series.y, series.x) == pytest.approx(aucs[-1])  # the curve drawn is that ROC
+        (mean,) = [s for s in panel.series if s.label and s.label.startswith("mean")]
+        assert mean.label == f"mean (AUC {np.mean(aucs):.3f} ± {np.std(aucs, ddof=1):.3f})"
+
+
+def test_patient_counts_have_no_decimals(fabricated_run):
+    run = fabricated_run(patient=True)
+    write_report(run)
+    md = (run / "tables" / "patient-metrics-holdout.md").read_text()
+    (row,) = [line for line in md.splitlines() if line.startswith("| n_patients ")]
+    assert row == "| n_patients | 8 | 8 | 8 | 8 ± 0.0 | – |"
