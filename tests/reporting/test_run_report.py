@@ -187,7 +187,7 @@ def test_audit_shows_each_fold_and_warns_when_a_fold_leaks(fabricated_run, read_
         [f"fold {f['fold']}", str(f["exact"]), str(f["near"]), str(f["patient"])] for f in audit["folds"]
     ] + [["total", "1", "1", "1"]]
     warning = re.search(r'<p class="warning">(.*?)</p>', section).group(1)
-    assert "in 1 of 2 folds (0)" in warning and "1 exact, 1 near duplicates" in warning
+    assert "in fold 0 (1 of 2 folds)" in warning and "(1 exact, 1 near duplicate)" in warning
     assert "scores are inflated" in warning and "audit.leakage is warn" in warning
     checks = {r["check"]: r for r in read_table(run, "audit")}
     assert checks["exact duplicates"]["count"] == str(audit["exact_duplicates"]["count"])
@@ -206,7 +206,7 @@ def test_audit_after_drop_duplicates_and_without_leaks(fabricated_run, read_tabl
     run = fabricated_run()
     (run / "audit.json").write_text(json.dumps(real_audit(policy="drop_duplicates")))
     section = _section(write_report(run).read_text(), "leakage-audit")
-    assert "2 duplicated images were removed" in section and "images of shared patients were kept" in section
+    assert "2 duplicated images removed" in section and "images of shared patients were kept" in section
     assert [r["dropped"] for r in read_table(run, "audit-folds")] == ["2", "0", "2"]
 
     (run / "audit.json").write_text(json.dumps(real_audit(leak=False)))

@@ -273,14 +273,19 @@ def _fact(value: Any) -> str:
     return format_number(value)
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def _check_settings(key: str, check: dict[str, Any]) -> str:
     if key == "exact_duplicates":
         return "identical decoded pixels"
     if key == "near_duplicates":
         if check.get("enabled") is False:
             return "not searched (audit.near_duplicates: false)"
+        pairs = _plural(check.get("n_pairs", 0), "pair")
         return (f"perceptual hashes at most {_fact(check.get('max_distance'))} of 64 bits apart, thumbnails "
-                f"correlated at least {_fact(check.get('min_correlation'))}; {_fact(check.get('n_pairs', 0))} pairs")
+                f"correlated at least {_fact(check.get('min_correlation'))}; {pairs}")
     if key == "patient_overlap":
         n = check.get("n_patients")
         return "no patient ids" if n is None else f"of {_fact(n)} patients"
@@ -303,14 +308,15 @@ def audit_warning(audit: dict[str, Any]) -> Paragraph | None:
     if not leaking:
         return None
     totals = {k: sum(f.get(k, 0) for f in folds) for k in _LEAKS}
-    text = (f"Leakage: in {len(leaking)} of {len(folds)} folds ({', '.join(str(f['fold']) for f in leaking)}) "
-            f"evaluation images duplicate the fold's own training images ({totals['exact']} exact, "
-            f"{totals['near']} near duplicates) or belong to its training patients ({totals['patient']} images). "
-            "The model is scored on images it has learnt, so these folds' evaluation scores are inflated.")
+    which = f"fold{'s' if len(leaking) > 1 else ''} {', '.join(str(f['fold']) for f in leaking)}"
+    text = (f"Leakage: in {which} ({len(leaking)} of {len(folds)} folds), evaluation images duplicate the fold's "
+            f"own training images ({totals['exact']} exact, {_plural(totals['near'], 'near duplicate')}) or belong "
+            f"to its training patients ({_plural(totals['patient'], 'image')}). The model is scored on images it "
+            "has learnt, so these folds' evaluation scores are inflated.")
     if policy == "drop_duplicates":
         dropped = sum(int(v) for v in (audit.get("dropped") or {}).values())
-        text += (f" audit.leakage is drop_duplicates: {dropped} duplicated images were removed from the evaluation "
-                 "splits before scoring")
+        text += (f" audit.leakage is drop_duplicates: {_plural(dropped, 'duplicated image')} removed from the "
+                 "evaluation splits before scoring")
         if not totals["patient"]:
             return Paragraph(text + "; the scores above are free of them.", "note")
         text += "; the images of shared patients were kept and still inflate the scores."
@@ -330,7 +336,7 @@ def audit_blocks(audit: dict[str, Any]) -> list[Block]:
     facts = [("images audited", _fact(audit.get("n_images"))),
              ("images per split", ", ".join(f"{k} {_fact(v)}" for k, v in locations.items()) or "–"),
              ("audit.leakage", _fact(audit.get("policy"))),
-             ("seconds", format_number(audit.get("timing_s"), 2))]
+             ("audit time (s)", format_number(audit.get("timing_s"), 2))]
     blocks.append(KeyValues(facts))
     rows = []
     for key, value in audit.items():
