@@ -34,23 +34,9 @@ def _rows(split: str, ids: list[str], labels: list[str], probs: np.ndarray, pred
 
 
 def _multilabel_metrics(truth: np.ndarray, probs: np.ndarray) -> dict[str, float]:
-    from sklearn.metrics import f1_score, roc_auc_score
+    from medclf.evaluation.multilabel import multilabel_metrics
 
-    decided = (probs >= 0.5).astype(int)
-    out = {
-        "exact_match": float((truth == decided).all(axis=1).mean()),
-        "hamming_loss": float((truth != decided).mean()),
-        "f1_micro": float(f1_score(truth, decided, average="micro", zero_division=0)),
-        "f1_macro": float(f1_score(truth, decided, average="macro", zero_division=0)),
-        "auc_macro": float(roc_auc_score(truth, probs, average="macro")),
-        "loss": 0.5,
-    }
-    for j, c in enumerate(CLASSES):
-        out[f"f1/{c}"] = float(f1_score(truth[:, j], decided[:, j], zero_division=0))
-        out[f"auc/{c}"] = float(roc_auc_score(truth[:, j], probs[:, j]))
-        out[f"support/{c}"] = float(truth[:, j].sum())
-        out[f"threshold/{c}"] = 0.5
-    return out
+    return multilabel_metrics(truth, probs, class_names=CLASSES, thresholds=0.5)
 
 
 def build_run(root: Path, *, n_folds: int = 3, multilabel: bool = False, patient: bool = False,
