@@ -23,20 +23,12 @@ def medclf(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture()
-def sweep_file(tiny_splits: Path, tmp_path: Path) -> Path:
-    """2 variants x 2 folds x 1 epoch on 16 px images."""
-    cfg = {
-        "name": "tiny",
-        "seed": 0,
-        "data": {"source": {"type": "splits", "path": str(tiny_splits)}, "image_size": 16,
-                 "cache_dir": str(tmp_path / "cache")},
-        "model": {"name": "test_resnet"},
-        "training": {"epochs": 1, "batch_size": 8, "device": "cpu"},
-        "cv": {"n_folds": 2, "val_fraction": 0.25},
-        "sweep": {"variants": {"adamw": {}, "sgd": {"training.optimizer.name": "sgd",
-                                                    "training.optimizer.lr": 0.01}},
-                  "baseline": "adamw"},
-    }
+def sweep_file(tiny_config: Path, tmp_path: Path) -> Path:
+    """2 variants x 2 folds x 1 epoch on 16 px images: the tiny study of conftest.py plus a sweep section."""
+    cfg = yaml.safe_load(tiny_config.read_text())
+    cfg["training"]["epochs"] = 1
+    cfg["sweep"] = {"variants": {"adamw": {}, "sgd": {"training.optimizer.name": "sgd", "training.optimizer.lr": 0.01}},
+                    "baseline": "adamw"}
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path

@@ -100,7 +100,9 @@ def test_comparison_report_has_table_bars_ranks_and_curves(tiny_run: Path, tmp_p
     assert list(rows) == ["lr-0.01", "lr-0.1", "baseline"]  # by rank
     assert float(rows["lr-0.01"]["auc_macro mean ± std mean"]) == pytest.approx(0.89)
     assert float(rows["lr-0.01"]["p (corrected t)"]) == 0.0412 and rows["lr-0.01"]["p (Wilcoxon)"] == ""
-    assert rows["lr-0.01"]["overrides"] == "training.optimizer.lr=0.01"
+    with open(sweep / "tables" / "variant-runs.csv", newline="") as handle:
+        runs = {r["variant"]: r for r in csv.DictReader(handle)}
+    assert runs["lr-0.01"]["overrides"] == "training.optimizer.lr=0.01"
     assert '<td class="num">0.0412</td>' in html and "better than the baseline" in html
     assert "optimizer steps" in html  # curves against the step column
     assert "<script" not in html

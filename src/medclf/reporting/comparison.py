@@ -117,18 +117,19 @@ def comparison_table(comparison: dict[str, Any]) -> Table:
         test = v.get("vs_baseline") or {}
         params = (v.get("parameters") or {}).get("total")
         rows.append([
-            v["name"], _overrides(v.get("overrides", {})), v.get("rank"), MeanStd(stats.get("mean"), stats.get("std")),
+            v["name"], v.get("rank"), MeanStd(stats.get("mean"), stats.get("std")),
             Interval(stats.get("ci_low"), stats.get("ci_high")), test.get("diff_mean"), test.get("t_stat"),
             test.get("p_corrected_t"), test.get("p_wilcoxon"), _short_verdict(test),
             v.get("train_time_s"), params,
         ])
     return Table(
         name="comparison", title=f"Variants on {metric} ({comparison['split']})",
-        columns=["variant", "overrides", "rank", f"{metric} mean ± std", "95 % CI", "difference", "t",
+        columns=["variant", "rank", f"{metric} mean ± std", "95 % CI", "difference", "t",
                  "p (corrected t)", "p (Wilcoxon)", "verdict", "train s", "parameters"],
         rows=rows, column_precision={"train s": 1, "t": 2, "p (corrected t)": 4, "p (Wilcoxon)": 4},
         note=f"difference: mean paired difference to the baseline across folds; p (corrected t): the corrected "
-        f"resampled t-test (Nadeau and Bengio), at alpha = {comparison.get('alpha')}.",
+        f"resampled t-test (Nadeau and Bengio), at alpha = {comparison.get('alpha')}. Each variant's overrides "
+        "are listed under Variant reports.",
     )
 
 
@@ -143,12 +144,19 @@ def all_metrics_table(variants: list[dict[str, Any]], split: str) -> Table:
 def _bars(variants: list[dict[str, Any]], metric: str, split: str, colours: dict[str, str]) -> Figure:
     names = [v["name"] for v in variants]
     stats = [v["metrics"].get(metric, {}) for v in variants]
+    ends = [x for s in stats for x in (s.get("ci_low"), s.get("ci_high"), s.get("mean")) if x is not None]
+    zoom = None
+    if ends:  # variants often differ in the third decimal: from 0 the bars would all look the same
+        low, high = min(ends), max(ends)
+        pad = max(high - low, 1e-3) * 0.6
+        zoom = (low - pad, high + pad)
     return bar_figure(
         f"bars-{metric}", names,
         [Bars(None, [s.get("mean") for s in stats], [s.get("ci_low") for s in stats],
               [s.get("ci_high") for s in stats], [colours[n] for n in names])],
-        ylabel=metric, title=f"{metric} on {split}",
-        caption="Mean across folds with its 95 % confidence interval.",
+        ylabel=metric, title=f"{metric} on {split}", ylim=zoom,
+        caption="Mean across folds with its 95 % confidence interval. The axis is zoomed to the intervals: it "
+        "does not start at 0, so bar heights exaggerate the differences; read the numbers and the tests above.",
     )
 
 
@@ -202,6 +210,9 @@ def _links(variants: list[dict[str, Any]], sweep_dir: Path) -> Table:
     rows = []
     for v in variants:
         report = sweep_dir / v["run_dir"] / "report.html"
-        rows.append([v["name"], v["run_dir"], "report.html" if report.exists() else "not written"])
-    return Table(name="variant-runs", title="Run folders of the variants", columns=["variant", "run folder", "report"],
-                 rows=rows, note="Run folders are relative to the sweep folder; each has its own report.html.")
+        rows.append([v["name"], _overrides(v.get("overrides", {})), v["run_dir"],
+                     "report.html" if report.exists() else "not written"])
+    return Table(name="variant-runs", title="Variants: overrides and run folders",
+                 columns=["variant", "overrides", "run folder", "report"], rows=rows,
+                 note="Run folders are relative to the sweep folder; each is an ordinary run folder, and "
+                 "medclf report on it writes its report.html.")
