@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from scipy import stats
 
-__all__ = ["bootstrap_interval", "corrected_resampled_ttest", "t_interval", "wilcoxon_signed_rank"]
+__all__ = ["bootstrap_interval", "bootstrap_intervals", "corrected_resampled_ttest", "t_interval",
+           "wilcoxon_signed_rank"]
 
 
 def t_interval(values: Sequence[float], *, confidence: float = 0.95) -> tuple[float, float] | None:
@@ -33,6 +34,39 @@ def t_interval(values: Sequence[float], *, confidence: float = 0.95) -> tuple[fl
     return (mean - half, mean + half)
 
 
+def bootstrap_intervals(
+    metrics: Callable[[np.ndarray, np.ndarray], dict[str, float]],
+    names: Sequence[str],
+    y_true: np.ndarray,
+    probs: np.ndarray,
+    *,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, tuple[float, float] | None]:
+    """Percentile bootstrap intervals of several metrics that one call ``metrics(y_true, probs)`` computes together.
+
+    Images are resampled with replacement and each resample is scored once. Per metric, resamples where it is
+    undefined (missing, NaN: an AUC on a resample missing a class) are dropped; None when fewer than half are
+    defined.
+    """
+    n = len(y_true)
+    if n == 0:
+        return dict.fromkeys(names)
+    rng = np.random.default_rng(seed)
+    scores: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(n_resamples):
+        idx = rng.integers(0, n, size=n)
+        values = metrics(y_true[idx], probs[idx])
+        for name in names:
+            value = values.get(name)
+            if value is not None and not math.isnan(value):
+                scores[name].append(value)
+    alpha = (1 - confidence) / 2
+    return {name: (float(np.quantile(v, alpha)), float(np.quantile(v, 1 - alpha))) if len(v) >= n_resamples / 2
+            else None for name, v in scores.items()}
+
+
 def bootstrap_interval(
     metric: Callable[[np.ndarray, np.ndarray], float],
     y_true: np.ndarray,
@@ -42,26 +76,9 @@ def bootstrap_interval(
     confidence: float = 0.95,
     seed: int = 0,
 ) -> tuple[float, float] | None:
-    """Percentile bootstrap interval of ``metric(y_true, probs)`` over images resampled with replacement.
-
-    Resamples on which the metric is undefined (NaN, e.g. an AUC on a resample missing a class) are dropped;
-    None when fewer than half of them are defined.
-    """
-    rng = np.random.default_rng(seed)
-    n = len(y_true)
-    if n == 0:
-        return None
-    scores = []
-    for _ in range(n_resamples):
-        idx = rng.integers(0, n, size=n)
-        value = metric(y_true[idx], probs[idx])
-        if value is not None and not math.isnan(value):
-            scores.append(value)
-    if len(scores) < n_resamples / 2:
-        return None
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(scores, [alpha, 1 - alpha])
-    return (float(low), float(high))
+    """Percentile bootstrap interval of one ``metric(y_true, probs)`` (:func:`bootstrap_intervals`' rule)."""
+    return bootstrap_intervals(lambda y, p: {"metric": metric(y, p)}, ["metric"], y_true, probs,
+                               n_resamples=n_resamples, confidence=confidence, seed=seed)["metric"]
 
 
 def _paired(a: Sequence[float], b: Sequence[float]) -> np.ndarray:

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import numpy as np
 from scipy.stats import rankdata
 
 from medclf.evaluation.metrics import SUMMARY_METRICS, classification_metrics
 from medclf.evaluation.multilabel import MULTILABEL_SUMMARY, multilabel_metrics
-from medclf.evaluation.statistics import t_interval
+from medclf.evaluation.statistics import bootstrap_intervals, t_interval
 from medclf.reporting.rundata import Predictions
 
 __all__ = [
@@ -203,24 +202,6 @@ def _evaluation_function(
     return lambda y, p: multilabel_metrics(_split(y)[0], p, class_names=classes, thresholds=thresholds)
 
 
-def _bootstrap_many(
-    metrics: Callable[[np.ndarray, np.ndarray], dict[str, Any]], names: list[str], y: np.ndarray,
-    probs: np.ndarray, *, n_resamples: int, seed: int,
-) -> dict[str, tuple[float, float] | None]:
-    """bootstrap_interval's rule (95 % percentiles; None when under half the resamples are defined) for several
-    metrics that one call computes together, so each resample is scored once."""
-    rng = np.random.default_rng(seed)
-    scores: dict[str, list[float]] = {name: [] for name in names}
-    for _ in range(n_resamples):
-        idx = rng.integers(0, len(y), size=len(y))
-        values = metrics(y[idx], probs[idx])
-        for name in names:
-            if not math.isnan(values.get(name, math.nan)):
-                scores[name].append(values[name])
-    return {name: (float(np.quantile(v, 0.025)), float(np.quantile(v, 0.975))) if len(v) >= n_resamples / 2
-            else None for name, v in scores.items()}
-
-
 def ensemble_intervals(
     predictions: Predictions,
     classes: list[str],
@@ -233,7 +214,7 @@ def ensemble_intervals(
     """95 % percentile-bootstrap intervals of the ensemble's test metrics, resampling images.
 
     Each resample is scored once for every metric (the fast forms share their counts and ranks); the
-    resamples are bootstrap_interval's (same seed, same rows), so each interval is the one it would give.
+    resamples are bootstrap_interval's (one rule: bootstrap_intervals), so each interval is the one it would give.
 
     Args:
         predictions: the ensemble's test predictions.
@@ -264,4 +245,4 @@ def ensemble_intervals(
         return out
 
     kept = [name for name in names if name in fast_names or name in slow]
-    return _bootstrap_many(score, kept, y, predictions.probs, n_resamples=n_resamples, seed=seed)
+    return bootstrap_intervals(score, kept, y, predictions.probs, n_resamples=n_resamples, seed=seed)
