@@ -320,7 +320,7 @@ def show_batch(
     images, names, copies = augmented_batch(cfg, n_images=n_images)
     titles = [f"{name} (copy)" if copy else name for name, copy in zip(names, copies)]
     figure = image_grid_figure("batch", images, titles=titles, ncols=8)
-    atomic_write_bytes(out, figure.files()[f"figures/{figure.name}.png"])
+    atomic_write_bytes(out, figure.png)  # the print-resolution PNG
     console.print(f"wrote {out}: {len(images)} augmented training images", highlight=False)
 
 
