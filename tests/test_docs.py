@@ -174,6 +174,7 @@ RUN_FOLDER_FILES = (
     "folds.csv",
     "fold-<k>/",
     "fold-0/",
+    "complete.json",
     "metrics.json",
     "history.csv",
     "predictions.csv",

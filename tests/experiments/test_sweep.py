@@ -106,15 +106,16 @@ def test_val_split_with_holdout_mode_runs(tmp_path: Path, executor: RecordingExe
 
 
 def _finish(store, plan, name: str, overrides: dict, folds: tuple[int, ...] = (0, 1)) -> dict:
-    """Mark a trial's folds finished in the store (a metrics.json is what marks a fold done)."""
-    from medclf.experiments.rundir import fold_dir
+    """Mark a trial's folds finished in the store (a verified complete.json is what marks a fold done)."""
     from medclf.experiments.store import run_key, variant_dir
+    from medclf.runfolder import fold_dir, record_complete
 
     trial = plan.make_variant(name, overrides, score_test=False)
     run_dir = variant_dir(store.out, run_key(trial.config, store.load(trial.config).fingerprint, score_test=False))
     for k in folds:
         fold_dir(run_dir, k).mkdir(parents=True)
         (fold_dir(run_dir, k) / "metrics.json").write_text("{}")
+        record_complete(fold_dir(run_dir, k))
     return {"name": name, "overrides": overrides, "run_dir": str(run_dir.relative_to(store.out)), "score_test": False}
 
 

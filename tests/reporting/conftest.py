@@ -15,6 +15,7 @@ import yaml
 
 from medclf.atomic import atomic_write_csv, atomic_write_json
 from medclf.evaluation.metrics import aggregate_folds, classification_metrics, confusion
+from medclf.runfolder import record_complete
 
 CLASSES = ["blank", "circle", "square"]
 
@@ -114,6 +115,7 @@ def build_run(root: Path, *, n_folds: int = 3, multilabel: bool = False, patient
         if stopped:
             result["stopped_epoch"] = 4 if fold == 0 else None
         atomic_write_json(fd / "metrics.json", result)
+        record_complete(fd, n_folds=n_folds)  # last, as a real run does
         results.append(result)
 
     mean = np.mean(test_probs, axis=0)
@@ -127,6 +129,7 @@ def build_run(root: Path, *, n_folds: int = 3, multilabel: bool = False, patient
         ens_conf = {"test": confusion(test_y, mean, n_classes=k)}
     atomic_write_csv(root / "ensemble" / "predictions.csv", _rows("test", test_ids, labels, mean, predicted),
                      ["split", "id", "label", *[f"prob_{c}" for c in CLASSES], "predicted"])
+    record_complete(root / "ensemble")
     summary_metrics = {}
     for split in ("val", "holdout", "test"):
         per_fold = [{m: v for m, v in r["metrics"][split].items() if m != "patient"} for r in results]

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from medclf.evaluation.metrics import classification_metrics
+from medclf.runfolder import prob_column
 
 __all__ = ["UNIT_METRICS", "aggregate_units", "unit_metrics"]
 
@@ -70,7 +71,7 @@ def unit_metrics(
     names = list(class_names)
     rows = [
         {"unit": str(u), "label": names[int(y)]}
-        | {f"prob_{c}": float(v) for c, v in zip(names, p)}
+        | {prob_column(c): float(v) for c, v in zip(names, p)}
         | {"predicted": names[int(p.argmax())], "n_images": int(n)}
         for u, y, p, n in zip(ids, labels, unit_probs, counts)
     ]

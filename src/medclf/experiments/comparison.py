@@ -1,6 +1,7 @@
 """A sweep's comparison: every variant's fold metrics side by side, ranked, each paired-tested against the baseline.
 
-Built only from the variants' run folders (``fold-<k>/metrics.json``), so it can be rebuilt without training.
+Built only from the variants' run folders (``fold-<k>/metrics.json`` of complete folds), so it can be rebuilt
+without training.
 Writes ``comparison.json`` (the schema in ``docs/sweeps.md``; the HTML report reads it), ``comparison.csv``
 and ``comparison.md``.
 """
@@ -14,24 +15,28 @@ from typing import Any
 
 import numpy as np
 
+from medclf import runfolder
 from medclf.atomic import atomic_write_csv, atomic_write_json, atomic_write_text
 from medclf.errors import RunFolderError
 from medclf.evaluation.metrics import SUMMARY_METRICS, higher_is_better
 from medclf.evaluation.statistics import corrected_resampled_ttest, t_interval, wilcoxon_signed_rank
-from medclf.experiments.rundir import fold_dir, read_json
+from medclf.runfolder import fold_dir, read_json
 
 __all__ = ["build_comparison", "metric_stats", "read_fold_results", "verdict", "write_comparison"]
 
 
 def read_fold_results(run_dir: Path, n_folds: int) -> list[dict[str, Any]]:
-    """Every fold's ``metrics.json`` of a run folder, in fold order.
+    """Every fold's ``metrics.json`` of a run folder, in fold order; each fold's files are verified first.
 
     Raises:
-        RunFolderError: a fold has not finished.
+        RunFolderError: a fold is not complete (unfinished, or a file missing, truncated or altered).
     """
-    missing = [k for k in range(n_folds) if not (fold_dir(run_dir, k) / "metrics.json").exists()]
+    states = [runfolder.check_fold(run_dir, k) for k in range(n_folds)]
+    missing = [s for s in states if not s.complete]
     if missing:
-        raise RunFolderError(f"{run_dir} has unfinished folds {missing}; rerun the sweep to finish them.")
+        why = "; ".join(f"fold {s.index}: {s.reason or 'not started'}" for s in missing)
+        raise RunFolderError(f"{run_dir} has folds that are not complete ({why}); rerun the sweep to train them "
+                             "(complete folds are kept).")
     return [read_json(fold_dir(run_dir, k) / "metrics.json") for k in range(n_folds)]
 
 

@@ -1,9 +1,9 @@
 """Executors: run a sweep's (variant, fold) tasks in-process, in worker processes, or as Ray tasks.
 
 Every executor writes into the same run store (``fold-<k>/`` of the variant's run folder) and a fold is done
-when its ``metrics.json`` exists, so executors can be swapped between runs of a sweep and a killed sweep loses
-at most the folds in progress. Workers load the data themselves (through the decode cache) and check its
-fingerprint against the one the sweep planned with.
+when its ``complete.json`` verifies (:mod:`medclf.runfolder`), so executors can be swapped between runs of a
+sweep and a killed sweep loses at most the folds in progress. Workers load the data themselves (through the
+decode cache) and check its fingerprint against the one the sweep planned with.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ class FoldTask:
     fold: Fold  # as the driver prepared it (after the audit), so every executor runs the same indices
     data_fingerprint: str
     score_test: bool = True
+    n_folds: int | None = None  # the study's folds, recorded in each fold's complete.json
 
 
 def available_cores() -> int:
@@ -64,6 +65,8 @@ def with_thread_budget(config: Config, num_threads: int) -> Config:
 def execute_fold_task(task: FoldTask, num_threads: int | None = None) -> dict[str, Any]:
     """Run one fold in this process (a worker's entry point); a fold already complete is read back, not rerun.
 
+    A fold whose files are damaged or unfinished is trained again (the driver has logged why).
+
     ``num_threads`` is the worker's thread budget: torch's threads, and ``training.num_threads`` of the fold.
 
     Raises:
@@ -71,17 +74,18 @@ def execute_fold_task(task: FoldTask, num_threads: int | None = None) -> dict[st
     """
     import torch
 
+    from medclf import runfolder
+    from medclf.config import config_fingerprint
     from medclf.data import load_dataset
-    from medclf.experiments.rundir import fold_dir, read_json
     from medclf.experiments.study import PreparedStudy, run_fold
 
     config = task.config
     if num_threads:
         torch.set_num_threads(num_threads)
         config = with_thread_budget(config, num_threads)
-    done = fold_dir(task.run_dir, task.fold.index) / "metrics.json"
-    if done.exists():
-        return read_json(done)
+    expect = {"config_fingerprint": config_fingerprint(task.config), "data_fingerprint": task.data_fingerprint}
+    if runfolder.check_fold(task.run_dir, task.fold.index, expect).complete:
+        return runfolder.read_json(runfolder.fold_dir(task.run_dir, task.fold.index) / "metrics.json")
     key = task.config.data.model_dump_json()
     if key not in _DATA_MEMO:
         _DATA_MEMO.clear()  # one dataset at a time per worker
@@ -91,7 +95,7 @@ def execute_fold_task(task: FoldTask, num_threads: int | None = None) -> dict[st
         raise DataError(f"the data changed while the sweep ran (fingerprint {data.fingerprint}, planned with "
                         f"{task.data_fingerprint}); rerun the sweep to replan it.", path=task.run_dir)
     study = PreparedStudy(data=data, data_info={}, folds=[task.fold], start=time.perf_counter(), data_s=0.0)
-    return run_fold(config, study, task.fold.index, task.run_dir, score_test=task.score_test)
+    return run_fold(config, study, task.fold.index, task.run_dir, score_test=task.score_test, n_folds=task.n_folds)
 
 
 @contextlib.contextmanager

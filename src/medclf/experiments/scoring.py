@@ -17,6 +17,7 @@ from medclf.data.splitting import Fold
 from medclf.evaluation.aggregation import unit_metrics
 from medclf.evaluation.metrics import SUMMARY_METRICS, aggregate_folds, classification_metrics, confusion
 from medclf.evaluation.multilabel import MULTILABEL_SUMMARY, multilabel_metrics, tune_thresholds
+from medclf.runfolder import prob_column, prob_columns
 
 __all__ = [
     "LEVELS",
@@ -51,8 +52,8 @@ def run_audit(config: Config, data: ImageSet, folds: list[Fold], out: Path, log:
     atomic_write_json(out / "audit.json", report)  # first: a refused run still shows why
     exact, near = report["exact_duplicates"], report["near_duplicates"]
     if exact["count"] or near["count"] or report["patient_overlap"]["count"]:
-        log(f"audit: {exact['count']} exact duplicates ({exact['across']} across splits), {near['count']} near "
-            f"duplicates ({near['across']} across), {report['patient_overlap']['count']} patients in several "
+        log(f"audit: {exact['count']} exact duplicates ({exact['across']} across splits), {near['count']} "
+            f"near-duplicate pairs ({near['across']} across), {report['patient_overlap']['count']} patients in several "
             "splits; see audit.json")
     kept, lines = apply_leakage_policy(data, folds, result, cfg.leakage)
     for line in lines:
@@ -106,7 +107,7 @@ def score_split(
         metrics = multilabel_metrics(y, probs, class_names=names, thresholds=thresholds)
         rows = [
             {"split": split, "id": data.ids[i], "label": _joined(names, y_i)}
-            | {f"prob_{c}": float(v) for c, v in zip(names, p)}
+            | {prob_column(c): float(v) for c, v in zip(names, p)}
             | {"predicted": _joined(names, p >= thresholds)}
             for i, y_i, p in zip(idx, y, probs)
         ]
@@ -114,7 +115,7 @@ def score_split(
     metrics = classification_metrics(y, probs, class_names=names)
     rows = [
         {"split": split, "id": data.ids[i], "label": names[int(y_i)], "predicted": names[int(p.argmax())]}
-        | {f"prob_{c}": float(v) for c, v in zip(names, p)}
+        | {prob_column(c): float(v) for c, v in zip(names, p)}
         for i, y_i, p in zip(idx, y, probs)
     ]
     unit_rows: dict[str, list[dict]] = {}
@@ -135,7 +136,7 @@ def _joined(names: list[str], flags: np.ndarray) -> str:
 
 def unit_prediction_columns(level: str, class_names: list[str]) -> list[str]:
     id_column = next(c for name, _, _, c in LEVELS if name == level)
-    return ["split", id_column, "label", *[f"prob_{c}" for c in class_names], "predicted", "n_images"]
+    return ["split", id_column, "label", *prob_columns(class_names), "predicted", "n_images"]
 
 
 # -------------------------------------------------------------------------------------------- summary

@@ -2,19 +2,20 @@
 
 A variant's folder is ``DIR/runs/<key>/``, where the key hashes the config fingerprint
 (:func:`medclf.config.config_fingerprint`, which leaves out runtime-only keys) and the data's content
-fingerprint. Two variants that resolve to the same config share a folder, a re-run finds every finished fold
-(its ``metrics.json``) and skips it, and ``DIR/sweep.json`` maps the variant names to their folders.
+fingerprint. Two variants that resolve to the same config share a folder, a re-run finds every complete fold
+(its ``complete.json`` verified, :mod:`medclf.runfolder`) and skips it, and ``DIR/sweep.json`` maps the variant
+names to their folders.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from medclf.atomic import atomic_write_json
+from medclf import runfolder
 from medclf.config import Config, config_fingerprint
-from medclf.experiments.rundir import fold_dir
 
 __all__ = ["completed_folds", "run_key", "variant_dir", "write_sweep_index"]
 
@@ -33,11 +34,13 @@ def variant_dir(sweep_dir: Path, key: str) -> Path:
     return Path(sweep_dir) / "runs" / key
 
 
-def completed_folds(run_dir: Path, n_folds: int) -> list[int]:
-    """Indices of the folds whose ``metrics.json`` exists (written last, so the fold is complete)."""
-    return [k for k in range(n_folds) if (fold_dir(run_dir, k) / "metrics.json").exists()]
+def completed_folds(
+    run_dir: Path, n_folds: int, *, expect: dict[str, Any] | None = None, log: Callable[[str], None] = lambda msg: None
+) -> list[int]:
+    """Indices of the complete folds (:func:`medclf.runfolder.check_fold`); a damaged one is logged as a warning."""
+    return runfolder.complete_folds(run_dir, range(n_folds), expect=expect, log=log)
 
 
 def write_sweep_index(sweep_dir: Path, index: dict[str, Any]) -> None:
     """Write ``DIR/sweep.json``: the sweep's settings and each variant's name, overrides and run folder."""
-    atomic_write_json(Path(sweep_dir) / "sweep.json", index)
+    runfolder.write_json(Path(sweep_dir) / "sweep.json", index)

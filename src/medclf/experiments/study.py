@@ -6,7 +6,6 @@ a study interrupted after fold 2 resumes at fold 3 and ends with the same summar
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import shutil
 import time
@@ -18,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medclf import __version__
+from medclf import __version__, runfolder
 from medclf.atomic import atomic_write_csv, atomic_write_json, atomic_write_text
 from medclf.config import Config, config_fingerprint, dump_config
 from medclf.data import ImageSet, load_dataset, preprocessing_from_config
@@ -30,7 +29,6 @@ from medclf.evaluation.metrics import (
 )
 from medclf.evaluation.multilabel import cooccurrence, multilabel_metrics
 from medclf.experiments.environment import run_environment
-from medclf.experiments.rundir import fold_dir, read_json, save_weights
 from medclf.experiments.scoring import (
     LEVELS,
     folds_csv_columns,
@@ -42,6 +40,7 @@ from medclf.experiments.scoring import (
     write_skipped,
 )
 from medclf.models import build_model, count_parameters
+from medclf.runfolder import fold_dir, read_json, save_weights
 from medclf.training import Callback, HistoryCSV, RichProgress, Trainer, predict_proba
 from medclf.training.losses import n_outputs
 
@@ -52,6 +51,7 @@ _RESULT_FILES = ("data.json", "splits.json", "summary.json", "folds.csv", "audit
 _RUN_FILES = ("config.yaml", "run.json", *_RESULT_FILES)
 
 Log = Callable[[str], None]
+_RERUN = "run the same command again: the fold is then trained again"
 
 
 def run_study(
@@ -75,12 +75,13 @@ def run_study(
     out = Path(out)
     study = prepare_study(config, out, overwrite=overwrite, log=log)
     fold_task = progress.add_task("folds", total=len(study.folds)) if progress is not None else None
+    done = set(runfolder.complete_folds(out, [f.index for f in study.folds], expect=fold_facts(config, study.data),
+                                        log=log))
     results = []
     for fold in study.folds:
-        metrics_path = fold_dir(out, fold.index) / "metrics.json"
-        if metrics_path.exists():
+        if fold.index in done:
             log(f"fold {fold.index}: already complete, skipped")
-            results.append(read_json(metrics_path))
+            results.append(read_json(fold_dir(out, fold.index) / "metrics.json", fix=_RERUN))
         else:
             callbacks = [RichProgress(progress, f"fold {fold.index}")] if progress is not None else []
             results.append(run_fold(config, study, fold.index, out, callbacks=callbacks))
@@ -114,16 +115,20 @@ def prepare_study(
     """
     out = Path(out)
     start = time.perf_counter()
-    _prepare_run_folder(out, config, overwrite=overwrite)
+    _prepare_run_folder(out, config, overwrite=overwrite, log=log)
     data = load_dataset(config.data) if data is None else data
     data_s = time.perf_counter() - start
-    _check_same_data(out, data, overwrite=overwrite)
+    _check_same_data(out, data, overwrite=overwrite, log=log)
     data_info = _describe_data(data)
     atomic_write_json(out / "data.json", data_info)
     if data.duplicates:
         n_extra = sum(len(g) - 1 for g in data.duplicates)
         log(f"warning: {n_extra} images are byte-identical copies of others ({len(data.duplicates)} groups); "
             "see data.json")
+    if data.small_images:
+        small = data.small_images_summary(limit=3)
+        log(f"warning: {small['count']} images are enlarged more than {small['factor']:g}x to data.image_size "
+            f"(e.g. {', '.join(small['first'])}), so they hold less detail than the model's input; see data.json")
     write_skipped(data, out, log)
     folds = make_folds(data, config.cv, seed=config.seed)
     folds = run_audit(config, data, folds, out, log)  # audit.json; may refuse the run or drop leaking images
@@ -139,15 +144,30 @@ def run_fold(
     *,
     callbacks: list[Callback] | None = None,
     score_test: bool = True,
+    n_folds: int | None = None,
 ) -> dict[str, Any]:
-    """Fit and evaluate fold ``index`` into ``out/fold-<index>/``; its ``metrics.json`` is written last.
+    """Fit and evaluate fold ``index`` into ``out/fold-<index>/``; its ``complete.json`` is written last.
 
+    Whatever the fold's folder held (an unfinished or damaged attempt) is removed first.
     ``score_test=False`` leaves the test split unpredicted (a search scores its trials on validation only).
+    ``n_folds`` is the study's number of folds (default: ``len(study.folds)``), recorded in ``complete.json``.
+
+    Raises:
+        ModelError: the trained model gives non-finite probabilities (training diverged).
     """
     fold = next(f for f in study.folds if f.index == index)
     if not score_test:
         fold = dataclasses.replace(fold, test=np.empty(0, dtype=np.int64))
-    return _run_fold(config, study.data, fold, Path(out), callbacks=list(callbacks or []))
+    runfolder.clear_fold(out, index)
+    result = _run_fold(config, study.data, fold, Path(out), callbacks=list(callbacks or []))
+    facts = fold_facts(config, study.data) | {"fold": index, "n_folds": n_folds or len(study.folds)}
+    runfolder.record_complete(fold_dir(out, index), **facts, medclf_version=__version__)
+    return result
+
+
+def fold_facts(config: Config, data: ImageSet) -> dict[str, str]:
+    """What a fold's ``complete.json`` must record for the fold to belong to this run: the two fingerprints."""
+    return {"config_fingerprint": config_fingerprint(config), "data_fingerprint": data.fingerprint}
 
 
 def summarize_study(config: Config, study: PreparedStudy, out: Path, results: list[dict]) -> dict[str, Any]:
@@ -157,11 +177,13 @@ def summarize_study(config: Config, study: PreparedStudy, out: Path, results: li
 
 
 # ------------------------------------------------------------------------------------------ run folder
-def _prepare_run_folder(out: Path, config: Config, *, overwrite: bool) -> None:
+def _prepare_run_folder(out: Path, config: Config, *, overwrite: bool, log: Log) -> None:
     fingerprint = config_fingerprint(config)
     run_file = out / "run.json"
     if run_file.exists():
-        previous = read_json(run_file).get("config_fingerprint")
+        same_text = _same_config_text(out, config)
+        previous = _recorded(out, "run.json", "config_fingerprint", overwrite=overwrite, log=log,
+                             unrecorded=fingerprint if same_text else None)
         if previous != fingerprint and not overwrite:
             raise RunFolderError(
                 f"{out} holds a run of a different config ({_config_difference(out, config)}). "
@@ -169,7 +191,7 @@ def _prepare_run_folder(out: Path, config: Config, *, overwrite: bool) -> None:
             )
         if previous != fingerprint:
             _clear_results(out)
-    elif out.exists() and any(out.iterdir()) and not overwrite:
+    elif out.exists() and any(not p.name.startswith(".") for p in out.iterdir()) and not overwrite:  # .medclf.lock
         raise RunFolderError(
             f"{out} exists, is not empty and is not a medclf run folder. Give another --out, or --overwrite "
             "to write into it anyway."
@@ -177,6 +199,59 @@ def _prepare_run_folder(out: Path, config: Config, *, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", dump_config(config))
     atomic_write_json(run_file, {"config_fingerprint": fingerprint, "medclf_version": __version__})
+
+
+def _same_config_text(out: Path, config: Config) -> bool:
+    try:
+        return (out / "config.yaml").read_text(encoding="utf-8") == dump_config(config)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _recorded(out: Path, name: str, key: str, *, overwrite: bool, log: Log, unrecorded: str | None) -> str | None:
+    """The fingerprint ``key`` of ``out/name`` (run.json, data.json), re-established when the file is unreadable.
+
+    An unreadable file (truncated by a full disk, say) must not cost the finished folds: their ``complete.json``
+    records hold the same fingerprint (``config_fingerprint``, ``data_fingerprint``), so when every record agrees
+    that value is used and the file is rewritten. With no record at all, ``unrecorded`` is used (nothing finished
+    depends on it); None there, or records that disagree, refuse the folder unless ``overwrite``.
+    """
+    record_key = "config_fingerprint" if name == "run.json" else "data_fingerprint"
+    try:
+        found = read_json(out / name)
+        if isinstance(found, dict):
+            return found.get(key)
+        raise RunFolderError(f"{out / name} holds no JSON object: it was altered.")
+    except RunFolderError as error:
+        values = {r.get(record_key) for r in _fold_records(out)}
+        if values:
+            value, source = (next(iter(values)) if len(values) == 1 else None), "the folds' complete.json records"
+        else:
+            value, source = unrecorded, "config.yaml" if name == "run.json" else "the data just loaded"
+        if value is not None:
+            log(f"warning: {out / name} is unreadable (truncated or altered); its {key} {value} is re-established "
+                f"from {source} and the file is rewritten")
+            return value
+        if overwrite:
+            return None
+        raise RunFolderError(
+            f"{str(error).rstrip('.')}. Neither the folds' complete.json records nor config.yaml establish which "
+            f"{'config' if name == 'run.json' else 'data'} the run folder holds, so its finished folds cannot be "
+            "matched to this run. Restore the file, give another --out, or --overwrite to start again."
+        ) from None
+
+
+def _fold_records(out: Path) -> list[dict[str, Any]]:
+    """The readable ``complete.json`` records of the folds in ``out`` (their files are not verified here)."""
+    records = []
+    for k in runfolder.fold_indices(out):
+        try:
+            record = read_json(fold_dir(out, k) / runfolder.COMPLETE)
+        except RunFolderError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
 
 
 def _config_difference(out: Path, config: Config) -> str:
@@ -210,9 +285,10 @@ def _clear_results(out: Path) -> None:
     shutil.rmtree(out / "ensemble", ignore_errors=True)
 
 
-def _check_same_data(out: Path, data: ImageSet, *, overwrite: bool) -> None:
+def _check_same_data(out: Path, data: ImageSet, *, overwrite: bool, log: Log) -> None:
     path = out / "data.json"
-    if path.exists() and read_json(path).get("fingerprint") != data.fingerprint:
+    if path.exists() and _recorded(out, "data.json", "fingerprint", overwrite=overwrite, log=log,
+                                   unrecorded=data.fingerprint) != data.fingerprint:
         if not overwrite:
             raise RunFolderError(
                 f"The data changed since {out} was started (its fingerprint differs), so completed folds "
@@ -234,6 +310,7 @@ def _describe_data(data: ImageSet) -> dict[str, Any]:
             "count": sum(len(g) - 1 for g in data.duplicates),
             "groups": data.duplicates,
         },
+        "small_images": data.small_images_summary(),
     } | ({"cooccurrence": cooccurrence(data.labels, data.class_names)} if data.multilabel else {})
 
 
@@ -267,6 +344,10 @@ def _run_fold(config: Config, data: ImageSet, fold: Fold, out: Path, *, callback
             continue
         probs = predict_proba(model, images[idx], batch_size=config.training.eval_batch_size, runtime=trainer.runtime,
                               activation=fit.activation)
+        runfolder.check_probabilities(
+            probs, where=f"fold {fold.index} ({fd}), {split} split",
+            fix="training diverged (see its history.csv): lower training.optimizer.lr and run again; "
+                "finished folds are kept")
         metrics[split], matrix, split_rows, split_units, thresholds = score_split(
             data, idx, probs, split=split, evaluation=config.evaluation, thresholds=thresholds
         )
@@ -276,7 +357,7 @@ def _run_fold(config: Config, data: ImageSet, fold: Fold, out: Path, *, callback
         for level, level_rows in split_units.items():
             unit_rows.setdefault(level, []).extend(level_rows)
 
-    atomic_write_csv(fd / "predictions.csv", rows, _prediction_columns(data.class_names))
+    runfolder.write_predictions(fd / "predictions.csv", rows, data.class_names)
     for level, level_rows in unit_rows.items():
         atomic_write_csv(fd / f"{level}_predictions.csv", level_rows, unit_prediction_columns(level, data.class_names))
     save_weights(fd / "model.safetensors", model.state_dict())
@@ -303,7 +384,7 @@ def _run_fold(config: Config, data: ImageSet, fold: Fold, out: Path, *, callback
     }
     if thresholds is not None:
         result["thresholds"] = {c: float(t) for c, t in zip(data.class_names, thresholds)}
-    atomic_write_json(fd / "metrics.json", result)  # last: its presence marks the fold complete
+    atomic_write_json(fd / "metrics.json", result)  # then run_fold records the files in complete.json
     return result
 
 
@@ -322,10 +403,6 @@ def _multilabel_validation(data: ImageSet, config: Config) -> Callable[[np.ndarr
     fixed = config.evaluation.threshold
     threshold = 0.5 if fixed == "tuned" else float(fixed)
     return lambda y, p: multilabel_metrics(y, p, class_names=data.class_names, thresholds=threshold)
-
-
-def _prediction_columns(class_names: list[str]) -> list[str]:
-    return ["split", "id", "label", *[f"prob_{c}" for c in class_names], "predicted"]
 
 
 def _fold_line(result: dict) -> str:
@@ -386,44 +463,48 @@ def _mean_thresholds(results: list[dict]) -> np.ndarray | None:
 def _ensemble_test(
     out: Path, data: ImageSet, fold_indices: list[int], thresholds: np.ndarray | None = None
 ) -> dict[str, Any]:
-    """Mean of the fold models' test probabilities, read back from each fold's predictions.csv.
+    """Each test image's mean probabilities over the folds that predicted it, read back from their predictions.csv.
 
     Multi-label: a label is predicted at the mean of the folds' thresholds for it.
+
+    Raises:
+        RunFolderError: a fold's prediction row is not a probability vector (names the fold, file and image).
     """
     names = data.class_names
-    total: dict[str, np.ndarray] = {}
-    truth: dict[str, str] = {}
+    parts = []
     for k in fold_indices:
-        with open(fold_dir(out, k) / "predictions.csv", newline="") as handle:
-            for row in csv.DictReader(handle):
-                if row["split"] != "test":
-                    continue
-                p = np.array([float(row[f"prob_{c}"]) for c in names])
-                total[row["id"]] = total.get(row["id"], 0) + p / len(fold_indices)
-                truth[row["id"]] = row["label"]
-    ids = list(total)
-    probs = np.stack([total[i] for i in ids])
+        path = fold_dir(out, k) / "predictions.csv"
+        test = runfolder.read_predictions(path, names).get("test")
+        if test is not None:
+            parts.append((k, path, test))
+    ids, labels, probs = runfolder.ensemble_mean(parts, multilabel=data.multilabel)
+    shutil.rmtree(out / runfolder.ENSEMBLE, ignore_errors=True)  # its record must list only this ensemble's files
     if data.multilabel:
-        y = np.array([[int(c in truth[i].split("|")) for c in names] for i in ids])
+        y = np.array([[int(c in label.split("|")) for c in names] for label in labels])
         t = thresholds if thresholds is not None else np.full(len(names), 0.5)
         rows = [
-            {"split": "test", "id": i, "label": truth[i], "predicted": "|".join(c for c, v in zip(names, p >= t) if v)}
-            | {f"prob_{c}": float(v) for c, v in zip(names, p)}
-            for i, p in zip(ids, probs)
+            {"split": "test", "id": i, "label": label, "predicted": "|".join(c for c, v in zip(names, p >= t) if v)}
+            | {runfolder.prob_column(c): float(v) for c, v in zip(names, p)}
+            for i, label, p in zip(ids, labels, probs)
         ]
-        atomic_write_csv(out / "ensemble" / "predictions.csv", rows, _prediction_columns(names))
+        _write_ensemble(out, rows, names)
         return {"metrics": multilabel_metrics(y, probs, class_names=names, thresholds=t), "confusion": []}
-    y = np.array([names.index(truth[i]) for i in ids])
+    y = np.array([names.index(label) for label in labels])
     rows = [
-        {"split": "test", "id": i, "label": truth[i], "predicted": names[int(p.argmax())]}
-        | {f"prob_{c}": float(v) for c, v in zip(names, p)}
-        for i, p in zip(ids, probs)
+        {"split": "test", "id": i, "label": label, "predicted": names[int(p.argmax())]}
+        | {runfolder.prob_column(c): float(v) for c, v in zip(names, p)}
+        for i, label, p in zip(ids, labels, probs)
     ]
-    atomic_write_csv(out / "ensemble" / "predictions.csv", rows, _prediction_columns(names))
+    _write_ensemble(out, rows, names)
     return {
         "metrics": classification_metrics(y, probs, class_names=names),
         "confusion": confusion(y, probs, n_classes=len(names)),
     }
+
+
+def _write_ensemble(out: Path, rows: list[dict[str, Any]], names: list[str]) -> None:
+    runfolder.write_predictions(out / runfolder.ENSEMBLE / "predictions.csv", rows, names)
+    runfolder.record_complete(out / runfolder.ENSEMBLE, n_rows=len(rows))
 
 
 def _write_folds_csv(out: Path, data: ImageSet, results: list[dict], ensemble: dict) -> None:

@@ -4,8 +4,9 @@
    ``DIR/runs/<key>/``, is prepared like any study's; ``DIR/sweep.json`` maps names to folders. Before any fold
    runs, every variant's folds are checked to hold the baseline's images (the tests are paired by fold) and a
    non-empty ``sweep.split`` part (the compared split).
-2. The folds without a ``metrics.json`` become tasks for the executor (local or Ray); finished folds are
-   skipped, so a re-run after Ctrl-C or kill -9 resumes where the sweep stopped.
+2. The folds that are not complete (no verified ``complete.json``, :mod:`medclf.runfolder`) become tasks for
+   the executor (local or Ray); complete folds are skipped, so a re-run after Ctrl-C or kill -9 resumes where
+   the sweep stopped, and a damaged fold is trained again with a warning naming the file.
 3. Each run folder is summarised (``summary.json``, ``folds.csv``), then the variants are compared
    (``comparison.json/.csv/.md``, and ``comparison.html`` through the reporting module).
 
@@ -30,11 +31,11 @@ from medclf.errors import ConfigError
 from medclf.evaluation.metrics import higher_is_better
 from medclf.experiments.comparison import build_comparison, read_fold_results, write_comparison
 from medclf.experiments.executors import FoldTask, LocalExecutor, RayExecutor
-from medclf.experiments.rundir import read_json
 from medclf.experiments.search import in_space, make_sampler
 from medclf.experiments.store import completed_folds, run_key, variant_dir, write_sweep_index
-from medclf.experiments.study import PreparedStudy, prepare_study, run_fold, summarize_study
+from medclf.experiments.study import PreparedStudy, fold_facts, prepare_study, run_fold, summarize_study
 from medclf.experiments.sweep_config import SweepPlan, Variant
+from medclf.runfolder import read_json
 
 __all__ = ["make_executor", "run_sweep"]
 
@@ -83,17 +84,21 @@ class _Store:
         self.write_index()
         self.check_paired(variants)
         self.check_split(variants)
-        tasks, seen = [], set()
+        tasks, seen, checked = [], set(), {}
         for v in variants:
             run_dir = self.dirs[v.name]
-            _, study = self.studies[run_dir]
-            done = completed_folds(run_dir, len(study.folds))
+            config, study = self.studies[run_dir]
+            if run_dir not in checked:  # variants sharing a folder: verify (and warn) once
+                checked[run_dir] = completed_folds(run_dir, len(study.folds), expect=fold_facts(config, study.data),
+                                                   log=self.log)
+            done = checked[run_dir]
             if done:
                 self.log(f"{v.name}: {len(done)}/{len(study.folds)} folds already complete, skipped")
             for fold in study.folds:
                 if fold.index not in done and (run_dir, fold.index) not in seen:
                     seen.add((run_dir, fold.index))
-                    tasks.append(FoldTask(v.name, v.config, run_dir, fold, study.data.fingerprint, v.score_test))
+                    tasks.append(FoldTask(v.name, v.config, run_dir, fold, study.data.fingerprint, v.score_test,
+                                          n_folds=len(study.folds)))
         self.executor.run(tasks, run_inline=self._inline, log=self.log)
         for run_dir in {self.dirs[v.name] for v in variants}:
             config, study = self.studies[run_dir]
@@ -150,7 +155,8 @@ class _Store:
 
     def _inline(self, task: FoldTask) -> dict[str, Any]:
         _, study = self.studies[task.run_dir]
-        result = run_fold(task.config, study, task.fold.index, task.run_dir, score_test=task.score_test)
+        result = run_fold(task.config, study, task.fold.index, task.run_dir, score_test=task.score_test,
+                          n_folds=len(study.folds))
         self.log(f"{task.variant}: fold {task.fold.index} done ({result['timing']['train_s']:.0f} s)")
         return result
 
@@ -252,7 +258,7 @@ def _search(plan: SweepPlan, store: _Store, previous: dict[str, Any] | None = No
     best = (max if maximize else min)(ranked, key=lambda t: scores[t.name]) if ranked else trials[0]
     final = plan.make_variant("best", best.overrides, score_test=True)
     store.run([final])
-    summary = read_json(store.dirs["best"] / "summary.json")
+    summary = read_json(store.dirs["best"] / "summary.json", fix="rerun the sweep to rebuild it")
     record = {
         "trial": best.name, "overrides": best.overrides,
         "selected_on": {"metric": s.metric, "split": s.split, "mean": scores[best.name]},
@@ -262,6 +268,21 @@ def _search(plan: SweepPlan, store: _Store, previous: dict[str, Any] | None = No
     atomic_write_json(store.out / "best.json", record)
     store.write_index(best=record)
     return trials
+
+
+def _previous_index(out: Path, log: Log) -> dict[str, Any] | None:
+    """The ``sweep.json`` of an earlier run of this sweep; an unreadable one only costs the search's replay."""
+    from medclf.errors import RunFolderError
+
+    if not (out / "sweep.json").exists():
+        return None
+    try:
+        previous = read_json(out / "sweep.json", fix="it is rewritten now")
+    except RunFolderError as error:
+        log(f"warning: {error} A search proposes its trials again; their finished folds are reused from the run "
+            "store.")
+        return None
+    return previous if isinstance(previous, dict) else None
 
 
 def run_sweep(
@@ -284,7 +305,7 @@ def run_sweep(
     """
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    previous = read_json(out / "sweep.json") if (out / "sweep.json").exists() else None  # before it is rewritten
+    previous = _previous_index(out, log)  # before it is rewritten
     store = _Store(plan, out, make_executor(executor, plan, parallel=parallel, address=address), log)
     if plan.sweep.search == "grid":
         store.run(plan.variants)

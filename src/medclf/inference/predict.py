@@ -1,7 +1,10 @@
 """Predict new images with a finished run: the mean probabilities of its fold models (or one fold).
 
-Reads only the run folder (``fold-<k>/model.json`` and ``model.safetensors``): each model carries its class
-names and preprocessing, so the images are decoded exactly as in training.
+Reads only the run folder's fold folders (``fold-<k>/complete.json``, ``model.json`` and ``model.safetensors``):
+each model carries its class names and preprocessing, so the images are decoded exactly as in training. A fold
+is used only when its files verify against its ``complete.json`` (:mod:`medclf.runfolder`), and the ensemble only
+when every fold of the run does, so a damaged or missing fold is an error naming it, never a quietly smaller
+ensemble.
 """
 
 from __future__ import annotations
@@ -12,35 +15,76 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medclf import runfolder
 from medclf.atomic import atomic_write_csv
 from medclf.data import Preprocessing, decode_image, list_image_files
-from medclf.errors import RunFolderError
-from medclf.experiments.rundir import read_json
+from medclf.errors import MedclfError, RunFolderError
 from medclf.models import Classifier, model_from_spec
 from medclf.training import Runtime, predict_proba
 
 __all__ = ["load_fold_models", "predict_images"]
 
 
+def _usable_folds(run_dir: Path, fold: int | None) -> list[int]:
+    """The folds to predict with, every one verified; raises naming the first problem and its fix."""
+    present = runfolder.fold_indices(run_dir)
+    if fold is not None:
+        state = runfolder.check_fold(run_dir, fold)
+        if not state.complete:
+            why = state.reason or f"{runfolder.fold_dir(run_dir, fold)} does not exist"
+            raise RunFolderError(f"{run_dir} has no complete fold {fold} ({why}); --fold takes a complete fold "
+                                 f"(folders present: {', '.join(map(str, present)) or 'none'}), or run `medclf run "
+                                 f"{run_dir / 'config.yaml'} --out {run_dir}` to retrain it.")
+        return [fold]
+    if not present:
+        raise RunFolderError(f"{run_dir} holds no trained model (no fold-<k>/ folder). Run a study first.")
+    states = [runfolder.check_fold(run_dir, k) for k in present]
+    n_folds = max((s.record or {}).get("n_folds") or 0 for s in states)
+    absent = [runfolder.check_fold(run_dir, k) for k in range(n_folds) if k not in present]
+    damaged = [s for s in states if not s.complete] + absent
+    if damaged:
+        usable = [s.index for s in states if s.complete]
+        hint = f" or pass --fold {usable[0]} to use one complete fold" if usable else ""
+        raise RunFolderError(runfolder.describe_damage(run_dir, damaged, "medclf predict") + f"{hint}.")
+    origins = {(s.record.get("config_fingerprint"), s.record.get("data_fingerprint")) for s in states if s.record}
+    if len(origins) > 1:
+        raise RunFolderError(f"the folds of {run_dir} come from different runs (their complete.json records hold "
+                             f"{len(origins)} config/data fingerprints); an ensemble of them would mean nothing. "
+                             "Predict with --fold K, or retrain the run into a new folder.")
+    return present
+
+
 def load_fold_models(run_dir: Path, *, fold: int | None = None) -> list[Classifier]:
-    """The complete fold models of ``run_dir`` (or only fold ``fold``), in fold order."""
+    """The fold models of ``run_dir`` (or only fold ``fold``), in fold order; every fold's files verified.
+
+    Raises:
+        RunFolderError: ``run_dir`` is not a run folder, a fold is not complete (missing, truncated or altered
+            files, named), or its weights do not load into the model ``model.json`` describes.
+    """
+    return [model for _, model in _fold_models(run_dir, fold)]
+
+
+def _fold_models(run_dir: Path, fold: int | None) -> list[tuple[int, Classifier]]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunFolderError(f"Run folder {run_dir} does not exist.")
-    # a fold is complete (and its model final) once its metrics.json exists: it is written last
-    folders = sorted(
-        (p for p in run_dir.glob("fold-*") if p.name[5:].isdigit() and (p / "metrics.json").exists()),
-        key=lambda p: int(p.name[5:]),
-    )
-    if fold is not None:
-        folders = [p for p in folders if p.name == f"fold-{fold}"]
-        if not folders:
-            raise RunFolderError(f"{run_dir} has no complete fold {fold}; --fold takes one of its fold numbers.")
-    if not folders:
-        raise RunFolderError(f"{run_dir} holds no trained model (no fold-*/model.safetensors). Run a study first.")
-    from safetensors.torch import load_file
+    return [(k, _load_fold(run_dir, k)) for k in _usable_folds(run_dir, fold)]
 
-    return [model_from_spec(read_json(p / "model.json"), load_file(str(p / "model.safetensors"))) for p in folders]
+
+def _load_fold(run_dir: Path, k: int) -> Classifier:
+    folder = runfolder.fold_dir(run_dir, k)
+    fix = f"retrain fold {k} with `medclf run {run_dir / 'config.yaml'} --out {run_dir}` (complete folds are kept)"
+    spec = runfolder.read_json(folder / "model.json", fix=fix)
+    weights = runfolder.load_weights(folder / "model.safetensors", fix=fix)
+    try:
+        return model_from_spec(spec, weights, source=folder / "model.json")
+    except MedclfError:
+        raise
+    except RuntimeError as error:  # load_state_dict: missing or unexpected keys, shapes that differ
+        raise runfolder.wrap_model_error(error, where=f"fold {k} ({folder / 'model.safetensors'})", fix=fix) from None
+    except (KeyError, TypeError, ValueError) as error:
+        raise RunFolderError(f"fold {k} ({folder / 'model.json'}): it does not describe a model medclf can build "
+                             f"({type(error).__name__}: {error}); {fix}.") from None
 
 
 def predict_images(
@@ -63,8 +107,9 @@ def predict_images(
     Returns:
         One dict per image, in the CSV's column order.
     """
-    models = load_fold_models(run_dir, fold=fold)
-    spec = models[0].spec
+    run_dir = Path(run_dir)
+    loaded = _fold_models(run_dir, fold)
+    spec = loaded[0][1].spec
     class_names = spec["class_names"]
     prep = Preprocessing.from_dict(spec["preprocessing"])
     paths = list_image_files(inputs)
@@ -73,15 +118,19 @@ def predict_images(
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     runtime = Runtime(device=device, amp_dtype=None, channels_last=False)
     probs = np.zeros((len(paths), len(class_names)))
-    for model in models:
+    for k, model in loaded:
         activation = model.spec.get("activation", "softmax")  # runs before losses other than softmax had none
-        probs += predict_proba(model.to(device), images, batch_size=batch_size, runtime=runtime,
-                               activation=activation) / len(models)
+        fold_probs = predict_proba(model.to(device), images, batch_size=batch_size, runtime=runtime,
+                                   activation=activation)
+        where = f"fold {k} ({runfolder.fold_dir(run_dir, k) / 'model.safetensors'})"
+        runfolder.check_probabilities(fold_probs, where=where, fix="its weights are damaged or it diverged; retrain "
+                                      f"it with `medclf run {run_dir / 'config.yaml'} --out {run_dir}`")
+        probs += fold_probs / len(loaded)
     rows = [
-        {"path": str(p)} | {f"prob_{c}": float(v) for c, v in zip(class_names, row)}
+        {"path": str(p)} | {runfolder.prob_column(c): float(v) for c, v in zip(class_names, row)}
         | {"predicted": class_names[int(row.argmax())]}
         for p, row in zip(paths, probs)
     ]
     if out is not None:
-        atomic_write_csv(Path(out), rows, ["path", *[f"prob_{c}" for c in class_names], "predicted"])
+        atomic_write_csv(Path(out), rows, runfolder.predict_output_columns(class_names))
     return rows

@@ -1,5 +1,7 @@
 """Read a run folder (``docs/outputs.md``) into memory for the report; nothing here writes or trains.
 
+Every file is read through :mod:`medclf.runfolder`, and every fold the summary counts must be complete (its
+files verified against its ``complete.json``): a report never shows a fold whose files were truncated or altered.
 Optional files (``audit.json``, ``skipped.csv``, ``ensemble/``, patient and multi-label keys) may be absent;
 so may keys that later versions added (``stopped_epoch``, the ``step`` column), in runs written before them.
 """
@@ -7,73 +9,18 @@ so may keys that later versions added (``stopped_epoch``, the ``step`` column), 
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from medclf import runfolder
 from medclf.errors import RunFolderError
+from medclf.runfolder import Predictions, read_predictions
 
 __all__ = ["FoldRun", "Predictions", "RunData", "read_history", "read_predictions", "read_run"]
 
 _REQUIRED = ("config.yaml", "data.json", "summary.json")
-
-
-@dataclass
-class Predictions:
-    """The rows of a ``predictions.csv`` of one split.
-
-    Attributes:
-        ids: image ids.
-        labels: true labels as written (a class name; ``a|b`` for multi-label).
-        probs: (N, K) probabilities in ``classes`` order.
-        predicted: predicted labels as written.
-    """
-
-    ids: list[str]
-    labels: list[str]
-    probs: np.ndarray
-    predicted: list[str]
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def truth(self, classes: list[str], *, multilabel: bool) -> np.ndarray:
-        """(N, K) 0/1 indicator of the true classes (one per row unless multi-label)."""
-        return _indicator(self.labels, classes, multilabel=multilabel)
-
-    def decisions(self, classes: list[str], *, multilabel: bool) -> np.ndarray:
-        """(N, K) 0/1 indicator of the predicted classes."""
-        return _indicator(self.predicted, classes, multilabel=multilabel)
-
-    def y_index(self, classes: list[str]) -> np.ndarray:
-        """(N,) true class indices (single-label)."""
-        index = {c: i for i, c in enumerate(classes)}
-        return np.array([index[label] for label in self.labels], dtype=np.int64)
-
-    @staticmethod
-    def concat(parts: list[Predictions]) -> Predictions:
-        k = parts[0].probs.shape[1] if parts else 0
-        return Predictions(
-            ids=[i for p in parts for i in p.ids],
-            labels=[v for p in parts for v in p.labels],
-            probs=np.concatenate([p.probs for p in parts]) if parts else np.zeros((0, k)),
-            predicted=[v for p in parts for v in p.predicted],
-        )
-
-
-def _indicator(values: list[str], classes: list[str], *, multilabel: bool) -> np.ndarray:
-    index = {c: i for i, c in enumerate(classes)}
-    out = np.zeros((len(values), len(classes)), dtype=np.int64)
-    for row, value in enumerate(values):
-        names = [v for v in value.split("|") if v] if multilabel else [value]
-        for name in names:
-            if name in index:
-                out[row, index[name]] = 1
-    return out
 
 
 @dataclass
@@ -124,11 +71,11 @@ class RunData:
         return Predictions.concat([f.predictions[split] for f in self.folds if split in f.predictions])
 
 
+_FIX = "rerun medclf run with the run's config.yaml into the run folder (finished folds are kept)"
+
+
 def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise RunFolderError(f"{path} is not valid JSON ({error}); was the run folder edited by hand?") from None
+    return runfolder.read_json(path, fix=_FIX)
 
 
 def read_history(path: Path) -> list[dict[str, float]]:
@@ -149,34 +96,31 @@ def _float(text: str | None) -> float:
         return math.nan
 
 
-def read_predictions(path: Path, classes: list[str]) -> dict[str, Predictions]:
-    """``predictions.csv`` (or ``patient_predictions.csv``, keyed by ``patient_id``) split by ``split``."""
-    if not path.exists():
-        return {}
-    columns = [f"prob_{c}" for c in classes]
-    grouped: dict[str, dict[str, list]] = {}
-    with open(path, newline="", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            g = grouped.setdefault(row.get("split", "test"), {"ids": [], "labels": [], "probs": [], "pred": []})
-            g["ids"].append(row.get("id") or row.get("patient_id") or "")
-            g["labels"].append(row["label"])
-            g["probs"].append([_float(row.get(c)) for c in columns])
-            g["pred"].append(row["predicted"])
-    return {
-        split: Predictions(g["ids"], g["labels"], np.array(g["probs"], dtype=np.float64).reshape(-1, len(classes)),
-                           g["pred"])
-        for split, g in grouped.items()
-    }
+def _complete_folds(run_dir: Path, summary: dict[str, Any]) -> list[tuple[int, Path]]:
+    """``(k, fold-<k>)`` of every fold the summary counts, each verified.
+
+    Raises:
+        RunFolderError: a fold is missing or not complete, naming it, the file and what to do.
+    """
+    n_folds = len(summary.get("best_epochs") or []) or len(runfolder.fold_indices(run_dir))
+    states = [runfolder.check_fold(run_dir, k) for k in range(n_folds)]
+    damaged = [s for s in states if not s.complete]
+    if damaged:
+        raise RunFolderError(runfolder.describe_damage(run_dir, damaged, "medclf report") + ".")
+    return [(k, runfolder.fold_dir(run_dir, k)) for k in range(n_folds)]
 
 
-def _complete_folds(run_dir: Path) -> list[tuple[int, Path]]:
-    """``(k, fold-<k>)`` of every fold with a ``metrics.json``, by fold number."""
-    found = []
-    for folder in run_dir.glob("fold-*"):
-        suffix = folder.name[len("fold-"):]
-        if suffix.isdigit() and (folder / "metrics.json").exists():
-            found.append((int(suffix), folder))
-    return sorted(found)
+def _read_ensemble(run_dir: Path, classes: list[str]) -> Predictions | None:
+    """``ensemble/predictions.csv`` (its folder's ``complete.json`` verified), or None when there is none."""
+    folder = run_dir / runfolder.ENSEMBLE
+    if not (folder / "predictions.csv").exists():
+        return None
+    reason, _ = runfolder.check_record(folder)
+    if reason:
+        raise RunFolderError(f"the fold ensemble of {run_dir} is not complete: {reason}. Rerun medclf run with the "
+                             "run's config.yaml into the run folder: it rebuilds the ensemble from the folds without "
+                             "retraining them.")
+    return read_predictions(folder / "predictions.csv", classes).get("test")
 
 
 def read_run(run_dir: Path) -> RunData:
@@ -198,6 +142,10 @@ def read_run(run_dir: Path) -> RunData:
         )
     config_text = (run_dir / "config.yaml").read_text(encoding="utf-8")
     data = _read_json(run_dir / "data.json")
+    summary = _read_json(run_dir / "summary.json")
+    for name, value, key in (("data.json", data, "classes"), ("summary.json", summary, "metrics")):
+        if not isinstance(value, dict) or key not in value:
+            raise RunFolderError(f"{run_dir / name} has no {key!r} entry: it was altered; {_FIX}.")
     classes = list(data["classes"])
     folds = [
         FoldRun(
@@ -207,11 +155,11 @@ def read_run(run_dir: Path) -> RunData:
             predictions=read_predictions(folder / "predictions.csv", classes),
             patient_predictions=read_predictions(folder / "patient_predictions.csv", classes),
         )
-        for index, folder in _complete_folds(run_dir)
+        for index, folder in _complete_folds(run_dir, summary)
     ]
     if not folds:
-        raise RunFolderError(f"{run_dir} has no complete fold (no fold-<k>/metrics.json); resume it with medclf run.")
-    ensemble = read_predictions(run_dir / "ensemble" / "predictions.csv", classes).get("test")
+        raise RunFolderError(f"{run_dir} has no complete fold (no fold-<k>/complete.json); resume it with medclf run.")
+    ensemble = _read_ensemble(run_dir, classes)
     skipped = None
     if (run_dir / "skipped.csv").exists():
         with open(run_dir / "skipped.csv", newline="", encoding="utf-8") as handle:
@@ -221,7 +169,7 @@ def read_run(run_dir: Path) -> RunData:
         config_text=config_text,
         config=yaml.safe_load(config_text) or {},
         data=data,
-        summary=_read_json(run_dir / "summary.json"),
+        summary=summary,
         folds=folds,
         ensemble=ensemble,
         audit=_read_json(run_dir / "audit.json") if (run_dir / "audit.json").exists() else None,

@@ -1,0 +1,422 @@
+"""The run folder (``docs/outputs.md``): its paths, the completion rule, the prediction columns, readers and writers.
+
+Every other module reads and writes a run folder through this one. It sits beside :mod:`medclf.atomic` so that
+experiments, reporting, inference and evaluation can all use it without importing upward; torch and
+safetensors are imported inside the functions that need them.
+
+A fold is complete when its ``fold-<k>/complete.json`` exists, parses, and every file it lists is there with
+the recorded size and SHA-256. The record is written last, after the fold's other files, so a killed fold,
+a truncated or altered file and a deleted one all read as "not complete", with the reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import shutil
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medclf.atomic import atomic_write_bytes, atomic_write_csv, atomic_write_json
+from medclf.errors import MedclfError, ModelError, RunFolderError
+
+__all__ = [
+    "COMPLETE", "ENSEMBLE", "FoldState", "Predictions", "bad_rows", "check_fold", "check_probabilities",
+    "check_record", "clear_fold", "complete_folds", "describe_damage", "ensemble_mean", "fold_dir", "fold_indices",
+    "load_weights", "predict_output_columns", "prediction_columns", "prob_column", "prob_columns", "read_json",
+    "read_predictions", "record_complete", "save_weights", "wrap_model_error", "write_json", "write_predictions",
+]
+
+COMPLETE = "complete.json"  # a folder's record of completion, written last
+METRICS = "metrics.json"
+WEIGHTS = "model.safetensors"
+SPEC = "model.json"
+PREDICTIONS = "predictions.csv"
+ENSEMBLE = "ensemble"
+SUM_TOLERANCE = 1e-4  # a single-label row's probabilities sum to 1 within this (float32 softmax: ~1e-6)
+_HASH_CHUNK = 1 << 20
+
+write_json = atomic_write_json  # every JSON of a run folder: indented, NaN as null, atomic
+
+
+# ------------------------------------------------------------------------------------------------ paths
+def fold_dir(out: Path, index: int) -> Path:
+    """``out/fold-<index>``."""
+    return Path(out) / f"fold-{index}"
+
+
+def fold_indices(run_dir: Path) -> list[int]:
+    """The numbers of the ``fold-<k>`` folders present in ``run_dir``, ascending."""
+    found = [p.name[len("fold-"):] for p in Path(run_dir).glob("fold-*") if p.is_dir()]
+    return sorted(int(s) for s in found if s.isdigit())
+
+
+# ------------------------------------------------------------------------------------ prediction columns
+def prob_column(name: str) -> str:
+    return f"prob_{name}"
+
+
+def prob_columns(class_names: Sequence[str]) -> list[str]:
+    return [prob_column(c) for c in class_names]
+
+
+def prediction_columns(class_names: Sequence[str]) -> list[str]:
+    """Columns of ``fold-<k>/predictions.csv`` and ``ensemble/predictions.csv``."""
+    return ["split", "id", "label", *prob_columns(class_names), "predicted"]
+
+
+def predict_output_columns(class_names: Sequence[str]) -> list[str]:
+    """Columns of the CSV ``medclf predict`` writes."""
+    return ["path", *prob_columns(class_names), "predicted"]
+
+
+# ----------------------------------------------------------------------------------------------- JSON
+def read_json(path: Path, *, fix: str = "rerun the command that wrote it") -> Any:
+    """Parse a JSON file of a run folder.
+
+    Args:
+        path: the file.
+        fix: what the user can do about a missing or unreadable file, ending the message.
+
+    Raises:
+        RunFolderError: the file is missing, unreadable or not valid JSON (truncated by a full disk, edited...).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RunFolderError(f"{path} is missing; {fix}.") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise RunFolderError(f"{path} cannot be read ({error}); {fix}.") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise RunFolderError(f"{path} is not valid JSON ({error}; {len(text.encode())} bytes): it was truncated or "
+                             f"altered; {fix}.") from None
+
+
+# -------------------------------------------------------------------------------------- completion record
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def record_complete(folder: Path, **facts: Any) -> None:
+    """Write ``folder/complete.json`` listing every file of ``folder`` with its size and SHA-256; call it last.
+
+    ``facts`` (the config and data fingerprints, the number of folds...) are stored beside the file list.
+    """
+    folder = Path(folder)
+    files = {
+        p.name: {"bytes": p.stat().st_size, "sha256": _digest(p)}
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.name != COMPLETE and not p.name.startswith(".")  # "." marks atomic temporaries
+    }
+    atomic_write_json(folder / COMPLETE, facts | {"files": files})
+
+
+@dataclass(frozen=True)
+class FoldState:
+    """What :func:`check_fold` found.
+
+    Attributes:
+        index: the fold number.
+        complete: every recorded file is there, whole and unchanged.
+        reason: why not, naming the file (None when complete, or when the fold was never started).
+        started: the fold's folder exists (so an incomplete fold was begun, or damaged).
+        record: the parsed ``complete.json`` (empty when missing or unreadable).
+    """
+
+    index: int
+    complete: bool
+    reason: str | None = None
+    started: bool = False
+    record: dict[str, Any] | None = None
+
+
+def check_record(folder: Path, expect: dict[str, Any] | None = None) -> tuple[str | None, dict[str, Any]]:
+    """Verify ``folder/complete.json`` against the files; (None, record) when complete, else (reason, record).
+
+    ``expect`` maps record keys (``config_fingerprint``...) to the values they must have.
+    """
+    folder = Path(folder)
+    record_path = folder / COMPLETE
+    if not record_path.exists():
+        if (folder / METRICS).exists():
+            return (f"{record_path} is missing although {folder / METRICS} exists (the fold was killed before it "
+                    "finished, or written by a medclf without completion records)"), {}
+        return f"{folder} is unfinished (no {COMPLETE})", {}
+    try:
+        record = read_json(record_path)
+        files = record["files"]
+        if not isinstance(files, dict) or not files:
+            raise TypeError
+    except (RunFolderError, KeyError, TypeError):
+        return f"{record_path} is unreadable (truncated or altered)", {}
+    for key, value in (expect or {}).items():
+        if record.get(key) != value:
+            return f"{record_path} records {key} {record.get(key)!r}, this run's is {value!r}", record
+    for name, entry in files.items():
+        path = folder / name
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return f"{path} is missing", record
+        except OSError as error:
+            return f"{path} cannot be read ({error})", record
+        try:
+            expected_size, expected_hash = int(entry["bytes"]), str(entry["sha256"])
+        except (KeyError, TypeError, ValueError):
+            return f"{record_path} is unreadable (its entry for {name} is malformed)", record
+        if size != expected_size:
+            return f"{path} is {size:,} bytes, {COMPLETE} records {expected_size:,} (truncated or altered)", record
+        try:
+            if _digest(path) != expected_hash:
+                return f"{path} was altered (its SHA-256 differs from the one in {COMPLETE})", record
+        except OSError as error:
+            return f"{path} cannot be read ({error})", record
+    return None, record
+
+
+def check_fold(run_dir: Path, index: int, expect: dict[str, Any] | None = None) -> FoldState:
+    """The completion state of fold ``index`` of ``run_dir`` (see the module docstring for the rule)."""
+    folder = fold_dir(run_dir, index)
+    if not folder.is_dir():
+        return FoldState(index, complete=False)
+    reason, record = check_record(folder, expect)
+    return FoldState(index, complete=reason is None, reason=reason, started=True, record=record)
+
+
+def complete_folds(
+    run_dir: Path, indices: Iterable[int], *, expect: dict[str, Any] | None = None,
+    log: Callable[[str], None] = lambda msg: None,
+) -> list[int]:
+    """The folds among ``indices`` that are complete; a started fold that is not gets a one-line warning."""
+    done = []
+    for k in indices:
+        state = check_fold(run_dir, k, expect)
+        if state.complete:
+            done.append(k)
+        elif _claimed(fold_dir(run_dir, k)):  # finished once, now damaged; a fold killed mid-training is quiet
+            log(f"warning: fold {k} is not complete: {state.reason}; it will be trained again")
+    return done
+
+
+def _claimed(folder: Path) -> bool:
+    return (folder / COMPLETE).exists() or (folder / METRICS).exists()
+
+
+def clear_fold(run_dir: Path, index: int) -> None:
+    """Remove fold ``index``'s folder (the stale files of an unfinished or damaged fold) before it is retrained."""
+    shutil.rmtree(fold_dir(run_dir, index), ignore_errors=True)
+
+
+# -------------------------------------------------------------------------------------------- weights
+def save_weights(path: Path, state_dict: dict[str, Any]) -> None:
+    """Save weights as safetensors, atomically."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    atomic_write_bytes(path, save(tensors))
+
+
+def load_weights(path: Path, *, fix: str) -> dict[str, Any]:
+    """Load a ``model.safetensors``; never unpickles.
+
+    Raises:
+        RunFolderError: the file is missing or is not a readable safetensors file (naming it, ending with ``fix``).
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise RunFolderError(f"{path} is missing; {fix}.") from None
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise RunFolderError(f"{path} does not load as safetensors weights ({error}); {fix}.") from None
+
+
+# ---------------------------------------------------------------------------------------- predictions
+@dataclass
+class Predictions:
+    """The rows of a ``predictions.csv`` of one split.
+
+    Attributes:
+        ids: image ids.
+        labels: true labels as written (a class name; ``a|b`` for multi-label).
+        probs: (N, K) probabilities in ``classes`` order.
+        predicted: predicted labels as written.
+    """
+
+    ids: list[str]
+    labels: list[str]
+    probs: np.ndarray
+    predicted: list[str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def truth(self, classes: list[str], *, multilabel: bool) -> np.ndarray:
+        """(N, K) 0/1 indicator of the true classes (one per row unless multi-label)."""
+        return _indicator(self.labels, classes, multilabel=multilabel)
+
+    def decisions(self, classes: list[str], *, multilabel: bool) -> np.ndarray:
+        """(N, K) 0/1 indicator of the predicted classes."""
+        return _indicator(self.predicted, classes, multilabel=multilabel)
+
+    def y_index(self, classes: list[str]) -> np.ndarray:
+        """(N,) true class indices (single-label)."""
+        index = {c: i for i, c in enumerate(classes)}
+        return np.array([index[label] for label in self.labels], dtype=np.int64)
+
+    @staticmethod
+    def concat(parts: list[Predictions]) -> Predictions:
+        k = parts[0].probs.shape[1] if parts else 0
+        return Predictions(
+            ids=[i for p in parts for i in p.ids],
+            labels=[v for p in parts for v in p.labels],
+            probs=np.concatenate([p.probs for p in parts]) if parts else np.zeros((0, k)),
+            predicted=[v for p in parts for v in p.predicted],
+        )
+
+
+def _indicator(values: list[str], classes: list[str], *, multilabel: bool) -> np.ndarray:
+    index = {c: i for i, c in enumerate(classes)}
+    out = np.zeros((len(values), len(classes)), dtype=np.int64)
+    for row, value in enumerate(values):
+        names = [v for v in value.split("|") if v] if multilabel else [value]
+        for name in names:
+            if name in index:
+                out[row, index[name]] = 1
+    return out
+
+
+def _cell(text: str | None, path: Path, line: int, column: str) -> float:
+    if text in (None, ""):
+        return math.nan  # NaN is written as an empty cell; a short (truncated) row gives None
+    try:
+        return float(text)
+    except ValueError:
+        raise RunFolderError(f"{path} line {line}: {column} is {text!r}, not a number; the file was altered. "
+                             "Rerun medclf run on the run folder to rewrite it.") from None
+
+
+def read_predictions(path: Path, classes: Sequence[str]) -> dict[str, Predictions]:
+    """``predictions.csv`` (or ``<level>_predictions.csv``, keyed by its id column), split by ``split``.
+
+    A missing file gives ``{}``. Empty cells are NaN (callers that need finite rows check them).
+
+    Raises:
+        RunFolderError: a ``prob_<class>`` column is missing or a cell is not a number (naming file and line).
+    """
+    path = Path(path)
+    if not path.exists():
+        return {}
+    columns = prob_columns(classes)
+    grouped: dict[str, dict[str, list]] = {}
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        absent = [c for c in (*columns, "label", "predicted") if c not in (reader.fieldnames or [])]
+        if absent:
+            raise RunFolderError(f"{path} lacks the columns {', '.join(absent)} (classes: {', '.join(classes)}); "
+                                 "it was altered or belongs to another run.")
+        for row in reader:
+            g = grouped.setdefault(row.get("split") or "test", {"ids": [], "labels": [], "probs": [], "pred": []})
+            g["ids"].append(row.get("id") or row.get("patient_id") or row.get("study_id") or "")
+            g["labels"].append(row["label"] or "")
+            g["probs"].append([_cell(row.get(c), path, reader.line_num, c) for c in columns])
+            g["pred"].append(row["predicted"] or "")
+    return {
+        split: Predictions(g["ids"], g["labels"], np.array(g["probs"], dtype=np.float64).reshape(-1, len(columns)),
+                           g["pred"])
+        for split, g in grouped.items()
+    }
+
+
+def write_predictions(path: Path, rows: list[dict[str, Any]], class_names: Sequence[str]) -> None:
+    """Write ``predictions.csv`` rows (``split``, ``id``, ``label``, ``prob_<class>``..., ``predicted``)."""
+    atomic_write_csv(path, rows, prediction_columns(class_names))
+
+
+def bad_rows(probs: np.ndarray, *, multilabel: bool) -> np.ndarray:
+    """Indices of rows that are not probabilities: non-finite, outside [0, 1], or (single-label) not summing to 1."""
+    probs = np.asarray(probs, dtype=np.float64)
+    bad = ~np.isfinite(probs).all(axis=1)
+    with np.errstate(invalid="ignore"):
+        bad |= ((probs < 0) | (probs > 1)).any(axis=1)
+        if not multilabel:
+            bad |= np.abs(probs.sum(axis=1) - 1) > SUM_TOLERANCE
+    return np.flatnonzero(bad)
+
+
+def check_probabilities(probs: np.ndarray, *, where: str, fix: str) -> None:
+    """Refuse model outputs that are not finite (a diverged or damaged model).
+
+    Raises:
+        ModelError: naming ``where`` (the fold and file), how many rows, and ``fix``.
+    """
+    rows = np.flatnonzero(~np.isfinite(np.asarray(probs, dtype=np.float64)).all(axis=1)) if len(probs) else []
+    if len(rows):
+        raise ModelError(f"{where}: the model gives non-finite probabilities (NaN or infinity) for {len(rows)} of "
+                         f"{len(probs)} images (first: row {int(rows[0])}); {fix}.")
+
+
+def ensemble_mean(
+    parts: list[tuple[int, Path, Predictions]], *, multilabel: bool
+) -> tuple[list[str], list[str], np.ndarray]:
+    """Each image's mean probabilities over the folds that predicted it: (ids, labels, (N, K) probabilities).
+
+    ``parts`` are ``(fold, file, predictions)``; ids keep their first appearance's order. A fold that lacks an
+    image (one the audit dropped from that fold) does not dilute the others' mean.
+
+    Raises:
+        RunFolderError: a row's probabilities are not finite, outside [0, 1] or (single-label) do not sum to 1,
+            or two folds give one image different labels; naming the fold, file and image id.
+    """
+    total: dict[str, np.ndarray] = {}
+    count: dict[str, int] = {}
+    truth: dict[str, tuple[str, int]] = {}
+    for fold, path, preds in parts:
+        for row in bad_rows(preds.probs, multilabel=multilabel):
+            values = ", ".join(f"{v:.6g}" for v in preds.probs[row])
+            rule = "finite and in [0, 1]" if multilabel else "finite, in [0, 1] and sum to 1"
+            raise RunFolderError(
+                f"fold {fold} ({path}): the probabilities of image {preds.ids[row]!r} are [{values}]; they must be "
+                f"{rule}. The file was truncated or altered: rerun medclf run on the run folder to retrain the fold.")
+        for image, label, p in zip(preds.ids, preds.labels, preds.probs):
+            if image in truth and truth[image][0] != label:
+                raise RunFolderError(
+                    f"fold {fold} ({path}) labels image {image!r} {label!r}, fold {truth[image][1]} labels it "
+                    f"{truth[image][0]!r}; one of the files was altered: rerun medclf run on the run folder.")
+            truth.setdefault(image, (label, fold))
+            total[image] = total.get(image, 0) + p
+            count[image] = count.get(image, 0) + 1
+    ids = list(total)
+    probs = np.stack([total[i] / count[i] for i in ids]) if ids else np.zeros((0, 0))
+    return ids, [truth[i][0] for i in ids], probs
+
+
+def describe_damage(run_dir: Path, states: list[FoldState], command: str) -> str:
+    """One sentence per incomplete fold and what to do, for errors of commands that read a run folder."""
+    lines = [f"fold {s.index}: {s.reason or 'missing'}" for s in states]
+    return (f"{run_dir} has folds that are not complete ({'; '.join(lines)}). {command} does not use such a run, "
+            f"since its results would silently change; run `medclf run {Path(run_dir) / 'config.yaml'} --out "
+            f"{run_dir}` to retrain those folds (complete ones are kept)")
+
+
+def wrap_model_error(error: Exception, *, where: str, fix: str) -> MedclfError:
+    """A weights-do-not-fit error (missing or unexpected keys, shape mismatch) as one paragraph naming ``where``."""
+    first = str(error).strip().splitlines()
+    detail = " ".join(line.strip() for line in first[:3])
+    return RunFolderError(f"{where}: the weights do not fit the model that model.json describes ({detail}); {fix}.")
