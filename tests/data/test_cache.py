@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from medclf.atomic import atomic_write
-from medclf.data import Preprocessing, cache, decode_image
+from medclf.data import Preprocessing, cache, decode_image, load_dataset
 from medclf.errors import DataError
 
 PREP = Preprocessing(size_hw=(16, 16), channels=1)
@@ -103,7 +105,8 @@ def test_a_damaged_entry_is_rebuilt(tmp_path: Path, files: list[Path]) -> None:
     first = cache.load_images(files, PREP, cache_dir=tmp_path / "c")
     entry = tmp_path / "c" / f"{cache.cache_key(first.digests, PREP)}.npy"
     entry.write_bytes(entry.read_bytes()[:100])
-    again = cache.load_images(files, PREP, cache_dir=tmp_path / "c")
+    with pytest.warns(RuntimeWarning, match=rf"entry .*{entry.name} cannot be read"):
+        again = cache.load_images(files, PREP, cache_dir=tmp_path / "c")
     assert (again.hit, again.n_decoded) == (False, 4)
     np.testing.assert_array_equal(again.images, first.images)
     assert cache.load_images(files, PREP, cache_dir=tmp_path / "c").hit
@@ -153,3 +156,151 @@ def test_identical_bad_files_are_each_reported(tmp_path: Path, files: list[Path]
 def test_a_missing_file_is_a_clear_error(tmp_path: Path, files: list[Path]) -> None:
     with pytest.raises(DataError, match=r"gone\.png: the file does not exist"):
         cache.load_images([*files, tmp_path / "gone.png"], PREP, cache_dir=tmp_path / "c")
+
+
+# ------------------------------------------------------------------------------------------- integrity
+def entry_paths(folder: Path, digests: list[str]) -> tuple[Path, Path]:
+    key = cache.cache_key(digests, PREP)
+    return folder / f"{key}.npy", folder / f"{key}.json"
+
+
+def overwrite_rows(array_path: Path, rows: list[int], value: int = 0) -> None:
+    """Damage an entry the way a stray write does: same shape and dtype, different pixels, no error on read."""
+    images = np.load(array_path)
+    images[rows] = value
+    np.save(array_path, images)
+
+
+def clean_decodes(files: list[Path]) -> np.ndarray:
+    return np.stack([decode_image(f, PREP) for f in files])
+
+
+def test_rows_overwritten_with_zeros_are_named_decoded_again_and_rewritten(tmp_path: Path, files: list[Path]) -> None:
+    first = cache.load_images(files, PREP, cache_dir=tmp_path / "c")
+    array_path, _ = entry_paths(tmp_path / "c", first.digests)
+    overwrite_rows(array_path, [1, 3])
+    message = rf"{array_path.name} is damaged: 2 of 4 cached images fail their pixel checksum \(.*1\.png, .*3\.png\)"
+    with pytest.warns(RuntimeWarning, match=message):
+        repaired = cache.load_images(files, PREP, cache_dir=tmp_path / "c")
+    assert (repaired.hit, repaired.n_decoded, repaired.n_repaired) == (False, 2, 2)  # only the damaged rows
+    np.testing.assert_array_equal(repaired.images, clean_decodes(files))
+    assert repaired.checksums == first.checksums
+    np.testing.assert_array_equal(np.load(array_path), repaired.images)  # the entry was rewritten
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the rewritten entry is a clean hit
+        again = cache.load_images(files, PREP, cache_dir=tmp_path / "c")
+    assert (again.hit, again.n_decoded) == (True, 0)
+
+
+def test_a_whole_entry_of_zeros_of_the_same_shape_is_never_returned(tmp_path: Path, files: list[Path]) -> None:
+    first = cache.load_images(files, PREP, cache_dir=tmp_path / "c", lineage="root")
+    array_path, _ = entry_paths(tmp_path / "c", first.digests)
+    np.save(array_path, np.zeros_like(first.images))
+    with pytest.warns(RuntimeWarning, match=r"4 of 4 cached images fail"):
+        repaired = cache.load_images(files, PREP, cache_dir=tmp_path / "c", lineage="root")
+    assert repaired.n_decoded == 4 and cache.STATS.n_repaired == 4
+    np.testing.assert_array_equal(repaired.images, clean_decodes(files))
+
+
+def test_an_unreadable_index_is_a_warning_and_a_rebuild(tmp_path: Path, files: list[Path]) -> None:
+    first = cache.load_images(files, PREP, cache_dir=tmp_path / "c")
+    _, index_path = entry_paths(tmp_path / "c", first.digests)
+    index_path.write_bytes(index_path.read_bytes()[:40])  # truncated mid-write by hand
+    with pytest.warns(RuntimeWarning, match=rf"missing or unreadable index \({index_path.name}\)"):
+        again = cache.load_images(files, PREP, cache_dir=tmp_path / "c")
+    assert (again.hit, again.n_decoded) == (False, 4)
+    np.testing.assert_array_equal(again.images, first.images)
+    assert json.loads(index_path.read_text())["checksums"] == first.checksums
+
+
+def test_an_index_with_altered_checksums_makes_its_rows_decode_again(tmp_path: Path, files: list[Path]) -> None:
+    first = cache.load_images(files, PREP, cache_dir=tmp_path / "c")
+    _, index_path = entry_paths(tmp_path / "c", first.digests)
+    index = json.loads(index_path.read_text())
+    index["checksums"][2] = "0" * 16
+    index_path.write_text(json.dumps(index))
+    with pytest.warns(RuntimeWarning, match=r"1 of 4 cached images fail .*2\.png"):
+        again = cache.load_images(files, PREP, cache_dir=tmp_path / "c")
+    assert again.n_decoded == 1
+    np.testing.assert_array_equal(again.images, first.images)
+
+
+def test_damaged_rows_of_the_previous_entry_are_not_reused(tmp_path: Path, files: list[Path], img) -> None:
+    first = cache.load_images(files, PREP, cache_dir=tmp_path / "c", lineage="root")
+    array_path, _ = entry_paths(tmp_path / "c", first.digests)
+    overwrite_rows(array_path, [0], value=255)
+    img.write(files[3], seed=99)  # a miss: rows come from the previous entry of the lineage
+    with pytest.warns(RuntimeWarning, match=r"1 of 4 cached images fail their pixel checksum \(row 0\)"):
+        after = cache.load_images(files, PREP, cache_dir=tmp_path / "c", lineage="root")
+    assert (after.n_decoded, cache.STATS.n_reused) == (2, 2)  # the damaged row and the edited file
+    np.testing.assert_array_equal(after.images, clean_decodes(files))
+
+
+def test_checksums_are_per_row_and_follow_every_pixel() -> None:
+    images = np.zeros((3, 1, 8, 8), dtype=np.uint8)
+    before = cache.pixel_checksums(images)
+    images[1, 0, 7, 7] = 1
+    after = cache.pixel_checksums(images)
+    assert before[0] == before[1] == before[2] and len(before[0]) == 16
+    assert (after[0], after[2]) == (before[0], before[2]) and after[1] != before[1]
+
+
+def test_original_sizes_survive_a_cached_load(tmp_path: Path, img) -> None:
+    tall = img.write(tmp_path / "img" / "tall.png", img.gradient(40, 12))
+    rgb = img.write(tmp_path / "img" / "rgb.jpg", img.gradient(9, 30, channels=3))
+    first = cache.load_images([tall, rgb], PREP, cache_dir=tmp_path / "c")
+    second = cache.load_images([tall, rgb], PREP, cache_dir=tmp_path / "c")
+    assert second.hit
+    assert first.sizes.tolist() == second.sizes.tolist() == [[40, 12], [9, 30]]
+
+
+def test_a_jpeg_decoded_at_reduced_scale_reports_its_full_size(tmp_path: Path, img) -> None:
+    big = img.write(tmp_path / "img" / "big.jpg", img.gradient(256, 128))  # draft() decodes it at 1/4 scale
+    assert cache.load_images([big], PREP, cache_dir=tmp_path / "c").sizes.tolist() == [[256, 128]]
+
+
+# ----------------------------------------------------------------------------------- fingerprint of pixels
+def test_a_changed_decoded_pixel_changes_the_fingerprint(
+    folder_tree: Path, make_config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # same files, different pixels (a decoder that changed with a library upgrade, or a cache nobody can check)
+    source = {"type": "folder", "path": str(folder_tree)}
+    base = load_dataset(make_config(source))
+    decode = cache.decode_image_with_size
+
+    def one_pixel_off(path: Path, prep: Preprocessing):
+        pixels, size = decode(path, prep)
+        if path.name == "c.png":
+            pixels = pixels.copy()
+            pixels[0, 0, 0] ^= 1
+        return pixels, size
+
+    monkeypatch.setattr(cache, "decode_image_with_size", one_pixel_off)
+    changed = load_dataset(make_config(source, cache_dir=str(folder_tree.parent / "fresh-cache")))
+    assert int(np.sum(changed.images != base.images)) == 1
+    assert changed.fingerprint != base.fingerprint
+    repaired = load_dataset(make_config(source))  # the original cache, unchanged: the original fingerprint
+    assert repaired.fingerprint == base.fingerprint
+
+
+def test_a_damaged_cache_keeps_the_fingerprint_of_the_clean_pixels(folder_tree: Path, make_config) -> None:
+    config = make_config({"type": "folder", "path": str(folder_tree)})
+    base = load_dataset(config)
+    (entry,) = [p for p in Path(config.cache_dir).glob("*.npy")]
+    np.save(entry, np.zeros_like(base.images))
+    with pytest.warns(RuntimeWarning, match="4 of 4 cached images fail"):
+        again = load_dataset(config)
+    np.testing.assert_array_equal(again.images, base.images)
+    assert again.fingerprint == base.fingerprint
+
+
+def test_an_array_source_fingerprint_follows_its_pixels(tmp_path: Path, make_config) -> None:
+    rng = np.random.default_rng(0)
+    arrays = {"train_images": rng.integers(0, 256, (6, 16, 16), dtype=np.uint8),
+              "train_labels": np.array([0, 1, 0, 1, 0, 1])}
+    np.savez(tmp_path / "a.npz", **arrays)
+    base = load_dataset(make_config({"type": "npz", "path": str(tmp_path / "a.npz")}))
+    arrays["train_images"][4, 3, 3] ^= 1
+    np.savez(tmp_path / "b.npz", **arrays)
+    changed = load_dataset(make_config({"type": "npz", "path": str(tmp_path / "b.npz")}))
+    assert changed.fingerprint != base.fingerprint

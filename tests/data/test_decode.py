@@ -197,3 +197,15 @@ def test_resize_array_rescales_wide_dtypes_and_rejects_bad_shapes(img) -> None:
     assert out.min() == 0 and out.max() == 255
     with pytest.raises(DataError, match=r"got shape \(16, 16\)"):
         resize_array(img.gradient(), GRAY16)
+
+
+def test_a_postscript_file_named_png_never_reaches_ghostscript(tmp_path: Path, monkeypatch) -> None:
+    from PIL import EpsImagePlugin
+
+    path = tmp_path / "scan.png"
+    Image.new("L", (8, 8), 128).save(path, format="EPS")
+    with Image.open(path) as unrestricted:  # PIL alone picks its EPS plugin, whose load() runs Ghostscript
+        assert unrestricted.format == "EPS"
+    monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "load", lambda self: pytest.fail("the EPS plugin ran"))
+    with pytest.raises(DataError, match=r"scan\.png: not an image PIL can read"):
+        decode_image(path, GRAY16)

@@ -6,9 +6,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["ImageSet", "Preprocessing", "SPLITS"]
+__all__ = ["SMALL_IMAGE_FACTOR", "SPLITS", "ImageSet", "Preprocessing", "small_image_mask"]
 
 SPLITS = ("train", "val", "test")
+
+# An image is "small" when preprocessing enlarges it more than this many times: it then holds less detail than
+# the model's input suggests (a 28 px image at image_size 128 is 4.6x), which is worth a warning, not an error.
+SMALL_IMAGE_FACTOR = 2.0
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,16 @@ class Preprocessing:
         extra = {k: v for k, v in self.to_dict().items() if k not in ("size_hw", "channels", "resize")}
         # with default intensity and volume settings the key (and model.json) is that of older versions
         return base + "".join(f"-{k}={extra[k]}" for k in sorted(extra))
+
+    def upscale_factors(self, sizes_hw: np.ndarray) -> np.ndarray:
+        """How many times this preprocessing enlarges each image: (N, 2) original (height, width) -> (N,).
+
+        "resize" stretches each side on its own, so the larger of the two side ratios; "pad" scales both sides
+        by the smaller ratio. Below 1 the image is shrunk.
+        """
+        sizes = np.maximum(np.asarray(sizes_hw, dtype=np.float64).reshape(-1, 2), 1.0)
+        ratios = np.asarray(self.size_hw, dtype=np.float64) / sizes
+        return ratios.min(axis=1) if self.resize == "pad" else ratios.max(axis=1)
 
     def to_dict(self) -> dict:
         """The fields as JSON; intensity and volume fields only where they differ from the defaults."""
@@ -87,6 +101,9 @@ class ImageSet:
         fingerprint: content hash of the pixels, labels, splits and preprocessing (changes iff the data does).
         duplicates: groups of ids whose source files (or arrays) are byte-identical, first id first.
         root: the folder ids are relative to, when ids are paths.
+        original_sizes: (N, 2) int64, each image's own (height, width) in pixels before resizing, or None.
+        small_images: ids of the images preprocessing enlarges more than :data:`SMALL_IMAGE_FACTOR` times,
+            in dataset order.
     """
 
     images: np.ndarray
@@ -102,6 +119,8 @@ class ImageSet:
     fold_ids: np.ndarray | None = None
     holdout_folds: np.ndarray | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    original_sizes: np.ndarray | None = None
+    small_images: list[str] = field(default_factory=list)
 
     @property
     def multilabel(self) -> bool:
@@ -110,6 +129,11 @@ class ImageSet:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def small_images_summary(self, limit: int = 10) -> dict:
+        """data.json's ``small_images``: how many images preprocessing enlarges more than ``factor`` times, and
+        the ids of the first ``limit`` of them."""
+        return {"count": len(self.small_images), "factor": SMALL_IMAGE_FACTOR, "first": self.small_images[:limit]}
 
     def split_indices(self, name: str) -> np.ndarray:
         """Indices of the images in split ``name``."""
@@ -126,3 +150,10 @@ class ImageSet:
                 counts = np.bincount(self.labels[idx], minlength=len(self.class_names))
                 out[split] = {c: int(n) for c, n in zip(self.class_names, counts)}
         return out
+
+
+def small_image_mask(sizes_hw: np.ndarray, prep: Preprocessing) -> np.ndarray:
+    """(N,) bool: which images ``prep`` enlarges more than :data:`SMALL_IMAGE_FACTOR` times (see
+    :meth:`Preprocessing.upscale_factors`); an unknown size (0, 0) is never small."""
+    sizes = np.asarray(sizes_hw, dtype=np.int64).reshape(-1, 2)
+    return (prep.upscale_factors(sizes) > SMALL_IMAGE_FACTOR) & (sizes > 0).all(axis=1)

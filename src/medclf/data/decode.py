@@ -26,9 +26,12 @@ from medclf.data.formats import (
 )
 from medclf.errors import DataError
 
-__all__ = ["IMAGE_EXTENSIONS", "decode_image", "is_image_file", "resize_array"]
+__all__ = ["IMAGE_EXTENSIONS", "decode_image", "decode_image_with_size", "is_image_file", "resize_array"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", *DICOM_EXTENSIONS, *NIFTI_EXTENSIONS)
+# The only decoders PIL may pick, whatever a file's name says: PIL chooses by content, and some of its other
+# plugins hand the file to an external program (EPS runs Ghostscript), so a PostScript file named .png must fail.
+PIL_FORMATS = ("PNG", "JPEG", "BMP", "DIB", "TIFF", "GIF", "WEBP")  # JPEG covers multi-picture (MPO) files
 
 # The exceptions PIL's decoders raise on broken input (a truncated stream is an OSError, a bad header a
 # SyntaxError or ValueError, a broken deflate stream a zlib.error).
@@ -63,17 +66,23 @@ def decode_image(path: str | Path, prep: Preprocessing) -> np.ndarray:
     Raises:
         DataError: the file is empty, truncated, corrupt or not an image PIL can read.
     """
+    return decode_image_with_size(path, prep)[0]
+
+
+def decode_image_with_size(path: str | Path, prep: Preprocessing) -> tuple[np.ndarray, tuple[int, int]]:
+    """:func:`decode_image`, plus the image's own (height, width) in pixels before it was resized."""
     path = Path(path)
     if is_dicom(path) or is_nifti(path):
         _check_not_empty(path)
         arr = read_dicom(path, prep) if is_dicom(path) else read_nifti(path, prep)
         img = Image.fromarray(np.ascontiguousarray(arr))
+        original_hw = (int(arr.shape[0]), int(arr.shape[1]))
     else:
-        img = _open(path, prep)
+        img, original_hw = _open(path, prep)
     img = _to_channels(img, prep)
     img = fit_to_size(img, prep)
     arr = np.asarray(img, dtype=np.uint8)
-    return np.ascontiguousarray(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
+    return np.ascontiguousarray(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)), original_hw
 
 
 def _check_not_empty(path: Path) -> None:
@@ -85,17 +94,22 @@ def _check_not_empty(path: Path) -> None:
         raise DataError("the image file is empty (0 bytes); copy it again or remove it", path=path)
 
 
-def _open(path: Path, prep: Preprocessing) -> Image.Image:
-    """Open and fully load ``path``; every way it can fail becomes one DataError naming the file."""
+def _open(path: Path, prep: Preprocessing) -> tuple[Image.Image, tuple[int, int]]:
+    """Open and fully load ``path``, with its upright (height, width) as stored; every way it can fail becomes
+    one DataError naming the file."""
     _check_not_empty(path)
     try:
-        with Image.open(path) as img:
+        with Image.open(path, formats=PIL_FORMATS) as img:
+            width, height = img.size  # before draft() shrinks a JPEG
             # JPEG can decode at 1/2, 1/4 or 1/8 scale for almost free; ask for no less than the largest
             # target side so the final resize still antialiases from at least that resolution.
             side = max(prep.size_hw)
             img.draft("L" if prep.channels == 1 else None, (side, side))
             img.load()
-            return ImageOps.exif_transpose(img)
+            upright = ImageOps.exif_transpose(img)
+            if upright.size != img.size:  # an EXIF rotation by 90 degrees swaps the sides
+                width, height = height, width
+            return upright, (height, width)
     except PermissionError:
         raise DataError("the image file cannot be read (permission denied); check its permissions", path=path) from None
     except UnidentifiedImageError:
