@@ -1,12 +1,15 @@
 """The ``medclf`` command line: parses, validates, calls one function per command, prints.
 
-A :class:`~medclf.errors.MedclfError` is printed as one paragraph on stderr with exit code 2; any other
-exception is a bug and keeps its traceback.
+A :class:`~medclf.errors.MedclfError` is printed as one paragraph on stderr with exit code 2, and so is a full
+disk or a permission error (:func:`medclf.atomic.storage_error`); any other exception is a bug and keeps its
+traceback. Every command that writes a run or sweep folder holds its lock (:mod:`medclf.locking`) throughout.
 """
 
 from __future__ import annotations
 
 import functools
+import sys
+import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from importlib.resources import files
@@ -15,6 +18,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -26,7 +30,9 @@ from rich.progress import (
 from rich.table import Table
 
 from medclf import __version__
+from medclf.atomic import storage_error
 from medclf.errors import MedclfError
+from medclf.locking import hold_run_folder
 
 __all__ = ["app", "main"]
 
@@ -45,17 +51,36 @@ DEMO_CONFIG = "demo.yaml"
 
 
 def _friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Print a MedclfError as one paragraph on stderr and exit 2; let every other error through."""
+    """Print a MedclfError (or a full disk / permission error) as one paragraph on stderr and exit 2.
+
+    Every other error is let through with its traceback.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except MedclfError as error:
-            err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-            raise typer.Exit(code=2) from None
+            _print_error(error)
+        except OSError as error:  # a write that does not go through medclf.atomic (a folder, a library's file)
+            friendly = storage_error(error, action="access")
+            if friendly is None:
+                raise
+            _print_error(friendly)
+        raise typer.Exit(code=2)
 
     return wrapper
+
+
+def _print_error(error: Exception) -> None:
+    # escaped: a path or value in the message may contain [brackets] that rich would read as markup
+    err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+
+
+def _command_line() -> str:
+    """This process's command line, as a lock holder describes itself to a refused writer."""
+    line = " ".join(["medclf", *sys.argv[1:]])
+    return line if len(line) <= 200 else line[:197] + "..."
 
 
 def _version(value: bool) -> None:
@@ -127,13 +152,15 @@ def _run(config: Any, out: Path, *, overwrite: bool, quiet: bool) -> None:
     from medclf.experiments import run_study
 
     progress = _progress(quiet)
-    with progress if progress is not None else nullcontext():
-        summary = run_study(
-            config, out, overwrite=overwrite, progress=progress,
-            log=lambda msg: console.print(msg, highlight=False),
-        )
-    print_summary(summary, out)
-    _report(out)
+    # locked before run_study reads (or, with --overwrite, deletes) anything in the folder, until the report is out
+    with hold_run_folder(out, command=_command_line()):
+        with progress if progress is not None else nullcontext():
+            summary = run_study(
+                config, out, overwrite=overwrite, progress=progress,
+                log=lambda msg: console.print(msg, highlight=False),
+            )
+        print_summary(summary, out)
+        _report(out)
 
 
 def _report(folder: Path) -> None:
@@ -225,7 +252,8 @@ def report(
     run_dir: Annotated[Path, typer.Argument(help="A run folder written by medclf run (or a sweep folder).")],
 ) -> None:
     """Write RUN_DIR/report.html (figures/ and tables/ beside it) from the run folder alone."""
-    _report(run_dir)
+    with hold_run_folder(run_dir, command=_command_line(), create=False):
+        _report(run_dir)
 
 
 @app.command(epilog="Example: medclf predict runs/demo new_scans/ --out predictions.csv")
@@ -296,10 +324,11 @@ def sweep(
         raise ConfigError("--address joins a Ray cluster; give it with --executor ray.")
     plan = load_sweep(config)
     folder = out or Path("runs") / f"sweep-{plan.base.get('name', 'study')}"
-    comparison = run_sweep(plan, folder, executor=executor, parallel=parallel, address=address,
-                           log=lambda msg: console.print(msg, highlight=False))
-    print_comparison(comparison, folder)
-    _report(folder)
+    with hold_run_folder(folder, command=_command_line()):  # one lock for the sweep folder and every variant in it
+        comparison = run_sweep(plan, folder, executor=executor, parallel=parallel, address=address,
+                               log=lambda msg: console.print(msg, highlight=False))
+        print_comparison(comparison, folder)
+        _report(folder)
 
 
 @app.command("show-batch", epilog="Example: medclf show-batch examples/demo.yaml --out batch.png")
@@ -346,7 +375,7 @@ def inspect(
     """Describe a dataset: counts per split, class and fold, patients, image sizes, unreadable files."""
     import json
 
-    from medclf.data.inspect import inspect_dataset
+    from medclf.data.inspect import inspect_dataset, unreadable_summary
 
     report = inspect_dataset(_study_config(target, override or []).data, out=out)
     if as_json:
@@ -365,8 +394,8 @@ def inspect(
     if files:
         console.print(f"  sizes {files['sizes']} ({files['n_distinct_sizes']} distinct), modes {files['modes']}, "
                       f"bit depths {files['bit_depths']}", highlight=False)
-    for bad in report["unreadable"]:
-        console.print(f"  unreadable: {bad['path']}: {bad['reason']}", highlight=False)
+    if (unreadable := unreadable_summary(report)) is not None:
+        console.print(f"  {unreadable}", highlight=False, soft_wrap=True)
     console.print(f"wrote {out / 'inspect.json'} and {len(report['samples'])} sample grids", highlight=False)
 
 
@@ -400,12 +429,16 @@ def audit(
         return
     console.print(f"{report['n_images']} images in {report['locations']} ({report['timing_s']:.1f} s)",
                   highlight=False)
-    for key in ("exact_duplicates", "near_duplicates"):
-        entry = report[key]
-        console.print(f"{key.replace('_', ' ')}: {entry['count']} ({entry['within']} within a split, "
-                      f"{entry['across']} across splits) in {len(entry['groups'])} groups", highlight=False)
-        for group in entry["groups"][:5]:
-            console.print(f"  {' = '.join(group)}", highlight=False)
+    exact, near = report["exact_duplicates"], report["near_duplicates"]
+    console.print(f"exact duplicates: {exact['count']} ({exact['within']} within a split, {exact['across']} across "
+                  f"splits) in {len(exact['groups'])} groups", highlight=False)
+    for group in exact["groups"][:5]:
+        console.print(f"  {' = '.join(group)}", highlight=False)
+    console.print(f"near-duplicate pairs: {near['count']} ({near['within']} within a split, {near['across']} across "
+                  f"splits) among {near['n_images']} images", highlight=False)
+    for pair in near["pairs"][:5]:  # each pair passes the test itself; pairs are never chained into groups
+        console.print(f"  {pair['ids'][0]} ~ {pair['ids'][1]} ({pair['splits'][0]}, {pair['splits'][1]}; "
+                      f"distance {pair['distance']}, correlation {pair['correlation']})", highlight=False)
     overlap = report["patient_overlap"]
     console.print(f"patients in several splits: {overlap['count']} {overlap['pairs']}", highlight=False)
     for fold in report.get("folds", []):
@@ -413,6 +446,13 @@ def audit(
                       f"{fold['near']} near; of training patients: {fold['patient']}", highlight=False)
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """A warning raised by medclf is one line on stderr (no source file and line: they are for bugs)."""
+    err_console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+
+
 def main() -> None:
     """Console-script entry point."""
+    warnings.showwarning = _show_warning
     app()

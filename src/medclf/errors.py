@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["MedclfError", "ConfigError", "DataError", "ModelError", "RunFolderError"]
+__all__ = ["MedclfError", "ConfigError", "DataError", "ModelError", "RunFolderError", "StorageError"]
 
 
 class MedclfError(Exception):
@@ -33,3 +33,20 @@ class ModelError(MedclfError, ValueError):
 
 class RunFolderError(MedclfError):
     """A run folder is missing, incomplete, or belongs to a different configuration."""
+
+
+class StorageError(MedclfError, OSError):
+    """A file or folder cannot be written: the disk is full, over quota, read-only or not permitted.
+
+    Also an ``OSError`` (with its ``errno``), so code that tolerates a failed optional write (the decode cache)
+    still does.
+    """
+
+    def __init__(self, message: str, *, path: str | Path, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.path = Path(path)
+        self.errno = errno
+        self.filename = str(path)
+
+    def __str__(self) -> str:  # OSError's own str() would print "[Errno n] ..." instead of the message
+        return str(self.args[0])
