@@ -94,3 +94,25 @@ def test_dump_round_trips_and_fingerprint_tracks_content(tmp_path: Path):
     assert config_fingerprint(again) == config_fingerprint(cfg)
     changed = parse_config(MINIMAL | {"seed": 1}, base_dir=tmp_path)
     assert config_fingerprint(changed) != config_fingerprint(cfg)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"checkpoint_path": "/tmp/evil.pth"}, r"model\.kwargs: checkpoint_path is not accepted: it makes timm open and unpickle that file"),
+    ({"pretrained": True}, r"pretrained is not accepted: it makes timm download"),
+    ({"pretrained_cfg_overlay": {"file": "w.pth"}}, r"pretrained_cfg_overlay is not accepted.*pretrained_cfg_overlay\.file is not accepted"),
+    ({"cache_dir": "/tmp"}, r"cache_dir is not accepted"),
+    ({"hf_hub_revision": "main"}, r"hf_hub_revision is not accepted: it is named like a timm argument that loads"),
+    ({"weights_path": "w.pth"}, r"weights_path is not accepted"),
+    ({"in_chans": 3}, r"in_chans is not accepted: it is set by medclf from data\.channels"),
+    ({"drop_rate": 0.2}, r"drop_rate is not accepted: it has its own key, model\.drop_rate"),
+    ({"features_only": True}, r"features_only is not accepted: it turns the network into a feature extractor"),
+])
+def test_model_kwargs_refuse_loader_and_medclf_keys(kwargs, message):
+    with pytest.raises(ConfigError, match=message + r".*weights come only from model\.pretrained"):
+        parse_config(MINIMAL | {"model": {"name": "test_resnet", "kwargs": kwargs}})
+
+
+def test_model_kwargs_keep_architecture_arguments_that_look_like_loader_keys():
+    kwargs = {"output_stride": 8, "drop_path": 0.1, "use_checkpoint": False, "pretrained_window_sizes": [0, 0, 0, 0],
+              "bidirectional": True, "state_dim": 4}
+    assert parse_config(MINIMAL | {"model": {"name": "test_resnet", "kwargs": kwargs}}).model.kwargs == kwargs

@@ -61,3 +61,77 @@ def test_kwargs_reach_timm_and_the_saved_spec():
     assert model_from_spec(model.spec).net.forward_features(torch.rand(1, 1, 32, 32)).shape[-1] == 4
     with pytest.raises(ModelError, match=r"model.kwargs: timm's 'test_resnet' does not accept"):
         build_model(ModelConfig(name="test_resnet", kwargs={"no_such_arg": 1}), in_chans=1, n_classes=2)
+
+
+class _Payload:
+    """Unpickling this creates ``marker``: the stand-in for code run by a hostile pickle."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _hostile_checkpoint(tmp_path):
+    marker, evil = tmp_path / "marker", tmp_path / "evil.pth"
+    torch.save(_Payload(marker), evil)
+    return marker, evil
+
+
+def test_the_hostile_checkpoint_runs_code_when_unpickled(tmp_path):
+    marker, evil = _hostile_checkpoint(tmp_path)  # the payload the refusals below are tested against is live
+    torch.load(evil, weights_only=False)
+    assert marker.exists()
+
+
+def _spec(**changes):
+    model = build_model(ModelConfig(name="test_resnet"), in_chans=1, n_classes=2)
+    return model, {**model.spec, **changes}
+
+
+def test_model_json_with_a_loader_key_is_refused_and_nothing_is_unpickled(tmp_path):
+    marker, evil = _hostile_checkpoint(tmp_path)
+    model, spec = _spec(kwargs={"checkpoint_path": str(evil)})
+    with pytest.raises(ModelError, match=r"fold-0/model.json is refused: kwargs.checkpoint_path makes timm open and unpickle"):
+        model_from_spec(spec, model.state_dict(), source="runs/x/fold-0/model.json")
+    assert not marker.exists()
+    for kwargs, key in (({"pretrained": True}, "kwargs.pretrained"),
+                        ({"pretrained_cfg": {"file": str(evil)}}, "kwargs.pretrained_cfg"),
+                        ({"block_args": {"cache_dir": "/tmp"}}, "kwargs.block_args.cache_dir"),
+                        ({"weights_file": str(evil)}, "kwargs.weights_file")):
+        with pytest.raises(ModelError, match=key):
+            model_from_spec({**spec, "kwargs": kwargs})
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("arch", ["local-dir:/tmp/model", "hf-hub:someone/resnet18", "no_such_net", 7])
+def test_model_json_architecture_must_be_registered_in_timm(arch):
+    _, spec = _spec(architecture=arch)
+    with pytest.raises(ModelError, match=r"model.json: architecture .* is not an architecture registered"):
+        model_from_spec(spec)
+
+
+def test_a_damaged_model_json_or_weights_file_is_a_model_error():
+    model, spec = _spec()
+    with pytest.raises(ModelError, match=r"f/model.json lacks architecture, mean"):
+        model_from_spec({k: v for k, v in spec.items() if k not in ("architecture", "mean")}, source="f/model.json")
+    with pytest.raises(ModelError, match=r"must hold a JSON object describing the model, not a list"):
+        model_from_spec([1, 2])
+    with pytest.raises(ModelError, match=r"head is not a valid head description"):
+        model_from_spec({**spec, "head": {"pool": "median"}})
+    with pytest.raises(ModelError, match=r"does not describe a model medclf can build \(TypeError"):
+        model_from_spec({**spec, "mean": "grey"})
+    state = model.state_dict()
+    state.pop("net.conv1.0.weight")
+    with pytest.raises(ModelError, match=r"the weights saved beside it do not fit .*Missing key"):
+        model_from_spec(spec, state)
+
+
+def test_timm_argument_errors_name_the_keys():
+    with pytest.raises(ModelError, match=r"model.kwargs: timm's 'test_resnet' rejects the value of global_pool "
+                                         r"\(AssertionError: Invalid pool type: median\)"):
+        build_model(ModelConfig(name="test_resnet", kwargs={"global_pool": "median"}), in_chans=1, n_classes=2)
+    _, spec = _spec(kwargs={"act_layer": "no_such_activation"})
+    with pytest.raises(ModelError, match=r"f/model.json: kwargs: timm's 'test_resnet' rejects the value of act_layer"):
+        model_from_spec(spec, source="f/model.json")

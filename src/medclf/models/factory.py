@@ -8,14 +8,17 @@ channels when the architecture's pretrained stem expects RGB. Everything needed 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import timm
 import torch
+from pydantic import ValidationError
 from timm.layers import SelectAdaptivePool2d
 from torch import nn
 
-from medclf.config import ModelConfig
+from medclf.config import HeadConfig, ModelConfig
+from medclf.config.model import rejected_timm_kwargs
 from medclf.errors import ModelError
 from medclf.models.layers import activation, build_layers, expand_layers
 from medclf.models.pretrained import resolve_pretrained_weights
@@ -111,23 +114,44 @@ def count_parameters(model: nn.Module) -> dict[str, float]:
     return {"total": total, "trainable": trainable, "size_mb": round(size / 2**20, 3)}
 
 
-def _create(name: str, **kwargs: Any) -> nn.Module:
-    """timm.create_model, with an unknown keyword reported against the config key that set it."""
+# What timm raises for an argument with a wrong name or value (TypeError for an unknown keyword, an assert on
+# output_stride, KeyError for an unknown act_layer, ValueError for img_size...). Caught only when the user (or a
+# model.json) passed arguments, which are then the cause; without any, the same errors are bugs and keep a traceback.
+_ARGUMENT_ERRORS = (TypeError, ValueError, KeyError, AssertionError, RuntimeError, IndexError)
+
+
+def _create(name: str, kwargs: dict[str, Any], *, user_keys: list[str], origin: str) -> nn.Module:
+    """timm.create_model without weights, a failure caused by ``user_keys`` reported against ``origin``.
+
+    Always ``pretrained=False``: weights come only from :func:`resolve_pretrained_weights` or a fold's
+    model.safetensors, never from timm's own loader.
+    """
     try:
         return timm.create_model(name, pretrained=False, **kwargs)
-    except TypeError as error:
-        key = "model.drop_path_rate" if "drop_path_rate" in str(error) else "model.kwargs"
+    except _ARGUMENT_ERRORS as error:
+        if not user_keys:
+            raise
+        cause = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        if isinstance(error, TypeError):
+            where = "model.drop_path_rate" if origin == "model.kwargs" and "drop_path_rate" in str(error) else origin
+            raise ModelError(
+                f"{where}: timm's {name!r} does not accept these arguments ({cause}). Remove the key, or see "
+                f"the signature of the architecture's model class in timm."
+            ) from None
         raise ModelError(
-            f"{key}: timm's {name!r} does not accept these arguments ({error}). Remove the key, or see "
-            f"the signature of the architecture's model class in timm."
+            f"{origin}: timm's {name!r} rejects the value of {', '.join(user_keys)} ({cause}). Check the values "
+            f"against the architecture's model class in timm, or remove the keys."
         ) from None
 
 
-def _timm_kwargs(spec: dict[str, Any]) -> dict[str, Any]:
-    kwargs = dict(spec.get("kwargs", {}), drop_rate=spec.get("drop_rate", 0.0))
+def _timm_kwargs(spec: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The arguments for timm.create_model, and those of them the user chose (the suspects when timm fails)."""
+    user = dict(spec.get("kwargs") or {})
+    kwargs = dict(user, drop_rate=spec.get("drop_rate", 0.0))
     if spec.get("drop_path_rate") is not None:
         kwargs["drop_path_rate"] = spec["drop_path_rate"]
-    return kwargs
+        user["drop_path_rate"] = spec["drop_path_rate"]
+    return kwargs, sorted(user)
 
 
 def _attach_head(net: nn.Module, spec: dict[str, Any]) -> Head | None:
@@ -139,14 +163,16 @@ def _attach_head(net: nn.Module, spec: dict[str, Any]) -> Head | None:
     return Head(net.num_features, spec["n_classes"], spec["head"], spec.get("drop_rate", 0.0))
 
 
-def _assemble(spec: dict[str, Any]) -> Classifier:
+def _assemble(spec: dict[str, Any], *, origin: str = "model.kwargs") -> Classifier:
     repeat = spec["model_in_chans"] if spec["in_chans"] == 1 and spec["model_in_chans"] > 1 else 1
     norm = InputNorm(spec["mean"], spec["std"], repeat)
     if spec.get("kind") == "layers":
         net = build_layers(spec["layers"], in_chans=spec["in_chans"], size_hw=tuple(spec["size_hw"]),
                            n_outputs=spec["n_classes"])
         return Classifier(net, norm, spec)
-    net = _create(spec["architecture"], in_chans=spec["model_in_chans"], **_timm_kwargs(spec))
+    kwargs, user_keys = _timm_kwargs(spec)
+    net = _create(spec["architecture"], dict(kwargs, in_chans=spec["model_in_chans"]), user_keys=user_keys,
+                  origin=origin)
     return Classifier(net, norm, spec, _attach_head(net, spec))
 
 
@@ -190,7 +216,8 @@ def build_model(
     if cfg.pretrained is False:
         spec |= {"model_in_chans": in_chans, "mean": [SCRATCH_MEAN] * in_chans, "std": [SCRATCH_STD] * in_chans}
         return _assemble(spec)
-    net = _create(cfg.name, **_timm_kwargs(spec))
+    kwargs, user_keys = _timm_kwargs(spec)
+    net = _create(cfg.name, kwargs, user_keys=user_keys, origin="model.kwargs")
     spec["pretrained"] = resolve_pretrained_weights(net, cfg.name, cfg.pretrained)
     data_cfg = net.pretrained_cfg
     model_in_chans = int(data_cfg.get("input_size", (3,))[0])
@@ -200,9 +227,88 @@ def build_model(
     return Classifier(net, InputNorm(spec["mean"], spec["std"], repeat), spec, head)
 
 
-def model_from_spec(spec: dict[str, Any], state_dict: dict[str, torch.Tensor] | None = None) -> Classifier:
-    """Rebuild a saved classifier from its ``model.json`` spec and (optionally) its weights."""
-    model = _assemble(spec)
+def model_from_spec(
+    spec: dict[str, Any], state_dict: dict[str, torch.Tensor] | None = None, *, source: str | Path = "model.json"
+) -> Classifier:
+    """Rebuild a saved classifier from its ``model.json`` spec and (optionally) its weights.
+
+    The spec may come from someone else's run folder, so it is checked before anything is built: the
+    architecture must be registered in the installed timm (no ``hf-hub:`` or ``local-dir:`` source), and no
+    keyword argument may make timm read a file or the network. The network is always built without weights;
+    ``state_dict`` (a fold's model.safetensors) is the only source of weights.
+
+    Args:
+        spec: the parsed model.json.
+        state_dict: the weights, loaded strictly (every tensor present, every shape equal).
+        source: where the spec came from, named in errors (e.g. ``runs/demo/fold-0/model.json``).
+
+    Raises:
+        ModelError: the spec is malformed or refused, or the weights do not fit it.
+    """
+    _check_spec(spec, source)
+    try:
+        model = _assemble(spec, origin=f"{source}: kwargs")
+    except ModelError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError) as error:  # a damaged or hand-edited spec
+        raise ModelError(
+            f"{source} does not describe a model medclf can build ({type(error).__name__}: {error}); it is "
+            "damaged or was not written by medclf. Retrain the fold (medclf run resumes) or copy the file again."
+        ) from None
     if state_dict is not None:
-        model.load_state_dict(state_dict)
+        try:
+            model.load_state_dict(state_dict)
+        except RuntimeError as error:  # missing, unexpected or differently shaped tensors
+            # torch's message: a header line, then one line per kind of mismatch naming every tensor
+            details = " ".join(line.strip() for line in str(error).strip().splitlines()[1:]) or str(error)
+            details = details if len(details) <= 240 else details[:240] + "..."
+            raise ModelError(
+                f"{source}: the weights saved beside it do not fit the model it describes ({details}); the weights "
+                "file is damaged or belongs to another model. Retrain the fold (medclf run resumes) or copy the "
+                "fold folder again."
+            ) from None
     return model
+
+
+_SPEC_KEYS = {"timm": ("architecture", "n_classes", "in_chans", "model_in_chans", "mean", "std"),
+              "layers": ("layers", "size_hw", "n_classes", "in_chans", "model_in_chans", "mean", "std")}
+
+
+def _check_spec(spec: Any, source: str | Path) -> None:
+    """Refuse a model description that could make timm load anything, or that lacks what building needs."""
+    if not isinstance(spec, dict):
+        raise ModelError(f"{source} must hold a JSON object describing the model, not a {type(spec).__name__}.")
+    kind = spec.get("kind", "timm")
+    if kind not in _SPEC_KEYS:
+        raise ModelError(f"{source}: kind {kind!r} is not one medclf writes; expected 'timm' or 'layers'.")
+    missing = [key for key in _SPEC_KEYS[kind] if key not in spec]
+    if missing:
+        raise ModelError(
+            f"{source} lacks {', '.join(missing)}; it is damaged or was not written by medclf. Retrain the fold "
+            "(medclf run resumes) or copy the file again."
+        )
+    if kind == "layers":
+        return
+    arch = spec["architecture"]
+    if not isinstance(arch, str) or not timm.is_model(arch):
+        raise ModelError(
+            f"{source}: architecture {arch!r} is not an architecture registered in the installed timm "
+            f"{timm.__version__}. medclf builds only registered architectures, never an hf-hub: or local-dir: "
+            "source (those make timm read files or the network); a newer timm may know the name."
+        )
+    kwargs = spec.get("kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise ModelError(f"{source}: kwargs must be a JSON object of timm arguments, not {kwargs!r}.")
+    refused = rejected_timm_kwargs(kwargs)
+    if refused:
+        reasons = "; ".join(f"kwargs.{key} {why}" for key, why in refused.items())
+        raise ModelError(
+            f"{source} is refused: {reasons}. A model.json may only hold the architecture's own arguments; "
+            "medclf never lets it make timm read a file or the network, and takes weights only from the fold's "
+            "model.safetensors. Remove the key if you trust the rest of the folder, or ask for the run folder again."
+        )
+    if spec.get("head") is not None:
+        try:
+            HeadConfig.model_validate(spec["head"])
+        except ValidationError as error:
+            raise ModelError(f"{source}: head is not a valid head description ({error.errors()[0]['msg']}).") from None
