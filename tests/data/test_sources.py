@@ -324,3 +324,29 @@ def test_list_image_files_errors(folder_tree: Path, tmp_path: Path) -> None:
 def test_preprocessing_from_config(make_config, tmp_path: Path) -> None:
     cfg = make_config({"type": "folder", "path": str(tmp_path)}, image_size=[24, 32], channels=3, resize="pad")
     assert preprocessing_from_config(cfg) == Preprocessing(size_hw=(24, 32), channels=3, resize="pad")
+
+
+def test_npz_object_array_is_refused_by_name_without_unpickling(tmp_path: Path, make_config) -> None:
+    class Payload:  # unpickling it would create the marker
+        def __reduce__(self):
+            return (open, (str(tmp_path / "marker"), "w"))
+
+    arrays = medmnist_arrays()
+    arrays["train_labels"] = np.array([Payload()] * 6, dtype=object)
+    np.savez(tmp_path / "hostile.npz", **arrays)
+    with pytest.raises(DataError, match=r"hostile\.npz: array 'train_labels' holds Python objects, and medclf never "
+                                        r"unpickles data"):
+        load_dataset(make_config({"type": "npz", "path": str(tmp_path / "hostile.npz")}))
+    assert not (tmp_path / "marker").exists()
+
+
+def test_a_class_left_empty_by_skipping_names_the_skipped_files(tmp_path: Path, make_config, img) -> None:
+    for i in range(2):
+        img.write(tmp_path / "d" / "a" / f"{i}.png", seed=i)
+    (tmp_path / "d" / "b").mkdir()
+    for i in range(5):
+        (tmp_path / "d" / "b" / f"bad{i}.png").write_bytes(b"")
+    message = (r"after skipping 5 unreadable files \(b/bad0\.png, b/bad1\.png, b/bad2\.png and 2 more; "
+               r"data\.on_bad_image: skip\), class 'b' has no training images left")
+    with pytest.raises(DataError, match=message):
+        load_dataset(make_config({"type": "folder", "path": str(tmp_path / "d")}, on_bad_image="skip"))

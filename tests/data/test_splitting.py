@@ -63,5 +63,38 @@ def test_holdout_mode_uses_given_splits_and_carves_val():
 
 
 def test_too_few_members_is_a_clear_error():
-    with pytest.raises(DataError, match=r"split cv.n_folds asks for \(3 stratified parts\): class index 0 has only 2 images"):
+    with pytest.raises(DataError, match=r"split cv.n_folds asks for \(3 stratified parts\): each class needs at least 3 images there, but class '0' has 2\."):
         stratified_kfold(np.array([0, 0, 1, 1, 1, 1]), n_folds=3, seed=0)
+
+
+def test_too_small_classes_are_named_not_numbered_and_a_typo_is_suggested():
+    labels = np.array([0] * 10 + [1] + [2] * 10)  # 'pneumnia': one mistyped row of a CSV
+    names = ["normal", "pneumnia", "pneumonia"]
+    message = (r"\(5 stratified parts\): each class needs at least 5 images there, but class 'pneumnia' has 1\. "
+               r"Is 'pneumnia' a typo of 'pneumonia'\? Change cv.n_folds")
+    with pytest.raises(DataError, match=message):
+        stratified_kfold(labels, n_folds=5, seed=0, class_names=names)
+    with pytest.raises(DataError, match=r"class 'rare' has 1, 'scarce' has 2\. Change"):  # every small class, no hint
+        stratified_kfold(np.array([0] * 9 + [1] + [2, 2]), n_folds=3, seed=0, class_names=["common", "rare", "scarce"])
+
+
+def test_make_folds_names_the_class_and_the_setting_in_every_split():
+    data = _imageset(groups=False)
+    data.labels[:3] = [3, 3, 0]  # class 'c3' has two images
+    data.class_names.append("c3")
+    with pytest.raises(DataError, match=r"cv.n_folds asks for \(5 stratified parts\).* class 'c3' has 2\."):
+        make_folds(data, CVConfig(n_folds=5, test_fraction=0.0), seed=0)
+    with pytest.raises(DataError, match=r"cv.test_fraction asks for \(2 stratified parts\).* class 'c3' has 1\."):
+        data.labels[1] = 0
+        make_folds(data, CVConfig(n_folds=2, test_fraction=0.2), seed=0)
+    grouped = _imageset()
+    grouped.labels[grouped.groups == "P0"] = 3  # one patient of class 'c3', four images
+    grouped.class_names.append("c3")
+    with pytest.raises(DataError, match=r"test_fraction asks for \(5 stratified parts\): each class needs at least 5 patients there, but class 'c3' has 1\."):
+        make_folds(grouped, CVConfig(n_folds=2, test_fraction=0.2), seed=0)
+
+
+def test_a_holdout_too_small_for_every_class_is_a_data_error_not_a_sklearn_one():
+    data = _imageset(n=12, groups=False)  # 3 classes, 12 images: 10% holds out 2, fewer than the classes
+    with pytest.raises(DataError, match=r"cv.val_fraction = 0.1 of 12 images holds out 2 and keeps 10, but each side needs at least one image of each of the 3 classes"):
+        make_folds(data, CVConfig(mode="holdout", val_fraction=0.1, test_fraction=0.0), seed=0)

@@ -49,6 +49,8 @@ class CsvSource(_Section):
     multilabel: bool = False  # label_column holds several labels per image, joined by label_separator
     label_separator: str = "|"
     label_columns: list[str] | None = None  # multi-label as one 0/1 column per label (implies multilabel)
+    # a manifest reads only files below its own folder, so a received CSV cannot point medclf at other files
+    allow_outside_paths: bool = False
 
 
 class FoldsSource(_Section):
@@ -115,6 +117,9 @@ class DataConfig(_Section):
     intensity: IntensityConfig = IntensityConfig()
     volume: VolumeConfig = VolumeConfig()
     on_bad_image: Literal["fail", "skip"] = "fail"  # skip: leave unreadable files out, listed in skipped.csv
+    # where patient and study ids come from when the layout gives none: a DICOM tree's folders are often
+    # series or dates, not patients, so by default the files' own PatientID and StudyInstanceUID are used
+    patient_ids: Literal["header", "folder", "none"] = "header"
 
     @field_validator("image_size")
     @classmethod

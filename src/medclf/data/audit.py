@@ -5,11 +5,18 @@ duplicates are distinct images whose perceptual hashes (64-bit DCT hash: the sig
 frequencies of the 32x32 grayscale image against their median) differ in at most ``near_distance`` bits;
 pairwise Hamming distances are computed in blocks with numpy, so 6,000 images take well under a second.
 
+Near duplicates are reported as *pairs*, each of which passes both tests itself. They are never grouped:
+closeness is not transitive, and connected components chained neighbouring MRI slices into groups of up to 24
+images whose members need not resemble each other. Exact duplicates are grouped (identity is transitive).
+How often a flagged pair is a real copy, and how many copies are found, is measured by
+``benchmarks/near_duplicates.py`` (docs/benchmarks.md).
+
 Where an image sits, its *location*, is its split (``train``, ``val``, ``test``), or ``Fold<k>/<split>`` for
-predefined fold folders, whose images are compared only within their own fold. A repeat (every member of a
-duplicate group after the first) is ``within`` when it sits where the group's first member sits, ``across``
-otherwise. With folds, :func:`fold_leaks` finds the evaluation images of each fold that duplicate one of its
-training images, or belong to one of its training patients.
+predefined fold folders, whose images are compared only within their own fold. An exact repeat (every member
+of a group after the first) is ``within`` when it sits where the group's first member sits, ``across``
+otherwise; a near pair is ``within`` when both images sit in one location. With folds, :func:`fold_leaks` finds
+the evaluation images of each fold that duplicate one of its training images, or belong to one of its training
+patients.
 """
 
 from __future__ import annotations
@@ -21,30 +28,36 @@ from typing import Any
 
 import numpy as np
 from scipy import fft, ndimage
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from medclf.data.dataset import ImageSet
 from medclf.data.splitting import Fold
 from medclf.errors import DataError
 
-__all__ = ["AuditResult", "apply_leakage_policy", "audit_dataset", "fold_leaks", "perceptual_hashes"]
+__all__ = [
+    "AuditResult",
+    "apply_leakage_policy",
+    "audit_dataset",
+    "fold_leaks",
+    "near_duplicate_candidates",
+    "perceptual_hashes",
+]
 
-_MAX_PAIRS = 1000  # near-duplicate pairs listed in full; the count is always exact
+_MAX_PAIRS = 1000  # near-duplicate pairs listed in full; the counts are always exact
 _BLOCK = 1024  # rows of the pairwise Hamming matrix computed at once (1024 x 6000 x 8 bytes = 49 MB)
+_CORR_CHUNK = 16384  # pairs correlated at once (16384 x 1024 x 8 bytes = 134 MB per side)
 
 
 @dataclass
 class AuditResult:
-    """The audit's JSON report, plus per-image component ids for :func:`fold_leaks`.
+    """The audit's JSON report, plus what :func:`fold_leaks` needs.
 
-    ``exact_id``: (N,) equal for images with identical pixels (in one location scope); ``near_id``: (N,)
-    equal for images joined by exact or near duplication.
+    ``exact_id``: (N,) a content id, equal for images with identical pixels (in one location scope);
+    ``near_pairs``: (P, 2) int64 content ids ``a < b`` of every near-duplicate pair (each passes the test).
     """
 
     report: dict[str, Any]
     exact_id: np.ndarray
-    near_id: np.ndarray
+    near_pairs: np.ndarray
 
 
 def _thumbnails(images: np.ndarray) -> np.ndarray:
@@ -67,9 +80,13 @@ def _correlations(thumbnails: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.nd
     flat = thumbnails.reshape(len(thumbnails), -1).astype(np.float64)
     flat = flat - flat.mean(axis=1, keepdims=True)
     norm = np.linalg.norm(flat, axis=1)
+    # In chunks: a loose hash distance can pass hundreds of thousands of candidate pairs.
+    dots = [np.einsum("kd,kd->k", flat[i[s : s + _CORR_CHUNK]], flat[j[s : s + _CORR_CHUNK]])
+            for s in range(0, len(i), _CORR_CHUNK)]
+    dot = np.concatenate(dots) if dots else np.zeros(0)
     both_flat = (norm[i] == 0) & (norm[j] == 0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        corr = np.einsum("kd,kd->k", flat[i], flat[j]) / (norm[i] * norm[j])
+        corr = dot / (norm[i] * norm[j])
     return np.where(both_flat, 1.0, np.nan_to_num(corr))
 
 
@@ -86,6 +103,28 @@ def _near_pairs(hashes: np.ndarray, scope: np.ndarray, max_distance: int) -> tup
         dd.append(dist[rows[keep], cols[keep]])
     cat = lambda parts: np.concatenate(parts) if parts else np.array([], dtype=np.int64)  # noqa: E731
     return cat(ii), cat(jj), cat(dd).astype(np.int64)
+
+
+def near_duplicate_candidates(
+    images: np.ndarray, scope: np.ndarray | None = None, *, max_distance: int, min_correlation: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every pair of (N, C, H, W) uint8 images that passes the near-duplicate test, each on its own.
+
+    Args:
+        images: the images, at the size the audit sees them (the dataset's working size).
+        scope: (N,) only images of equal scope are compared; None compares all.
+        max_distance: the largest Hamming distance between the two perceptual hashes (bits of 64).
+        min_correlation: the smallest Pearson correlation of the two 32x32 grayscale thumbnails.
+
+    Returns:
+        (i, j, distance, correlation), one entry per passing pair, i < j.
+    """
+    scope = np.zeros(len(images), dtype=np.int64) if scope is None else scope
+    thumbs = _thumbnails(images)
+    i, j, dist = _near_pairs(perceptual_hashes(images, thumbnails=thumbs), scope, max_distance)
+    corr = _correlations(thumbs, i, j)
+    keep = corr >= min_correlation
+    return i[keep], j[keep], dist[keep], corr[keep]
 
 
 def _locations(data: ImageSet) -> tuple[np.ndarray, np.ndarray]:
@@ -134,8 +173,8 @@ def audit_dataset(
     data: ImageSet,
     folds: list[Fold] | None = None,
     *,
-    near_distance: int = 4,
-    near_correlation: float = 0.97,
+    near_distance: int = 10,
+    near_correlation: float = 0.9925,
     near: bool = True,
 ) -> AuditResult:
     """Audit a dataset (and, when given, its folds) for duplicated images and shared patients.
@@ -149,7 +188,7 @@ def audit_dataset(
         near: whether to look for near duplicates at all.
 
     Returns:
-        The report (see ``docs/outputs.md``, ``audit.json``) and the component ids of every image.
+        The report (see ``docs/outputs.md``, ``audit.json``), the content id of every image and the near pairs.
     """
     start = time.perf_counter()
     location, scope = _locations(data)
@@ -158,25 +197,18 @@ def audit_dataset(
     exact_id = np.array([keys.setdefault((int(s), d), len(keys)) for s, d in zip(scope, digests)], dtype=np.int64)
     exact_groups = [g for g in _members(exact_id) if len(g) > 1]
 
-    reps = np.array(sorted(g[0] for g in _members(exact_id)), dtype=np.int64)  # one image per distinct content
-    near_id = exact_id.copy()
-    near_report: dict[str, Any] = {"count": 0, "within": 0, "across": 0, "groups": [], "pairs": [], "n_pairs": 0,
+    # One image per distinct content: an exact copy of a near duplicate is one too, and is counted as such.
+    reps = np.array(sorted(g[0] for g in _members(exact_id)), dtype=np.int64)
+    near_pairs = np.zeros((0, 2), dtype=np.int64)
+    near_report: dict[str, Any] = {"count": 0, "within": 0, "across": 0, "n_images": 0, "pairs": [],
                                    "max_distance": near_distance, "min_correlation": near_correlation,
                                    "enabled": near}
     if near and len(reps) > 1:
-        thumbs = _thumbnails(data.images[reps])
-        i, j, dist = _near_pairs(perceptual_hashes(data.images[reps], thumbnails=thumbs), scope[reps], near_distance)
-        confirmed = _correlations(thumbs, i, j) >= near_correlation
-        i, j, dist = i[confirmed], j[confirmed], dist[confirmed]
-        graph = coo_matrix((np.ones(len(i)), (i, j)), shape=(len(reps), len(reps)))
-        _, component = connected_components(graph, directed=False)
-        near_id = component[np.searchsorted(reps, _first_of(exact_id))]  # each image joins its content's component
-        near_groups = [reps[g] for g in _members(component) if len(g) > 1]
-        near_report |= _summarize_groups(near_groups, data, location)
-        order = np.lexsort((j, i, dist))[:_MAX_PAIRS]
-        near_report["pairs"] = [[str(data.ids[reps[a]]), str(data.ids[reps[b]]), int(d)]
-                                for a, b, d in zip(i[order], j[order], dist[order])]
-        near_report["n_pairs"] = int(len(i))
+        i, j, dist, corr = near_duplicate_candidates(
+            data.images[reps], scope[reps], max_distance=near_distance, min_correlation=near_correlation
+        )
+        near_pairs = np.stack([exact_id[reps[i]], exact_id[reps[j]]], axis=1)
+        near_report |= _summarize_pairs(near_pairs, dist, corr, exact_id, data, location)
     report = {
         "n_images": len(data),
         "exact_duplicates": _summarize_groups(exact_groups, data, location),
@@ -184,12 +216,51 @@ def audit_dataset(
         "patient_overlap": _patient_overlap(data, location, scope),
         "locations": {str(k): int(n) for k, n in zip(*np.unique(location, return_counts=True))},
     }
-    result = AuditResult(report=report, exact_id=exact_id, near_id=near_id)
+    result = AuditResult(report=report, exact_id=exact_id, near_pairs=near_pairs)
     if folds is not None:
         report["folds"] = [{"fold": f.index} | {k: int(len(v)) for k, v in fold_leaks(data, f, result).items()}
                            for f in folds]
     report["timing_s"] = time.perf_counter() - start
     return result
+
+
+def _summarize_pairs(
+    pairs: np.ndarray, dist: np.ndarray, corr: np.ndarray, exact_id: np.ndarray, data: ImageSet,
+    location: np.ndarray,
+) -> dict[str, Any]:
+    """{count, within, across, n_images, pairs} of near pairs of contents, counted as pairs of images.
+
+    A content held by several images (exact copies) makes a pair with each of them, so the counts are over
+    image pairs; they are computed from per-location counts, never by listing every image pair.
+    """
+    places, place = np.unique(location, return_inverse=True)
+    per_place = np.zeros((int(exact_id.max()) + 1, len(places)), dtype=np.int64)
+    np.add.at(per_place, (exact_id, place), 1)
+    a, b = pairs[:, 0], pairs[:, 1]
+    total = per_place[a].sum(axis=1) * per_place[b].sum(axis=1)
+    within = (per_place[a] * per_place[b]).sum(axis=1)
+    order = np.argsort(exact_id, kind="stable")  # the images of content c: order[bounds[c]:bounds[c + 1]]
+    bounds = np.searchsorted(exact_id[order], np.arange(len(per_place) + 1))
+    listed: list[dict[str, Any]] = []
+    # Pairs spanning two locations first (the ones that leak), then the closest.
+    for k in np.lexsort((-corr, dist, total == within)):
+        for x in order[bounds[a[k]] : bounds[a[k] + 1]]:
+            if len(listed) >= _MAX_PAIRS:  # thousands of copies of one blank image must not list millions
+                break
+            listed += [{"ids": [str(data.ids[x]), str(data.ids[y])],
+                        "splits": [str(location[x]), str(location[y])],
+                        "distance": int(dist[k]), "correlation": round(float(corr[k]), 4)}
+                       for y in order[bounds[b[k]] : bounds[b[k] + 1]][:_MAX_PAIRS]]
+        if len(listed) >= _MAX_PAIRS:
+            break
+    listed.sort(key=lambda p: (p["splits"][0] == p["splits"][1], p["distance"], -p["correlation"]))
+    return {
+        "count": int(total.sum()),
+        "within": int(within.sum()),
+        "across": int((total - within).sum()),
+        "n_images": int(np.isin(exact_id, pairs).sum()),
+        "pairs": listed[:_MAX_PAIRS],
+    }
 
 
 def _members(ids: np.ndarray) -> list[np.ndarray]:
@@ -200,23 +271,20 @@ def _members(ids: np.ndarray) -> list[np.ndarray]:
     return sorted(groups, key=lambda g: g[0])
 
 
-def _first_of(ids: np.ndarray) -> np.ndarray:
-    """For each position, the first position holding the same id."""
-    _, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
-    return first[inverse]
-
-
 def fold_leaks(data: ImageSet, fold: Fold, result: AuditResult) -> dict[str, np.ndarray]:
     """The evaluation images (val, holdout, test) of ``fold`` that leak from its training images.
 
     Returns:
-        ``exact``: pixel-identical to a training image; ``near``: a near duplicate of one (not exact);
-        ``patient``: of a patient who also has training images (empty without patient ids).
+        ``exact``: pixel-identical to a training image; ``near``: forms a near-duplicate pair with a training
+        image itself (not through a chain of pairs), and is not exact; ``patient``: of a patient who also has
+        training images (empty without patient ids).
     """
     evaluation = np.concatenate([fold.val, fold.holdout, fold.test]).astype(np.int64)
-    exact = evaluation[np.isin(result.exact_id[evaluation], result.exact_id[fold.train])]
-    near = evaluation[np.isin(result.near_id[evaluation], result.near_id[fold.train])]
-    near = np.setdiff1d(near, exact)
+    trained = result.exact_id[fold.train]
+    exact = evaluation[np.isin(result.exact_id[evaluation], trained)]
+    a, b = result.near_pairs[:, 0], result.near_pairs[:, 1]
+    partners = np.concatenate([b[np.isin(a, trained)], a[np.isin(b, trained)]])  # contents paired with training
+    near = np.setdiff1d(evaluation[np.isin(result.exact_id[evaluation], partners)], exact)
     patient = np.array([], dtype=np.int64)
     if data.groups is not None:
         patient = evaluation[np.isin(data.groups[evaluation], data.groups[fold.train])]

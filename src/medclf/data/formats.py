@@ -15,8 +15,8 @@ import numpy as np
 from medclf.data.dataset import Preprocessing
 from medclf.errors import DataError
 
-__all__ = ["DICOM_EXTENSIONS", "NIFTI_EXTENSIONS", "has_dicom_marker", "is_dicom", "is_nifti", "normalize_intensity",
-           "read_dicom", "read_nifti"]
+__all__ = ["DICOM_EXTENSIONS", "NIFTI_EXTENSIONS", "dicom_ids", "has_dicom_marker", "is_dicom", "is_nifti",
+           "normalize_intensity", "read_dicom", "read_nifti"]
 
 DICOM_EXTENSIONS = (".dcm", ".dicom")
 NIFTI_EXTENSIONS = (".nii", ".nii.gz")
@@ -41,6 +41,25 @@ def has_dicom_marker(path: str | Path) -> bool:
             return f.read(4) == b"DICM"
     except OSError:  # missing, a folder, no permission: not a DICOM file we can list
         return False
+
+
+def dicom_ids(path: str | Path) -> tuple[str, str]:
+    """(PatientID, StudyInstanceUID) of a DICOM file, each "" when absent, blank or unreadable.
+
+    Reads only the header up to those tags (no pixel data), so listing a large tree stays cheap; a file
+    that cannot be parsed gives ("", "") here and is reported by the decoder, which reads it in full.
+    """
+    import warnings
+
+    import pydicom
+
+    try:
+        with warnings.catch_warnings():  # pydicom warns about damaged files; the decoder reports them once
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PatientID", "StudyInstanceUID"])
+        return str(ds.get("PatientID", "") or "").strip(), str(ds.get("StudyInstanceUID", "") or "").strip()
+    except Exception:  # noqa: BLE001 - pydicom raises many types for damaged files; the decoder names them
+        return "", ""
 
 
 def is_nifti(path: str | Path) -> bool:

@@ -19,9 +19,10 @@ from medclf.data.formats import is_dicom, is_nifti
 from medclf.data.sources import load_dataset
 from medclf.errors import DataError
 
-__all__ = ["guess_source", "inspect_dataset", "sample_grid"]
+__all__ = ["guess_source", "inspect_dataset", "sample_grid", "unreadable_summary"]
 
 _GRID = 4  # samples per side of a class's grid
+_NAMED_UNREADABLE = 5  # unreadable files named in the text summary; inspect.json lists them all
 
 
 def guess_source(path: Path) -> dict[str, Any]:
@@ -117,6 +118,17 @@ def sample_grid(images: np.ndarray, path: Path) -> Path:
     return path
 
 
+def unreadable_summary(report: dict[str, Any], *, limit: int = _NAMED_UNREADABLE) -> str | None:
+    """One line naming the first ``limit`` unreadable files of an inspect report (with why) and their count;
+    None when every file was read."""
+    bad = report["unreadable"]
+    if not bad:
+        return None
+    named = "; ".join(f"{b['path']} ({b['reason']})" for b in bad[:limit])
+    more = f"; and {len(bad) - limit} more, all listed in inspect.json" if len(bad) > limit else ""
+    return f"{len(bad)} unreadable {'file' if len(bad) == 1 else 'files'} left out: {named}{more}"
+
+
 def inspect_dataset(cfg: DataConfig, *, out: Path | None = None) -> dict[str, Any]:
     """Describe the dataset ``cfg`` points to; unreadable files are listed, not fatal.
 
@@ -139,6 +151,7 @@ def inspect_dataset(cfg: DataConfig, *, out: Path | None = None) -> dict[str, An
         "n_studies": None if data.studies is None else int(len(np.unique(data.studies))),
         "files": _file_stats(data.root, data.ids),
         "decoded_shape": list(data.images.shape[1:]),
+        "n_unreadable": len(data.skipped),
         "unreadable": [{"path": p, "reason": r} for p, r in data.skipped],
         "samples": {},
     }

@@ -4,16 +4,18 @@ one label per image or several (``a|b`` in one column, or one 0/1 column per lab
 
 from __future__ import annotations
 
+import difflib
+import warnings
+from collections import Counter
 from pathlib import Path
 
 from medclf.config import CsvSource
+from medclf.data.csv_rows import csv_image_path, read_csv_rows
 from medclf.data.dataset import Preprocessing
 from medclf.data.sources import (
     _SPLIT_ALIASES,
     LAYOUTS,
     SourceListing,
-    _csv_image_path,
-    _read_csv,
     _relative_id,
     _require_classes,
     _require_file,
@@ -35,7 +37,7 @@ def csv_layout(source: CsvSource, prep: Preprocessing) -> SourceListing:
     fold whose held-out part holds the image; empty: in no fold's held-out part).
     """
     csv_path = _require_file(source.path, "a CSV with one row per image")
-    header, rows = _read_csv(csv_path)
+    header, rows = read_csv_rows(csv_path)
     label_columns = list(source.label_columns or [])
     for column, key in [(source.path_column, "path_column")] + (
         [(c, "label_columns") for c in label_columns] or [(source.label_column, "label_column")]
@@ -55,6 +57,7 @@ def csv_layout(source: CsvSource, prep: Preprocessing) -> SourceListing:
         names = [_label(csv_path, line, row, source.label_column) for line, row in rows]
         class_names = _sorted_labels(set(names))
         _require_classes(class_names, csv_path, f"distinct values in column {source.label_column!r}")
+        _warn_label_typos(csv_path, names, source.label_column)
         index = {name: i for i, name in enumerate(class_names)}
         labels = [index[n] for n in names]
         _require_in_train(csv_path, names, splits, source.label_column)
@@ -81,7 +84,8 @@ def _parse_paths(csv_path: Path, rows: Rows, source: CsvSource) -> tuple[list[Pa
     first_line: dict[Path, int] = {}
     split_column = source.split_column
     for line, row in rows:
-        file = _csv_image_path(csv_path, line, row.get(source.path_column))
+        value = row.get(source.path_column)
+        file = csv_image_path(csv_path, line, value, allow_outside=source.allow_outside_paths)
         if file in first_line:
             raise DataError(
                 f"line {line}: {file.name!r} is listed again (first on line {first_line[file]}); list each image once",
@@ -133,6 +137,22 @@ def _require_in_train(csv_path: Path, names: list[str], splits: list[str], colum
                 f"label {name!r} (column {column!r}) appears in the {split} split but never in train or val "
                 f"(labels there: {_sorted_labels(train)}); add training rows of it or remove it",
                 path=csv_path,
+            )
+
+
+def _warn_label_typos(csv_path: Path, names: list[str], column: str) -> None:
+    """Warn about a rare label spelt almost like a common one ('pneumnia' next to 'pneumonia'): a typo that is
+    large enough to split becomes a class of its own without any error."""
+    counts = Counter(names)
+    for rare, n_rare in sorted(counts.items()):
+        common = [c for c, n in counts.items() if c != rare and n >= 10 * n_rare and not (c + rare).isdigit()]
+        close = difflib.get_close_matches(rare, common, n=1, cutoff=0.75)
+        if close:
+            warnings.warn(
+                f"{csv_path}: label {rare!r} (column {column!r}, {n_rare} rows) is spelt almost like {close[0]!r} "
+                f"({counts[close[0]]} rows) and is trained as a class of its own; if it is a typo, correct those rows",
+                RuntimeWarning,
+                stacklevel=3,
             )
 
 

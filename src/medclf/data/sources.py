@@ -11,7 +11,6 @@ and files whose extension is not an image's, and orders images by their id, the 
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -29,9 +28,11 @@ from medclf.config import (
     SplitsSource,
     SyntheticSource,
 )
-from medclf.data.cache import CACHE_VERSION, load_images
-from medclf.data.dataset import SPLITS, ImageSet, Preprocessing
+from medclf.data.cache import CACHE_VERSION, load_images, pixel_checksums
+from medclf.data.csv_rows import csv_image_path, read_csv_rows
+from medclf.data.dataset import SPLITS, ImageSet, Preprocessing, small_image_mask
 from medclf.data.decode import IMAGE_EXTENSIONS, is_image_file, resize_array
+from medclf.data.patients import fill_patient_ids
 from medclf.errors import DataError
 from medclf.registry import Registry
 
@@ -67,6 +68,7 @@ class SourceListing:
         fold_ids: predefined fold folder of each entry (see :class:`ImageSet`).
         holdout_folds: a manifest's fold column (see :class:`ImageSet`).
         multilabel: ``labels`` holds one 0/1 list per image (one entry per class name).
+        sizes: each image's own (height, width) before resizing, for array layouts.
     """
 
     labels: list[int]
@@ -82,6 +84,7 @@ class SourceListing:
     fold_ids: list[int] | None = None
     holdout_folds: list[int] | None = None
     multilabel: bool = False
+    sizes: list[tuple[int, int]] | None = None
 
     def subset(self, keep: Sequence[int]) -> SourceListing:
         """The listing of the entries at positions ``keep``, in that order."""
@@ -94,6 +97,7 @@ class SourceListing:
             files=pick(self.files), images=None if self.images is None else self.images[list(keep)],
             digests=pick(self.digests), groups=pick(self.groups), root=self.root, studies=pick(self.studies),
             fold_ids=pick(self.fold_ids), holdout_folds=pick(self.holdout_folds), multilabel=self.multilabel,
+            sizes=pick(self.sizes),
         )
 
 
@@ -131,6 +135,7 @@ def load_dataset(cfg: DataConfig) -> ImageSet:
     """
     prep = preprocessing_from_config(cfg)
     listing = LAYOUTS.get(cfg.source.type)(cfg.source, prep)
+    listing = fill_patient_ids(listing, mode=cfg.patient_ids, layout=cfg.source.type)
     skipped: list[tuple[str, str]] = []
     if listing.files is not None:
         # the same source, later edited, reuses the cached rows of its unchanged files
@@ -139,13 +144,15 @@ def load_dataset(cfg: DataConfig) -> ImageSet:
             listing.files, prep, cache_dir=cfg.cache_dir, lineage=lineage, on_bad_image=cfg.on_bad_image
         )
         images, digests = cached.images, cached.digests
+        checksums, sizes = cached.checksums, cached.sizes  # verified against the cache's checksums
         if cached.failed:
             bad = {i for i, _ in cached.failed}
-            skipped = [(listing.files[i].as_posix(), reason) for i, reason in cached.failed]
+            skipped = [(listing.ids[i], reason) for i, reason in cached.failed]  # ids: never absolute paths
             listing = listing.subset([i for i in range(len(listing.ids)) if i not in bad])
-            _require_after_skip(listing, cfg, len(skipped))
+            _require_after_skip(listing, [path for path, _ in skipped])
     else:
         images, digests = listing.images, listing.digests
+        checksums, sizes = pixel_checksums(images), listing.sizes
     return ImageSet(
         images=images,
         labels=np.asarray(listing.labels, dtype=np.int64),
@@ -153,42 +160,51 @@ def load_dataset(cfg: DataConfig) -> ImageSet:
         splits=np.asarray(listing.splits, dtype=str),
         class_names=list(listing.class_names),
         groups=None if listing.groups is None else np.asarray(listing.groups, dtype=str),
-        fingerprint=dataset_fingerprint(digests, listing, prep),
+        fingerprint=dataset_fingerprint(digests, listing, prep, checksums=checksums),
         duplicates=find_duplicates(listing.ids, digests),
         root=None if listing.root is None else str(listing.root),
         studies=None if listing.studies is None else np.asarray(listing.studies, dtype=str),
         fold_ids=None if listing.fold_ids is None else np.asarray(listing.fold_ids, dtype=np.int64),
         holdout_folds=None if listing.holdout_folds is None else np.asarray(listing.holdout_folds, dtype=np.int64),
         skipped=skipped,
+        original_sizes=None if sizes is None else np.asarray(sizes, dtype=np.int64).reshape(-1, 2),
+        small_images=[] if sizes is None else np.asarray(listing.ids)[small_image_mask(sizes, prep)].tolist(),
     )
 
 
-def _require_after_skip(listing: SourceListing, cfg: DataConfig, n_skipped: int) -> None:
-    """After skipping bad files, every class must still have training images (else a DataError)."""
+def _require_after_skip(listing: SourceListing, skipped: list[str]) -> None:
+    """After skipping bad files (``skipped``: their ids), every class must still have training images (else a
+    DataError naming the first few skipped files)."""
+    named = ", ".join(skipped[:3]) + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else "")
+    where = f"after skipping {len(skipped)} unreadable files ({named}; data.on_bad_image: skip)"
     if listing.multilabel:
-        where = f"after skipping {n_skipped} unreadable files (data.on_bad_image: skip)"
         _require_labels_in_train(where, listing.class_names, listing.labels, listing.splits)
         return
     train_labels = {label for label, split in zip(listing.labels, listing.splits) if split == "train"}
     missing = [name for k, name in enumerate(listing.class_names) if k not in train_labels]
     if missing:
-        raise DataError(
-            f"after skipping {n_skipped} unreadable files (data.on_bad_image: skip), class {missing[0]!r} has no "
-            "training images left; fix or replace its files"
-        )
+        raise DataError(f"{where}, class {missing[0]!r} has no training images left; fix or replace its files")
 
 
-def dataset_fingerprint(digests: Sequence[str], listing: SourceListing, prep: Preprocessing) -> str:
-    """sha256 (16 hex) of the content digests, labels, splits, groups, class names and preprocessing."""
+def dataset_fingerprint(
+    digests: Sequence[str], listing: SourceListing, prep: Preprocessing, *, checksums: Sequence[str]
+) -> str:
+    """sha256 (16 hex) of the source digests, the decoded pixels (``checksums``, one per image, see
+    :func:`medclf.data.cache.pixel_checksums`), labels, splits, groups, class names and preprocessing.
+
+    The pixels are in because they, not the source files, are what a model is trained on: a damaged cache or a
+    decoder that changed with a library upgrade changes the fingerprint, so a resumed run refuses to mix folds.
+    """
     h = hashlib.sha256()
     header = {"version": CACHE_VERSION, "prep": prep.key(), "classes": list(listing.class_names)}
     h.update(json.dumps(header).encode())
     groups = listing.groups if listing.groups is not None else [""] * len(digests)
     folds = listing.fold_ids or listing.holdout_folds or [""] * len(digests)
-    for digest, label, split, group, fold in zip(digests, listing.labels, listing.splits, groups, folds):
+    rows = zip(digests, checksums, listing.labels, listing.splits, groups, folds, strict=True)
+    for digest, pixels, label, split, group, fold in rows:
         label_text = ",".join(str(int(v)) for v in label) if listing.multilabel else str(int(label))
-        fold_text = f"\t{fold}" if fold != "" else ""  # absent for older layouts: their fingerprints stay valid
-        h.update(f"\n{digest}\t{label_text}\t{split}\t{group}{fold_text}".encode())
+        fold_text = f"\t{fold}" if fold != "" else ""
+        h.update(f"\n{digest}:{pixels}\t{label_text}\t{split}\t{group}{fold_text}".encode())
     return h.hexdigest()[:16]
 
 
@@ -299,11 +315,13 @@ def _file_listing(
 
 
 def _relative_id(path: Path, root: Path) -> str:
-    """POSIX path relative to ``root``; the absolute POSIX path for a file outside it."""
+    """POSIX path relative to ``root``; for a file outside it (a manifest with ``allow_outside_paths``), the
+    relative path that climbs out (``../scans/a.png``): stable while the two keep their places, and never an
+    absolute path that would name the machine's folders in every output."""
     try:
         return path.relative_to(root).as_posix()
     except ValueError:
-        return path.as_posix()
+        return Path(os.path.relpath(path, root)).as_posix()
 
 
 # ------------------------------------------------------------------------------------------ file layouts
@@ -364,40 +382,6 @@ def splits_layout(source: SplitsSource, prep: Preprocessing) -> SourceListing:
     return _file_listing(root, files, labels, splits, class_names)
 
 
-def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
-    """The header and ``(line number, row)`` pairs of a CSV (UTF-8, a BOM allowed); data rows start at line 2."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            header = [h.strip() for h in reader.fieldnames or []]
-            reader.fieldnames = header
-            rows = [(reader.line_num, row) for row in reader]
-    except (UnicodeDecodeError, csv.Error) as error:
-        raise DataError(f"is not a readable UTF-8 CSV ({error})", path=path) from None
-    if not header:
-        raise DataError("the CSV is empty; expected a header row, then one row per image", path=path)
-    if not rows:
-        raise DataError(f"the CSV has a header ({header}) but no rows; expected one row per image", path=path)
-    return header, rows
-
-
-def _csv_image_path(csv_path: Path, line: int, value: str | None) -> Path:
-    """The image file a CSV cell names (relative to the CSV's folder), checked to exist and be an image."""
-    value = (value or "").strip()
-    if not value:
-        raise DataError(f"line {line}: empty image path", path=csv_path)
-    # a manifest written on Windows uses backslashes; normpath also folds "a/../b"
-    file = Path(os.path.normpath(csv_path.parent / value.replace("\\", "/")))
-    if not file.is_file():
-        raise DataError(f"line {line}: image file {value!r} does not exist (looked for {file})", path=csv_path)
-    if not is_image_file(file):
-        raise DataError(
-            f"line {line}: {value!r} is not a supported image (extensions: {' '.join(IMAGE_EXTENSIONS)})",
-            path=csv_path,
-        )
-    return file
-
-
 # ----------------------------------------------------------------------------------------- array layouts
 @LAYOUTS.register("npz")
 def npz_layout(source: NpzSource, prep: Preprocessing) -> SourceListing:
@@ -405,7 +389,9 @@ def npz_layout(source: NpzSource, prep: Preprocessing) -> SourceListing:
     path = _require_file(source.path, "a MedMNIST-style .npz with train_images and train_labels")
     try:
         with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
+            arrays = {key: _npz_array(data, key, path) for key in data.files}
+    except DataError:
+        raise
     except (OSError, ValueError, EOFError) as error:
         raise DataError(f"is not a readable .npz archive ({error})", path=path) from None
     if "train_images" not in arrays or "train_labels" not in arrays:
@@ -429,6 +415,20 @@ def npz_layout(source: NpzSource, prep: Preprocessing) -> SourceListing:
         )
     _require_classes(class_names[:n_classes], path, "labels with at least two distinct values")
     return _array_listing(parts, class_names, prep)
+
+
+def _npz_array(data: Any, key: str, path: Path) -> np.ndarray:
+    """One array of an open .npz; an object array is refused by name, since reading it would unpickle (run code)."""
+    try:
+        return data[key]
+    except ValueError as error:
+        if "allow_pickle" not in str(error):
+            raise
+        raise DataError(
+            f"array {key!r} holds Python objects, and medclf never unpickles data (unpickling can run code). "
+            "Save numeric arrays, e.g. np.savez(path, train_images=images.astype(np.uint8), train_labels=labels)",
+            path=path,
+        ) from None
 
 
 def _npz_labels(path: Path, split: str, labels: np.ndarray, n_images: int) -> np.ndarray:
@@ -488,9 +488,10 @@ def _array_listing(
     parts: list[tuple[str, np.ndarray, np.ndarray]], class_names: list[str], prep: Preprocessing
 ) -> SourceListing:
     """A listing of decoded arrays from ``(split, images, labels)`` parts; digests are of the source pixels."""
-    images, labels, ids, splits, digests = [], [], [], [], []
+    images, labels, ids, splits, digests, sizes = [], [], [], [], [], []
     for split, split_images, split_labels in parts:
         images.append(resize_array(split_images, prep))
+        sizes += [(int(split_images.shape[1]), int(split_images.shape[2]))] * len(split_images)
         digests += [hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest() for image in split_images]
         labels += [int(x) for x in split_labels]
         ids += [f"{split}/{i}" for i in range(len(split_images))]
@@ -502,6 +503,7 @@ def _array_listing(
         class_names=class_names,
         images=np.concatenate(images),
         digests=digests,
+        sizes=sizes,
     )
 
 
@@ -527,9 +529,10 @@ def list_image_files(inputs: Sequence[str | Path]) -> list[Path]:
         if path.is_dir():
             found = _image_files(path)
         elif path.suffix.lower() == ".csv":
-            header, rows = _read_csv(path)
+            header, rows = read_csv_rows(path)
             column = "path" if "path" in header else header[0]
-            found = [_csv_image_path(path, line, row[column]) for line, row in rows]
+            # the user names this list on the command line, and outputs echo the paths it gives: no folder rule
+            found = [csv_image_path(path, line, row[column], allow_outside=True) for line, row in rows]
         elif is_image_file(path):
             found = [path]
         else:

@@ -6,6 +6,8 @@ Every split is stratified by class; when patient ids are given, it is also group
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,16 +43,18 @@ class Fold:
 
 
 def stratified_kfold(
-    labels: np.ndarray, *, n_folds: int, seed: int, groups: np.ndarray | None = None, setting: str = "cv.n_folds"
+    labels: np.ndarray, *, n_folds: int, seed: int, groups: np.ndarray | None = None, setting: str = "cv.n_folds",
+    class_names: Sequence[str] | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train, held_out) position pairs of a shuffled, stratified (and grouped) k-fold split.
 
-    ``setting`` names the config key that asked for the split, for the error when a class is too small.
+    ``setting`` names the config key that asked for the split and ``class_names`` the class of each label
+    index, for the error when a class is too small.
     """
     labels = np.asarray(labels)
     if labels.ndim == 2:
         return multilabel_kfold(labels, n_folds=n_folds, seed=seed, groups=groups)
-    _check_enough(labels, n_folds, groups, setting)
+    _check_enough(labels, n_folds, groups, setting, class_names)
     if groups is None:
         splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
         return [(tr, te) for tr, te in splitter.split(np.zeros(len(labels)), labels)]
@@ -59,7 +63,8 @@ def stratified_kfold(
 
 
 def stratified_holdout(
-    labels: np.ndarray, *, fraction: float, seed: int, groups: np.ndarray | None = None, setting: str
+    labels: np.ndarray, *, fraction: float, seed: int, groups: np.ndarray | None = None, setting: str,
+    class_names: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(keep, held_out) positions holding out ``fraction`` of the items, stratified by class.
 
@@ -74,12 +79,15 @@ def stratified_holdout(
         keep, held = next(splitter.split(np.zeros(len(labels)), labels))
         return keep, held
     if groups is None:
-        _check_enough(labels, 2, None, setting)
+        _check_enough(labels, 2, None, setting, class_names)
+        _check_holdout_size(labels, fraction, setting)
         splitter = StratifiedShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
         keep, held = next(splitter.split(np.zeros(len(labels)), labels))
         return keep, held
     n_splits = max(2, round(1 / fraction))
-    return stratified_kfold(labels, n_folds=n_splits, seed=seed, groups=groups, setting=setting)[0]
+    return stratified_kfold(
+        labels, n_folds=n_splits, seed=seed, groups=groups, setting=setting, class_names=class_names
+    )[0]
 
 
 def multilabel_kfold(
@@ -107,15 +115,53 @@ def multilabel_kfold(
     ]
 
 
-def _check_enough(labels: np.ndarray, n_parts: int, groups: np.ndarray | None, setting: str) -> None:
+def _check_enough(
+    labels: np.ndarray, n_parts: int, groups: np.ndarray | None, setting: str, class_names: Sequence[str] | None
+) -> None:
+    """A DataError naming every class with fewer images (or patients) than ``n_parts``, by its name."""
     classes, counts = np.unique(labels, return_counts=True)
-    units = counts if groups is None else [len(np.unique(groups[labels == c])) for c in classes]
+    units = counts if groups is None else np.array([len(np.unique(groups[labels == c])) for c in classes])
     what = "images" if groups is None else "patients"
-    if len(units) and min(units) < n_parts:
-        smallest = classes[int(np.argmin(units))]
+    small = [k for k in np.argsort(units, kind="stable") if units[k] < n_parts]
+    if not small:
+        return
+    names = [_class_name(classes[k], class_names) for k in small]
+    listed = ", ".join(f"{name!r} has {int(units[k])}" for name, k in zip(names[:5], small[:5]))
+    more = f" and {len(small) - 5} more" if len(small) > 5 else ""
+    raise DataError(
+        f"Cannot make the split {setting} asks for ({n_parts} stratified parts): each class needs at least "
+        f"{n_parts} {what} there, but class {listed}{more}.{_typo_hint(names, class_names)} Change {setting}, "
+        "add data for that class, or fix its label."
+    )
+
+
+def _class_name(label: object, class_names: Sequence[str] | None) -> str:
+    """The name of class index ``label`` (its index as text when the names are unknown)."""
+    index = int(label)  # type: ignore[call-overload]
+    return str(class_names[index]) if class_names is not None and 0 <= index < len(class_names) else str(index)
+
+
+def _typo_hint(small: list[str], class_names: Sequence[str] | None) -> str:
+    """" Is 'pneumnia' a typo of 'pneumonia'?" when a too-small class is spelt almost like another class."""
+    if not class_names:
+        return ""
+    for name in small:
+        others = [str(c) for c in class_names if str(c) != name]
+        close = difflib.get_close_matches(name, others, n=1, cutoff=0.75)
+        if close:
+            return f" Is {name!r} a typo of {close[0]!r}?"
+    return ""
+
+
+def _check_holdout_size(labels: np.ndarray, fraction: float, setting: str) -> None:
+    """Both sides of a stratified shuffle split must hold at least one image per class (else sklearn fails)."""
+    n, n_classes = len(labels), len(np.unique(labels))
+    n_held = int(np.ceil(fraction * n))
+    if n_held < n_classes or n - n_held < n_classes:
         raise DataError(
-            f"Cannot make the split {setting} asks for ({n_parts} stratified parts): class index {smallest} has "
-            f"only {min(units)} {what} there. Change {setting} or add data for that class."
+            f"Cannot make the split {setting} asks for: {setting} = {fraction} of {n} images holds out {n_held} "
+            f"and keeps {n - n_held}, but each side needs at least one image of each of the {n_classes} classes. "
+            f"Change {setting} or add data."
         )
 
 
@@ -135,7 +181,7 @@ def make_folds(data: ImageSet, cv: CVConfig, *, seed: int) -> list[Fold]:
     if len(test) == 0 and cv.test_fraction > 0:
         keep, held = stratified_holdout(
             data.labels[candidates], fraction=cv.test_fraction, seed=seed, groups=_sub(groups, candidates),
-            setting="cv.test_fraction",
+            setting="cv.test_fraction", class_names=data.class_names,
         )
         candidates, test = candidates[keep], np.sort(candidates[held])
 
@@ -150,7 +196,9 @@ def make_folds(data: ImageSet, cv: CVConfig, *, seed: int) -> list[Fold]:
     if data.holdout_folds is not None:
         pairs = manifest_folds(data.holdout_folds[pool])
     else:
-        pairs = stratified_kfold(data.labels[pool], n_folds=cv.n_folds, seed=seed, groups=_sub(groups, pool))
+        pairs = stratified_kfold(
+            data.labels[pool], n_folds=cv.n_folds, seed=seed, groups=_sub(groups, pool), class_names=data.class_names
+        )
     folds = []
     for k, (tr, ho) in enumerate(pairs):
         train, val = _carve_val(data, pool[tr], cv, seed + k, groups)
@@ -185,7 +233,8 @@ def _carve_val(
     data: ImageSet, train: np.ndarray, cv: CVConfig, seed: int, groups: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
     keep, held = stratified_holdout(
-        data.labels[train], fraction=cv.val_fraction, seed=seed, groups=_sub(groups, train), setting="cv.val_fraction"
+        data.labels[train], fraction=cv.val_fraction, seed=seed, groups=_sub(groups, train), setting="cv.val_fraction",
+        class_names=data.class_names,
     )
     return np.sort(train[keep]), np.sort(train[held])
 
