@@ -1,13 +1,25 @@
-"""The leakage audit: planted exact and near duplicates, patient overlap, per-fold leaks and the policy."""
+"""The leakage audit: planted exact and near duplicates, patient overlap, per-fold leaks and the policy; near
+duplicates as pairs that never chain; the near-duplicate benchmark's core functions on a tiny set."""
 
 from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from medclf.data.audit import apply_leakage_policy, audit_dataset, perceptual_hashes
+from medclf.data.audit import (
+    apply_leakage_policy,
+    audit_dataset,
+    fold_leaks,
+    near_duplicate_candidates,
+    perceptual_hashes,
+)
 from medclf.data.dataset import ImageSet
 from medclf.data.splitting import Fold
+from medclf.data.synthetic import make_phantoms
 from medclf.errors import DataError
 
 
@@ -29,8 +41,11 @@ def test_audit_finds_exact_duplicates_planted_across_train_and_test() -> None:
     assert exact["count"] == 2 and exact["across"] == 1 and exact["within"] == 1
     assert exact["groups"] == [["img1", "img9"], ["img2", "img10"]]
     near = report["near_duplicates"]
-    assert near["count"] == 1 and near["across"] == 1 and near["groups"] == [["img3", "img11"]]
-    assert near["pairs"][0][:2] == ["img3", "img11"]
+    assert near["count"] == 1 and near["across"] == 1 and near["within"] == 0 and near["n_images"] == 2
+    assert "groups" not in near
+    assert near["pairs"] == [{"ids": ["img3", "img11"], "splits": ["train", "test"], "distance": 0,
+                              "correlation": near["pairs"][0]["correlation"]}]
+    assert near["pairs"][0]["correlation"] > 0.99
 
 
 def test_unrelated_images_are_not_near_duplicates() -> None:
@@ -56,3 +71,109 @@ def test_patient_overlap_and_fold_leaks_and_policy() -> None:
         apply_leakage_policy(data, [fold], result, "fail")
     dropped, _ = apply_leakage_policy(data, [fold], result, "drop_duplicates")
     assert dropped[0].test.tolist() == [8]  # 9 and 10 exact, 11 near: dropped; 8 only shares a patient
+
+
+def _chain() -> ImageSet:
+    """a~b and b~c can pass the near test while a~c fails: b is a blend of two unrelated images a and c.
+
+    a (train), b (test), c (test), then five unrelated fillers.
+    """
+    rng = np.random.default_rng(3)
+    smooth = lambda: np.kron(rng.integers(0, 256, (8, 8)), np.ones((4, 4)))  # noqa: E731 - blocky, hashable
+    a, c = smooth(), smooth()
+    b = 0.5 * a + 0.5 * c
+    fillers = [smooth() for _ in range(5)]
+    images = np.stack([a, b, c, *fillers]).clip(0, 255).astype(np.uint8)[:, None]
+    splits = np.array(["train", "test", "test", "train", "train", "train", "test", "test"])
+    return ImageSet(images=images, labels=np.arange(8) % 2, ids=np.array(["a", "b", "c", *[f"f{i}" for i in range(5)]]),
+                    splits=splits, class_names=["x", "y"])
+
+
+def test_near_duplicates_are_pairs_that_never_chain() -> None:
+    data = _chain()
+    # The thresholds that make a~b and b~c pass and a~c fail, read off the real scores of this triple.
+    i, j, dist, corr = near_duplicate_candidates(data.images[:3], max_distance=64, min_correlation=-1)
+    score = {(int(x), int(y)): (int(d), float(c)) for x, y, d, c in zip(i, j, dist, corr)}
+    cut = (score[0, 1][1] + score[0, 2][1]) / 2
+    assert min(score[0, 1][1], score[1, 2][1]) > cut > score[0, 2][1]  # the blend is closer to both ends
+    result = audit_dataset(data, near_distance=64, near_correlation=cut)
+    near = result.report["near_duplicates"]
+    assert sorted(tuple(p["ids"]) for p in near["pairs"]) == [("a", "b"), ("b", "c")]  # no a~c, no group
+    assert near["count"] == 2 and near["across"] == 1 and near["within"] == 1 and near["n_images"] == 3
+    assert "groups" not in near
+
+    # Fold: a trains, b and c are evaluated; c is a near leak only through b, so it is not one.
+    fold = Fold(0, np.array([0, 3, 4, 5]), np.array([], dtype=np.int64), np.array([], dtype=np.int64),
+                np.array([1, 2, 6, 7]))
+    assert fold_leaks(data, fold, result)["near"].tolist() == [1]
+    # b trains too: now c pairs with a training image directly.
+    fold_b = Fold(0, np.array([0, 1, 3]), np.array([], dtype=np.int64), np.array([], dtype=np.int64),
+                  np.array([2, 6, 7]))
+    assert fold_leaks(data, fold_b, result)["near"].tolist() == [2]
+
+
+def test_an_exact_copy_of_a_near_duplicate_counts_once_per_image_pair() -> None:
+    data = _dataset()
+    data.images[7] = data.images[11]  # img7 (train) holds img11's content: both pair with img3
+    result = audit_dataset(data)
+    near = result.report["near_duplicates"]
+    assert near["count"] == 2 and near["within"] == 1 and near["across"] == 1 and near["n_images"] == 3
+    assert sorted(tuple(p["ids"]) for p in near["pairs"]) == [("img3", "img11"), ("img3", "img7")]
+    assert near["pairs"][0]["splits"] == ["train", "test"]  # the pair spanning two splits is listed first
+    fold = Fold(0, np.arange(8), np.array([], dtype=np.int64), np.array([], dtype=np.int64), np.arange(8, 12))
+    leaks = fold_leaks(data, fold, result)
+    assert leaks["exact"].tolist() == [9, 10, 11] and leaks["near"].tolist() == []  # img11 copies img7: exact
+
+
+def test_near_duplicate_search_can_be_switched_off() -> None:
+    near = audit_dataset(_dataset(), near=False).report["near_duplicates"]
+    assert near["enabled"] is False and near["count"] == 0 and near["pairs"] == []
+
+
+def _benchmark():
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "near_duplicates.py"
+    spec = importlib.util.spec_from_file_location("near_duplicates_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_labels_copies_as_positives_and_slices_as_hard_negatives() -> None:
+    bench = _benchmark()
+    phantoms = make_phantoms(n_patients=3, slices_per_patient=4, image_size=32, seed=0)
+    sources = np.concatenate([phantoms.images[:, 0], phantoms.images[:1, 0]])  # the last: a true exact duplicate
+    volume = np.append(np.repeat(np.arange(3), 4), 0)
+    pool = bench.make_pool(sources, n_per_kind=1, working_size=16, seed=0, volume=volume)
+    assert pool.images.shape == (13 + 4, 1, 16, 16) and sorted(pool.kind[13:]) == sorted(bench.KINDS)
+    m = len(pool.origin)
+    i, j = np.triu_indices(m, 1)
+    labels = bench.label_pairs(pool, i, j)
+    assert labels["positive"].sum() == 4 and set(labels["kind"][labels["positive"]]) == set(bench.KINDS)
+    assert (labels["positive"] & labels["negative"]).sum() == 0
+    # Sources 0 and 12 are identical: their pair (and the pairs of their copies) is neither kind of pair.
+    assert not labels["negative"][(i == 0) & (j == 12)].any() and not labels["positive"][(i == 0) & (j == 12)].any()
+    assert labels["hard"][(i == 1) & (j == 2)].all() and not labels["hard"][(i == 1) & (j == 5)].any()
+    assert bench.n_negative_pairs(pool) == int(labels["negative"].sum())
+
+    # Scores: a test that flags everything has recall 1 and precision positives / (positives + negatives).
+    rows = bench.score_grid(pool, i, j, np.zeros(len(i), dtype=np.int64), np.ones(len(i)), distances=(0,),
+                            correlations=(0.5,))
+    n_neg = int(labels["negative"].sum())
+    assert rows[0]["recall"] == {k: 1.0 for k in bench.KINDS} and rows[0]["fp_rate"] == 1.0
+    assert rows[0]["precision"] == pytest.approx(4 / (4 + n_neg))
+    assert rows[0]["precision_rare"] == pytest.approx(0.05 * 13 / (0.05 * 13 + n_neg))  # 13 sources, 5 % copied
+    strict = bench.score_grid(pool, i, j, np.zeros(len(i), dtype=np.int64), np.ones(len(i)), distances=(0,),
+                              correlations=(1.5,))
+    assert strict[0]["true_positives"] == 0 and np.isnan(strict[0]["precision"])
+
+
+def test_benchmark_chooses_the_best_recall_among_precise_thresholds() -> None:
+    bench = _benchmark()
+    row = lambda d, c, p, r: {"max_distance": d, "min_correlation": c, "precision": 1.0,  # noqa: E731
+                              "precision_rare": p, "mean_recall": r}
+    results = {"x": [row(4, 0.99, 0.99, 0.7), row(8, 0.97, 0.90, 0.9), row(8, 0.99, 0.96, 0.8)],
+               "y": [row(4, 0.99, 1.00, 0.6), row(8, 0.97, 0.99, 0.9), row(8, 0.99, 0.97, 0.7)]}
+    chosen = bench.choose_defaults(results, min_precision=0.95)
+    assert (chosen["max_distance"], chosen["min_correlation"]) == (8, 0.99)
+    assert bench.choose_defaults(results, min_precision=0.999) is None

@@ -194,10 +194,15 @@ def test_audit_shows_each_fold_and_warns_when_a_fold_leaks(fabricated_run, read_
     assert "scores are inflated" in warning and "audit.leakage is warn" in warning
     checks = {r["check"]: r for r in read_table(run, "audit")}
     assert checks["exact duplicates"]["count"] == str(audit["exact_duplicates"]["count"])
-    assert checks["near duplicates"]["across splits"] == str(audit["near_duplicates"]["across"])
+    near = audit["near_duplicates"]
+    assert checks["near-duplicate pairs"]["count"] == "1" == str(near["count"])
+    assert checks["near-duplicate pairs"]["across splits"] == str(near["across"])
+    assert "each pair on its own; 2 images in a pair" in checks["near-duplicate pairs"]["how"]
+    assert [[r["image"], r["split"], r["near duplicate"], r["its split"]] for r in read_table(run, "audit-near-pairs")] \
+        == [["img1", "train", "img10", "test"]]
     assert checks["patients in several splits"]["count"] == "1"
     assert checks["patients in several splits"]["how"] == "of 11 patients"
-    assert "at most 4 of 64 bits apart" in checks["near duplicates"]["how"]
+    assert f"at most {near['max_distance']} of 64 bits apart" in checks["near-duplicate pairs"]["how"]
     # values in words, not dumps of Python objects
     for raw in ("True", "None", "{}", "[]", "timing", "enabled:", "n_patients"):
         assert raw not in section, raw
@@ -332,3 +337,18 @@ def test_patient_counts_have_no_decimals(fabricated_run):
     md = (run / "tables" / "patient-metrics-holdout.md").read_text()
     (row,) = [line for line in md.splitlines() if line.startswith("| n_patients ")]
     assert row == "| n_patients | 8 | 8 | 8 | 8 ± 0.0 | – |"
+
+
+def test_audit_without_folds_counts_exact_repeats_and_near_pairs_apart(real_audit):
+    from medclf.reporting.run_tables import audit_warning
+
+    audit = real_audit(policy="warn")
+    del audit["folds"]  # as `medclf audit` writes it when cv cannot make folds
+    text = audit_warning(audit).text
+    # img4 copies img0 inside train; img10 (test) is a near duplicate of img1 (train); patient p5 in both
+    assert text.startswith("Across splits: 0 exact duplicates of an image of another split, 1 near-duplicate pair "
+                           "and 1 patient with images in several splits.")
+    audit["near_duplicates"] |= {"across": 0}
+    audit["exact_duplicates"] |= {"across": 0}
+    audit["patient_overlap"] |= {"count": 0}
+    assert audit_warning(audit) is None

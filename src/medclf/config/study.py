@@ -40,8 +40,9 @@ class AuditConfig(_Section):
     """The leakage audit run before every study (``RUN_DIR/audit.json``)."""
 
     leakage: Literal["warn", "fail", "drop_duplicates"] = "warn"
-    near_distance: int = Field(4, ge=0, le=64)  # near duplicates: perceptual hashes at most this many bits apart
-    near_correlation: float = Field(0.97, ge=-1, le=1)  # ...and 32x32 thumbnails at least this correlated
+    # Defaults measured by benchmarks/near_duplicates.py (docs/benchmarks.md): no false pair on its two sets.
+    near_distance: int = Field(10, ge=0, le=64)  # near duplicates: perceptual hashes at most this many bits apart
+    near_correlation: float = Field(0.9925, ge=-1, le=1)  # ...and 32x32 thumbnails at least this correlated
     near_duplicates: bool = True  # false: only exact duplicates and patient overlap are audited
 
 

@@ -259,7 +259,7 @@ def fold_sizes_table(run: RunData) -> Table:
     return Table(name="fold-sizes", title="Images per fold and split", columns=["fold", *parts], rows=rows)
 
 
-_AUDIT_CHECKS = {"exact_duplicates": "exact duplicates", "near_duplicates": "near duplicates",
+_AUDIT_CHECKS = {"exact_duplicates": "exact duplicates", "near_duplicates": "near-duplicate pairs",
                  "patient_overlap": "patients in several splits"}
 _LEAKS = ("exact", "near", "patient")
 
@@ -283,9 +283,9 @@ def _check_settings(key: str, check: dict[str, Any]) -> str:
     if key == "near_duplicates":
         if check.get("enabled") is False:
             return "not searched (audit.near_duplicates: false)"
-        pairs = _plural(check.get("n_pairs", 0), "pair")
         return (f"perceptual hashes at most {_fact(check.get('max_distance'))} of 64 bits apart, thumbnails "
-                f"correlated at least {_fact(check.get('min_correlation'))}; {pairs}")
+                f"correlated at least {_fact(check.get('min_correlation'))}, each pair on its own; "
+                f"{_plural(check.get('n_images', 0), 'image')} in a pair")
     if key == "patient_overlap":
         n = check.get("n_patients")
         return "no patient ids" if n is None else f"of {_fact(n)} patients"
@@ -297,13 +297,16 @@ def audit_warning(audit: dict[str, Any]) -> Paragraph | None:
     folds = audit.get("folds")
     policy = audit.get("policy")
     if folds is None:  # an audit without folds (medclf audit): only the splits can be compared
-        across = sum(audit.get(k, {}).get("across", 0) for k in ("exact_duplicates", "near_duplicates"))
+        exact = audit.get("exact_duplicates", {}).get("across", 0)
+        near = audit.get("near_duplicates", {}).get("across", 0)
         patients = audit.get("patient_overlap", {}).get("count", 0)
-        if not across and not patients:
+        if not exact and not near and not patients:
             return None
-        return Paragraph(f"{across} images duplicate an image of another split and {patients} patients have images "
-                         "in several splits. Where one side is training data and the other evaluation data, the "
-                         "model is scored on images it has learnt, and the evaluation scores are inflated.", "warning")
+        return Paragraph(f"Across splits: {_plural(exact, 'exact duplicate')} of an image of another split, "
+                         f"{_plural(near, 'near-duplicate pair')} and {_plural(patients, 'patient')} with images "
+                         "in several splits. Where one side is training data and the other evaluation data, "
+                         "the model is scored on images it has learnt, and the evaluation scores are inflated.",
+                         "warning")
     leaking = [f for f in folds if any(f.get(k) for k in _LEAKS)]
     if not leaking:
         return None
@@ -350,9 +353,14 @@ def audit_blocks(audit: dict[str, Any]) -> list[Block]:
     blocks.append(Table(
         name="audit", title="Duplicates and shared patients in the data", rows=rows,
         columns=["check", "count", "within a split", "across splits", "how"],
-        note="count: images that repeat an earlier image (for patients: patients with images in several splits); "
-        "within a split / across splits: where the repeat sits relative to the first image of its group.",
+        note="count: exact duplicates: images that repeat an earlier image, within a split / across splits: "
+        "where the repeat sits relative to the first image of its group; near-duplicate pairs: pairs of images "
+        "that each pass the test themselves (never chained into groups), within a split / across splits: whether "
+        "the two sit in one split; patients: patients with images in several splits.",
     ))
+    pairs = _near_pairs_table(audit.get("near_duplicates") or {})
+    if pairs is not None:
+        blocks.append(pairs)
     folds = audit.get("folds")
     if folds:
         dropped = audit.get("dropped") or {}
@@ -364,11 +372,29 @@ def audit_blocks(audit: dict[str, Any]) -> list[Block]:
             name="audit-folds", title="Evaluation images leaking from the fold's training images", columns=columns,
             rows=fold_rows, emphasis={len(fold_rows) - 1},
             note="Per fold, its val, holdout and test images that duplicate one of its training images exactly "
-            "(exact) or nearly (near), or belong to a patient with training images (patient); counted before "
+            "(exact) or form a near-duplicate pair with one (near), or belong to a patient with training images "
+            "(patient); counted before "
             "audit.leakage acted." + (" dropped: images removed from the evaluation splits (drop_duplicates)."
                                       if dropped else ""),
         ))
     return blocks
+
+
+def _near_pairs_table(near: dict[str, Any], *, limit: int = 20) -> Table | None:
+    """The near-duplicate pairs spanning two splits, as audit.json lists them (across first); None if none."""
+    across = [p for p in near.get("pairs", []) if isinstance(p, dict) and p["splits"][0] != p["splits"][1]]
+    if not across:
+        return None
+    n_across = near.get("across", len(across))
+    more = f" Showing {limit} of {n_across}; all are in audit.json." if len(across) > limit else ""
+    return Table(
+        name="audit-near-pairs", title="Near-duplicate pairs across splits",
+        columns=["image", "split", "near duplicate", "its split", "hash distance", "correlation"],
+        rows=[[p["ids"][0], p["splits"][0], p["ids"][1], p["splits"][1], p["distance"], p["correlation"]]
+              for p in across[:limit]],
+        note="Each pair passes the test itself (hash distance and thumbnail correlation); look at the two images "
+        "before trusting a count: docs/benchmarks.md gives how often a flagged pair is a real copy." + more,
+    )
 
 
 def skipped_table(skipped: list[dict[str, str]], *, limit: int = 50) -> Table:
