@@ -128,18 +128,19 @@ def test_a_sweep_killed_mid_run_resumes_to_the_same_comparison(sweep_file: Path,
     proc = subprocess.Popen([sys.executable, "-m", "medclf", "sweep", str(sweep_file), "--out", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 300
-    while not list(out.glob("runs/*/fold-*/metrics.json")) and time.monotonic() < deadline:
+    # a fold is finished once its complete.json (written last) exists
+    while not list(out.glob("runs/*/fold-*/complete.json")) and time.monotonic() < deadline:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    finished = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/fold-*/metrics.json")}
+    finished = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/fold-*/complete.json")}
     assert 1 <= len(finished) < 4 and not (out / "comparison.json").exists()
 
     resumed = medclf("sweep", str(sweep_file), "--out", str(out))
     assert resumed.returncode == 0, resumed.stderr
     assert "already complete, skipped" in resumed.stdout
     assert all(p.stat().st_mtime_ns == t for p, t in finished.items())  # finished folds were not rerun
-    assert len(list(out.glob("runs/*/fold-*/metrics.json"))) == 4
+    assert len(list(out.glob("runs/*/fold-*/complete.json"))) == 4
     a = _comparable(json.loads((out / "comparison.json").read_text()))
     b = _comparable(json.loads((tmp_path / "reference" / "comparison.json").read_text()))
     assert _close(a, b) and [v["name"] for v in a["variants"]] == [v["name"] for v in b["variants"]]
