@@ -1,4 +1,5 @@
-"""Tests for medclf.data.sources: each layout, the audit (fingerprint, duplicates), and clear data errors."""
+"""Tests for loading data (medclf.data.sources, medclf.data.layouts): each layout, the audit (fingerprint, duplicates),
+and clear data errors."""
 
 from __future__ import annotations
 

@@ -17,15 +17,12 @@ from typing import TYPE_CHECKING
 from medclf.data.formats import dicom_ids, is_dicom
 
 if TYPE_CHECKING:
-    from medclf.data.sources import SourceListing
+    from medclf.data.layouts.base import SourceListing
 
 __all__ = ["fill_patient_ids"]
 
-# how many folders (split, fold, class) sit above the patient folder in an id, for ``folder``
-_FOLDERS_ABOVE_PATIENT = {"folder": 1, "splits": 2, "folds": 3}
 
-
-def fill_patient_ids(listing: SourceListing, *, mode: str, layout: str) -> SourceListing:
+def fill_patient_ids(listing: SourceListing, *, mode: str, patient_folder_depth: int | None) -> SourceListing:
     """``listing`` with its missing ``groups`` (patients) and ``studies`` filled in as ``mode`` says.
 
     Args:
@@ -33,13 +30,15 @@ def fill_patient_ids(listing: SourceListing, *, mode: str, layout: str) -> Sourc
         mode: ``header`` (DICOM PatientID / StudyInstanceUID; other files and files without one are their own
             group), ``folder`` (the folder right below the class folder; for a manifest, the image's folder)
             or ``none``.
-        layout: the ``data.source.type`` that made the listing.
+        patient_folder_depth: for ``folder``, how many folders (split, fold, class) sit above the patient
+            folder in an id, from the layout's :class:`~medclf.data.layouts.LayoutInfo`; None: the image's
+            own folder.
     """
     if listing.files is None or mode == "none":
         return listing
     if mode == "folder":
         if listing.groups is None:
-            listing.groups = _folder_patients(listing.ids, layout)
+            listing.groups = _folder_patients(listing.ids, patient_folder_depth)
         return listing
     if listing.groups is None or listing.studies is None:
         patients, studies = _header_ids(listing.files)
@@ -76,15 +75,14 @@ def _remembered_ids(path: str, size: int, mtime_ns: int) -> tuple[str, str]:
     return dicom_ids(path)
 
 
-def _folder_patients(ids: list[str], layout: str) -> list[str]:
-    """The folder below the class folder of each id (the image's folder, for a manifest); an image with no
-    such folder is its own group."""
+def _folder_patients(ids: list[str], depth: int | None) -> list[str]:
+    """The folder ``depth`` folders down in each id (below the class folder), or with ``depth`` None the image's
+    folder (a manifest); an image with no such folder is its own group."""
     out = []
     for id_ in ids:
         parts = PurePosixPath(id_).parts[:-1]
-        if layout in _FOLDERS_ABOVE_PATIENT:
-            above = _FOLDERS_ABOVE_PATIENT[layout]
-            out.append(parts[above] if len(parts) > above else id_)
+        if depth is not None:
+            out.append(parts[depth] if len(parts) > depth else id_)
         else:
             out.append("/".join(parts) if parts else id_)
     return out

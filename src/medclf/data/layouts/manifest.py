@@ -1,5 +1,5 @@
-"""The CSV manifest layout: one row per image, with optional patient, study, split and fold columns, and either
-one label per image or several (``a|b`` in one column, or one 0/1 column per label).
+"""The ``csv`` layout, a CSV manifest: one row per image, with optional patient, study, split and fold columns,
+and either one label per image or several (``a|b`` in one column, or one 0/1 column per label).
 """
 
 from __future__ import annotations
@@ -12,14 +12,13 @@ from pathlib import Path
 from medclf.config import CsvSource
 from medclf.data.csv_rows import csv_image_path, read_csv_rows
 from medclf.data.dataset import Preprocessing
-from medclf.data.sources import (
-    _SPLIT_ALIASES,
-    LAYOUTS,
+from medclf.data.layouts.base import (
+    SPLIT_ALIASES,
     SourceListing,
-    _relative_id,
-    _require_classes,
-    _require_file,
-    _require_labels_in_train,
+    relative_id,
+    require_classes,
+    require_file,
+    require_labels_in_train,
 )
 from medclf.errors import DataError
 
@@ -28,7 +27,6 @@ __all__ = ["csv_layout"]
 Rows = list[tuple[int, dict[str, str]]]
 
 
-@LAYOUTS.register("csv")
 def csv_layout(source: CsvSource, prep: Preprocessing) -> SourceListing:
     """A CSV manifest: one row per image; paths relative to the CSV's folder.
 
@@ -36,7 +34,7 @@ def csv_layout(source: CsvSource, prep: Preprocessing) -> SourceListing:
     ``patient_column`` (groups), ``study_column`` (study-level evaluation), ``fold_column`` (0, 1, ...: the
     fold whose held-out part holds the image; empty: in no fold's held-out part).
     """
-    csv_path = _require_file(source.path, "a CSV with one row per image")
+    csv_path = require_file(source.path, "a CSV with one row per image")
     header, rows = read_csv_rows(csv_path)
     label_columns = list(source.label_columns or [])
     for column, key in [(source.path_column, "path_column")] + (
@@ -56,7 +54,7 @@ def csv_layout(source: CsvSource, prep: Preprocessing) -> SourceListing:
     else:
         names = [_label(csv_path, line, row, source.label_column) for line, row in rows]
         class_names = _sorted_labels(set(names))
-        _require_classes(class_names, csv_path, f"distinct values in column {source.label_column!r}")
+        require_classes(class_names, csv_path, f"distinct values in column {source.label_column!r}")
         _warn_label_typos(csv_path, names, source.label_column)
         index = {name: i for i, name in enumerate(class_names)}
         labels = [index[n] for n in names]
@@ -66,9 +64,9 @@ def csv_layout(source: CsvSource, prep: Preprocessing) -> SourceListing:
         raise DataError("a multi-label manifest needs at least one label", path=csv_path)
     if multilabel:
         where = "(data.source.label_columns)" if label_columns else f"in column {source.label_column!r}"
-        _require_labels_in_train(csv_path, class_names, labels, splits, source=where)
+        require_labels_in_train(csv_path, class_names, labels, splits, source=where)
     listing = SourceListing(
-        labels=labels, ids=[_relative_id(f, csv_path.parent) for f in files], splits=splits,
+        labels=labels, ids=[relative_id(f, csv_path.parent) for f in files], splits=splits,
         class_names=class_names, files=files, root=csv_path.parent, multilabel=multilabel,
         groups=_optional_column(rows, header, source.patient_column),
         studies=_optional_column(rows, header, source.study_column),
@@ -182,7 +180,7 @@ def _fold_column(csv_path: Path, rows: Rows, header: list[str], column: str) -> 
 
 
 def _csv_split(csv_path: Path, line: int, value: str | None) -> str:
-    split = _SPLIT_ALIASES.get((value or "").strip().lower())
+    split = SPLIT_ALIASES.get((value or "").strip().lower())
     if split is None:
         raise DataError(f"line {line}: split {value!r} is not one of train, val, test", path=csv_path)
     return split
