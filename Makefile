@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # torch/torchvision are pinned to the builds this machine carries on disk (pip finds them there).
 TORCH  := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test install clean bench
+.PHONY: demo test lint-imports install clean bench
 
 $(BIN)/medclf: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The layering contracts of pyproject.toml's [tool.importlinter]; fails on an import that points up.
+lint-imports: install
+	$(BIN)/lint-imports --no-cache
 
 bench: install
 	$(BIN)/python benchmarks/throughput.py

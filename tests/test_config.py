@@ -1,3 +1,6 @@
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,7 @@ from medclf.config import (
     parse_config,
 )
 from medclf.errors import ConfigError
+from medclf.experiments.validation import parse_checked_config
 
 MINIMAL = {"data": {"source": {"type": "npz", "path": "data.npz"}}}
 
@@ -46,11 +50,11 @@ def test_unknown_key_inside_a_source_variant():
 
 def test_bad_values_name_field_and_value():
     with pytest.raises(ConfigError, match=r"model\.name: 'resnet19' is not a timm architecture\. Did you mean 'resnet18'"):
-        parse_config(MINIMAL | {"model": {"name": "resnet19"}})
+        parse_checked_config(MINIMAL | {"model": {"name": "resnet19"}})
     with pytest.raises(ConfigError, match=r"training\.optimizer\.name: Unknown optimizer 'adamm'.*adam, adamw, rmsprop, sgd"):
-        parse_config(MINIMAL | {"training": {"optimizer": {"name": "adamm"}}})
+        parse_checked_config(MINIMAL | {"training": {"optimizer": {"name": "adamm"}}})
     with pytest.raises(ConfigError, match=r"training\.monitor: cannot monitor 'val_acc'\. Did you mean 'val_accuracy'"):
-        parse_config(MINIMAL | {"training": {"monitor": "val_acc"}})
+        parse_checked_config(MINIMAL | {"training": {"monitor": "val_acc"}})
     with pytest.raises(ConfigError, match=r"cv\.n_folds"):
         parse_config(MINIMAL | {"cv": {"n_folds": 1}})
     with pytest.raises(ConfigError, match=r"unknown recipe 'fintune'\. Did you mean 'finetune'"):
@@ -116,3 +120,46 @@ def test_model_kwargs_keep_architecture_arguments_that_look_like_loader_keys():
     kwargs = {"output_stride": 8, "drop_path": 0.1, "use_checkpoint": False, "pretrained_window_sizes": [0, 0, 0, 0],
               "bidirectional": True, "state_dim": 4}
     assert parse_config(MINIMAL | {"model": {"name": "test_resnet", "kwargs": kwargs}}).model.kwargs == kwargs
+
+
+def test_importing_the_config_imports_nothing_above_it():
+    code = ("import sys, medclf.config; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'timm', 'PIL', 'torchvision'})); "
+            "print(sorted(m for m in sys.modules if m.startswith('medclf.') and m.split('.')[1] not in "
+            "('config', 'errors', 'registry')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == ["[]", "[]"]
+
+
+def test_registered_names_are_checked_at_the_boundary_with_the_parse_wording():
+    layers = [{"type": "conv", "filters": 4}, {"type": "residual", "layers": [{"type": "conv", "filters": 4,
+                                                                              "activation": "rellu"}]}]
+    raw = MINIMAL | {"model": {"name": "layers", "layers": layers}}
+    assert parse_config(raw).model.layers[1].layers[0].activation == "rellu"  # parsing alone is pure pydantic
+    with pytest.raises(ConfigError, match=r"^config is not a valid medclf config: model\.layers\.1\.layers\.0\."
+                                          r"activation: Unknown activation 'rellu'\. Did you mean 'relu'\?"):
+        parse_checked_config(raw)
+    with pytest.raises(ConfigError, match=r"training\.stages\.0\.scheduler\.name: Unknown scheduler 'cosin'.*"
+                                          r"training\.stages\.1\.scheduler\.name: Unknown scheduler 'cosin'"):
+        parse_checked_config(MINIMAL | {"training": {"scheduler": {"name": "cosin"},
+                                                     "stages": [{"epochs": 1}, {"epochs": 2}]}})
+    with pytest.raises(ConfigError, match=r"training\.loss: loss 'cross_entropy' does not read gamma \(gamma is read "
+                                          r"by focal\)\. Remove it or choose a loss that uses it"):
+        parse_checked_config(MINIMAL | {"training": {"loss": {"gamma": 1.0}}})
+    with pytest.raises(ConfigError, match=r"training\.augmentation: Unknown augmentation preset 'hflp'"):
+        parse_checked_config(MINIMAL | {"training": {"augmentation": {"presets": ["hflp"]}}})
+    with pytest.raises(ConfigError, match=r"training\.early_stopping\.monitor: cannot monitor 'val_acc'"):
+        parse_checked_config(MINIMAL | {"training": {"early_stopping": {"monitor": "val_acc", "patience": 2}}})
+
+
+def test_load_checked_config_names_the_file_and_run_study_checks_before_reading_data(tmp_path: Path):
+    from medclf.experiments import load_checked_config, run_study
+
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(MINIMAL | {"training": {"optimizer": {"name": "adamm"}}}))
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))} is not a valid medclf config: training\.optimizer"):
+        load_checked_config(path)
+    config = load_config(path)  # data.npz does not exist: the name is refused before it would be read
+    with pytest.raises(ConfigError, match=r"^config is not a valid medclf config: training\.optimizer\.name: Unknown"):
+        run_study(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -181,6 +181,7 @@ RUN_FOLDER_FILES = (
     "model.safetensors",
     "model.json",
     "ensemble/",
+    "gallery.npz",
 )
 
 

@@ -192,9 +192,9 @@ def run(
     quiet: QuietOpt = False,
 ) -> None:
     """Run (or resume) a cross-validated study and write its run folder."""
-    from medclf.config import load_config
+    from medclf.experiments.validation import load_checked_config
 
-    cfg = load_config(config, override or [])
+    cfg = load_checked_config(config, override or [])
     _run(cfg, out or Path("runs") / cfg.name, overwrite=overwrite, quiet=quiet)
 
 
@@ -208,8 +208,9 @@ def validate(
 
     A sweep file (a config with a ``sweep:`` section) is validated variant by variant; its variants are listed.
     """
-    from medclf.config import dump_config, load_config
+    from medclf.config import dump_config
     from medclf.config.loading import read_yaml
+    from medclf.experiments.validation import load_checked_config
 
     raw = read_yaml(config)
     if isinstance(raw, dict) and "sweep" in raw:
@@ -227,7 +228,7 @@ def validate(
             console.print(f"  then {plan.sweep.trials} trials sampled from {', '.join(plan.sweep.space)}",
                           highlight=False, markup=False)
         return
-    console.print(dump_config(load_config(config, override or [])), highlight=False, markup=False, end="")
+    console.print(dump_config(load_checked_config(config, override or [])), highlight=False, markup=False, end="")
 
 
 @app.command(epilog="Example: medclf demo --out runs/demo")
@@ -239,10 +240,10 @@ def demo(
     quiet: QuietOpt = False,
 ) -> None:
     """Run the embedded demo: 5-fold CV of a small CNN on synthetic MRI-like head phantoms."""
-    from medclf.config import load_config
+    from medclf.experiments.validation import load_checked_config
 
     resource = files("medclf") / "resources" / DEMO_CONFIG
-    cfg = load_config(Path(str(resource)), override or [])
+    cfg = load_checked_config(Path(str(resource)), override or [])
     _run(cfg, out, overwrite=overwrite, quiet=quiet)
 
 
@@ -341,11 +342,11 @@ def show_batch(
 ) -> None:
     """Draw one augmented training batch (fold 0, with oversampling) as a labelled grid PNG."""
     from medclf.atomic import atomic_write_bytes
-    from medclf.config import load_config
     from medclf.experiments.preview import augmented_batch
+    from medclf.experiments.validation import load_checked_config
     from medclf.reporting.figures import image_grid_figure
 
-    cfg = load_config(config, override or [])
+    cfg = load_checked_config(config, override or [])
     images, names, copies = augmented_batch(cfg, n_images=n_images)
     titles = [f"{name} (copy)" if copy else name for name, copy in zip(names, copies)]
     figure = image_grid_figure("batch", images, titles=titles, ncols=8)
@@ -355,13 +356,14 @@ def show_batch(
 
 def _study_config(target: Path, overrides: list[str]) -> Any:
     """A YAML config as given, or a data path turned into a study config with every default."""
-    from medclf.config import apply_overrides, load_config, parse_config
+    from medclf.config import apply_overrides
     from medclf.data.inspect import guess_source
+    from medclf.experiments.validation import load_checked_config, parse_checked_config
 
     if target.suffix.lower() in (".yaml", ".yml"):
-        return load_config(target, overrides)
+        return load_checked_config(target, overrides)
     raw = apply_overrides({"data": {"source": guess_source(target)}}, overrides)
-    return parse_config(raw, origin=str(target))
+    return parse_checked_config(raw, origin=str(target))
 
 
 @app.command(epilog="Example: medclf inspect data/chest_xray --out inspect/")

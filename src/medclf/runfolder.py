@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import math
 import shutil
+import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +29,11 @@ from medclf.atomic import atomic_write_bytes, atomic_write_csv, atomic_write_jso
 from medclf.errors import MedclfError, ModelError, RunFolderError
 
 __all__ = [
-    "COMPLETE", "ENSEMBLE", "FoldState", "Predictions", "bad_rows", "check_fold", "check_probabilities",
-    "check_record", "clear_fold", "complete_folds", "describe_damage", "ensemble_mean", "fold_dir", "fold_indices",
-    "load_weights", "predict_output_columns", "prediction_columns", "prob_column", "prob_columns", "read_json",
-    "read_predictions", "record_complete", "save_weights", "wrap_model_error", "write_json", "write_predictions",
+    "COMPLETE", "ENSEMBLE", "GALLERY", "GALLERY_SIZE", "FoldState", "GalleryChoice", "Predictions", "bad_rows",
+    "check_fold", "check_probabilities", "check_record", "choose_gallery", "clear_fold", "complete_folds",
+    "describe_damage", "ensemble_mean", "fold_dir", "fold_indices", "load_weights", "predict_output_columns",
+    "prediction_columns", "prob_column", "prob_columns", "read_gallery", "read_json", "read_predictions",
+    "record_complete", "save_weights", "wrap_model_error", "write_gallery", "write_json", "write_predictions",
 ]
 
 COMPLETE = "complete.json"  # a folder's record of completion, written last
@@ -39,6 +42,8 @@ WEIGHTS = "model.safetensors"
 SPEC = "model.json"
 PREDICTIONS = "predictions.csv"
 ENSEMBLE = "ensemble"
+GALLERY = "gallery.npz"  # the images of the report's gallery of confidently wrong predictions
+GALLERY_SIZE = 18  # images in that gallery
 SUM_TOLERANCE = 1e-4  # a single-label row's probabilities sum to 1 within this (float32 softmax: ~1e-6)
 _HASH_CHUNK = 1 << 20
 
@@ -420,3 +425,106 @@ def wrap_model_error(error: Exception, *, where: str, fix: str) -> MedclfError:
     first = str(error).strip().splitlines()
     detail = " ".join(line.strip() for line in first[:3])
     return RunFolderError(f"{where}: the weights do not fit the model that model.json describes ({detail}); {fix}.")
+
+
+# ------------------------------------------------------------------------------------------------ gallery
+@dataclass(frozen=True)
+class GalleryChoice:
+    """The most confidently wrong predictions of a run, as the report's gallery shows them.
+
+    Attributes:
+        label: which predictions they are (``test images, fold ensemble``...).
+        predictions: those predictions.
+        worst: ``(row, score)`` of the wrong ones, most confident first; the score is the probability of the
+            prediction (multi-label: the largest error of a label).
+    """
+
+    label: str
+    predictions: Predictions
+    worst: list[tuple[int, float]]
+
+
+def _gallery_source(
+    ensemble: Predictions | None, folds: Sequence[tuple[int, dict[str, Predictions]]]
+) -> tuple[str, Predictions] | None:
+    """The ensemble's test predictions, else the first fold's test ones, else every fold's holdout (val) pooled."""
+    if ensemble is not None and len(ensemble):
+        return "test images, fold ensemble", ensemble
+    for index, predictions in folds:
+        if len(predictions.get("test", ())):
+            return f"test images, fold {index}", predictions["test"]
+    for split in ("holdout", "val"):
+        pooled = Predictions.concat([p[split] for _, p in folds if split in p])
+        if len(pooled):
+            return f"{split} images (no test split), all folds pooled", pooled
+    return None
+
+
+def _confidently_wrong(preds: Predictions, classes: list[str], *, multilabel: bool, n: int) -> list[tuple[int, float]]:
+    """Rows of the most confidently wrong predictions with their confidence, most confident first."""
+    if multilabel:
+        truth = preds.truth(classes, multilabel=True)
+        wrong = (truth != preds.decisions(classes, multilabel=True)).any(axis=1)
+        score = np.abs(preds.probs - truth).max(axis=1)
+    else:
+        wrong = np.array([t != p for t, p in zip(preds.labels, preds.predicted)], dtype=bool)
+        score = preds.probs.max(axis=1)
+    order = [int(i) for i in np.argsort(-score, kind="stable") if wrong[i]]
+    return [(i, float(score[i])) for i in order[:n]]
+
+
+def choose_gallery(
+    classes: Sequence[str], *, multilabel: bool, ensemble: Predictions | None,
+    folds: Sequence[tuple[int, dict[str, Predictions]]], n: int = GALLERY_SIZE,
+) -> GalleryChoice | None:
+    """The gallery of a run: the ``n`` most confidently wrong of its ensemble (else fold, else pooled) predictions.
+
+    ``medclf run`` keeps these images in :data:`GALLERY`; ``medclf report`` shows them. None: no predictions.
+
+    Args:
+        classes: the run's classes (labels).
+        multilabel: the run is multi-label.
+        ensemble: ``ensemble/predictions.csv``'s test rows, or None.
+        folds: ``(k, fold-<k>/predictions.csv by split)`` of every fold, in fold order.
+        n: images at most.
+    """
+    source = _gallery_source(ensemble, folds)
+    if source is None:
+        return None
+    label, preds = source
+    return GalleryChoice(label, preds, _confidently_wrong(preds, list(classes), multilabel=multilabel, n=n))
+
+
+def write_gallery(run_dir: Path, ids: Sequence[str], images: np.ndarray) -> None:
+    """Write :data:`GALLERY`: the uint8 ``images`` (N, C, H, W) of ``ids``, byte-identical for the same input.
+
+    The file is an ``.npz`` (``ids``: strings, ``images``: uint8) whose zip entries carry a fixed date, so the
+    same run writes the same bytes.
+    """
+    buffer = io.BytesIO()
+    arrays = {"ids": np.asarray(list(ids), dtype=str), "images": np.ascontiguousarray(images, dtype=np.uint8)}
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, array in arrays.items():
+            entry = io.BytesIO()
+            np.lib.format.write_array(entry, array, allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, entry.getvalue())
+    atomic_write_bytes(Path(run_dir) / GALLERY, buffer.getvalue())
+
+
+def read_gallery(run_dir: Path) -> dict[str, np.ndarray]:
+    """The images of :data:`GALLERY` by id: uint8 (C, H, W) each.
+
+    Raises:
+        RunFolderError: the file is missing or unreadable (naming it).
+    """
+    path = Path(run_dir) / GALLERY
+    if not path.exists():
+        raise RunFolderError(f"{path} is missing")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            ids, images = archive["ids"], archive["images"]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+        raise RunFolderError(f"{path} cannot be read ({error})") from None
+    return {str(i): image for i, image in zip(ids.tolist(), images)}

@@ -55,12 +55,16 @@ def test_free_transforms_are_torchvision_v2_classes_with_their_arguments():
     x = torch.randint(0, 255, (4, 1, 16, 16), dtype=torch.uint8)
     aug = build_augmentation([], transforms=[{"name": "RandomInvert", "p": 1.0}], size_hw=(16, 16))
     assert torch.equal(aug(x, torch.Generator()), 255 - x)
-    from medclf.config import AugmentationConfig
+    from medclf.experiments.validation import parse_checked_config
+
+    def checked(transforms):  # the config's check of training.augmentation, run where every config is checked
+        parse_checked_config({"data": {"source": {"type": "npz", "path": "d.npz"}},
+                              "training": {"augmentation": {"transforms": transforms}}})
 
     with pytest.raises(ValueError, match="'RandomWarp' is not a torchvision.transforms.v2 transform"):
-        AugmentationConfig(transforms=[{"name": "RandomWarp"}])
+        checked([{"name": "RandomWarp"}])
     with pytest.raises(ValueError, match=r"RandomRotation\(degree=5\) fails"):
-        AugmentationConfig(transforms=[{"name": "RandomRotation", "degree": 5}])
+        checked([{"name": "RandomRotation", "degree": 5}])
 
 
 @pytest.mark.parametrize(("angle", "shear", "scale"), [(90, 0, 1.0), (30, 0, 1.0), (-40, -10, 1.2), (0, 20, 0.9)])

@@ -120,6 +120,8 @@ def test_a_damaged_model_json_or_weights_file_is_a_model_error():
         model_from_spec([1, 2])
     with pytest.raises(ModelError, match=r"head is not a valid head description"):
         model_from_spec({**spec, "head": {"pool": "median"}})
+    with pytest.raises(ModelError, match=r"head is not a valid head description \(Value error, Unknown activation 'rellu'"):
+        model_from_spec({**spec, "head": {"activation": "rellu"}})
     with pytest.raises(ModelError, match=r"does not describe a model medclf can build \(TypeError"):
         model_from_spec({**spec, "mean": "grey"})
     state = model.state_dict()

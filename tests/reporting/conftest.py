@@ -15,7 +15,7 @@ import yaml
 
 from medclf.atomic import atomic_write_csv, atomic_write_json
 from medclf.evaluation.metrics import aggregate_folds, classification_metrics, confusion
-from medclf.runfolder import record_complete
+from medclf.runfolder import choose_gallery, read_predictions, record_complete, write_gallery
 
 CLASSES = ["blank", "circle", "square"]
 
@@ -42,10 +42,11 @@ def _multilabel_metrics(truth: np.ndarray, probs: np.ndarray) -> dict[str, float
 
 def build_run(root: Path, *, n_folds: int = 3, multilabel: bool = False, patient: bool = False,
               stopped: bool = True, with_step: bool = False, data_path: str = "/nonexistent/data",
-              environment: bool = True) -> Path:
+              environment: bool = True, gallery: bool = True) -> Path:
     """Write a complete run folder with ``n_folds`` folds, a test split and the fold ensemble.
 
-    ``environment`` False leaves summary.json without ``environment``, as runs before it was recorded.
+    ``environment`` False leaves summary.json without ``environment``, as runs before it was recorded;
+    ``gallery`` False leaves out gallery.npz, as runs before it was kept.
     """
     rng = np.random.default_rng(0)
     k = len(CLASSES)
@@ -151,7 +152,21 @@ def build_run(root: Path, *, n_folds: int = 3, multilabel: bool = False, patient
 
         summary["environment"] = run_environment(summary["runtime"]) | {"torch": "9.9.9"}  # told apart from here
     atomic_write_json(root / "summary.json", summary)
+    if gallery:
+        _write_gallery(root, n_folds=n_folds, multilabel=multilabel)
     return root
+
+
+def _write_gallery(root: Path, *, n_folds: int, multilabel: bool) -> None:
+    """gallery.npz as a run writes it: the images the gallery rule chooses (each image's pixels: its row number)."""
+    ensemble = read_predictions(root / "ensemble" / "predictions.csv", CLASSES).get("test")
+    folds = [(k, read_predictions(root / f"fold-{k}" / "predictions.csv", CLASSES)) for k in range(n_folds)]
+    choice = choose_gallery(CLASSES, multilabel=multilabel, ensemble=ensemble, folds=folds)
+    if choice is None or not choice.worst:
+        return  # nothing misclassified: a run writes no gallery
+    ids = [choice.predictions.ids[i] for i, _ in choice.worst]
+    images = np.stack([np.full((1, 16, 16), i, dtype=np.uint8) for i, _ in choice.worst])
+    write_gallery(root, ids, images)
 
 
 @pytest.fixture()

@@ -134,14 +134,35 @@ def test_report_has_every_section_figure_and_table_and_stays_offline(reported_ru
     assert "early stop at epoch 4" in html and "kept epoch 3" in html
 
 
-def test_gallery_says_why_when_the_data_is_gone(reported_run, read_table):
-    run = reported_run
-    html = (run / "report.html").read_text()
-    assert "The images are not shown: the data could not be loaded again" in html
+def test_gallery_says_why_when_the_run_kept_no_images(fabricated_run, read_table):
+    run = fabricated_run(gallery=False)
+    html = write_report(run).read_text()
+    assert "The images are not shown: the run folder has no gallery.npz" in html
+    assert not (run / "figures" / "misclassified.png").exists()
     rows = read_table(run, "misclassified")
     assert rows and all(r["true"] != r["predicted"] for r in rows)
     probs = [_f(r["probability of the prediction"]) for r in rows]
     assert probs == sorted(probs, reverse=True)
+
+
+def test_gallery_shows_the_images_the_run_kept(reported_run, read_table):
+    from medclf.runfolder import read_gallery
+
+    run = reported_run
+    html = (run / "report.html").read_text()
+    assert "The images are not shown" not in html
+    assert (run / "figures" / "misclassified.png").exists()
+    rows = read_table(run, "misclassified")
+    assert [r["id"] for r in rows] == list(read_gallery(run))  # the run kept exactly the rows the report shows
+    probs = [_f(r["probability of the prediction"]) for r in rows]
+    assert probs == sorted(probs, reverse=True) and all(r["true"] != r["predicted"] for r in rows)
+
+
+def test_gallery_of_an_altered_file_says_why(fabricated_run):
+    run = fabricated_run()
+    (run / "gallery.npz").write_bytes(b"not a zip")
+    html = write_report(run).read_text()
+    assert "The images are not shown:" in html and "gallery.npz cannot be read" in html
 
 
 def test_patient_and_multilabel_sections_appear_when_the_run_has_them(fabricated_run, read_table):

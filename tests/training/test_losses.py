@@ -100,15 +100,23 @@ def test_multilabel_focal_takes_alpha_class_weights_and_smoothing():
     assert float(smoothed(logits, y)) == pytest.approx(float(F.binary_cross_entropy_with_logits(logits, y * 0.8 + 0.1)))
 
 
+def _checked_loss(**loss) -> LossConfig:
+    """``training.loss`` through the config boundary, where the keys a loss reads are checked."""
+    from medclf.experiments.validation import parse_checked_config
+
+    raw = {"data": {"source": {"type": "npz", "path": "d.npz"}}, "training": {"loss": loss}}
+    return parse_checked_config(raw).training.loss
+
+
 def test_a_key_the_loss_does_not_read_is_refused():
     with pytest.raises(ValueError, match=r"loss 'cross_entropy' does not read gamma \(gamma is read by focal\)"):
-        LossConfig(gamma=1.0)
+        _checked_loss(gamma=1.0)
     with pytest.raises(ValueError, match=r"loss 'bce' does not read alpha"):
-        LossConfig(name="bce", alpha=0.25)
+        _checked_loss(name="bce", alpha=0.25)
     with pytest.raises(ValueError, match=r"loss 'poisson' does not read class_weights, label_smoothing"):
-        LossConfig(name="poisson", class_weights="balanced", label_smoothing=0.2)
+        _checked_loss(name="poisson", class_weights="balanced", label_smoothing=0.2)
     # 0 switches smoothing off, and a default (as a resolved config.yaml writes every key) is accepted
-    assert LossConfig(name="poisson", label_smoothing=0.0, gamma=2.0, alpha=None).name == "poisson"
+    assert _checked_loss(name="poisson", label_smoothing=0.0, gamma=2.0, alpha=None).name == "poisson"
 
 
 def test_bce_on_two_classes_uses_one_logit_and_pos_weight():

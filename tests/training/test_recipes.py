@@ -11,7 +11,7 @@ from medclf.config import ModelConfig, TrainingConfig
 from medclf.errors import ConfigError
 from medclf.models import build_model
 from medclf.training import Trainer
-from medclf.training.callbacks import EarlyStopping
+from medclf.training.callbacks import EarlyStopping, monitor_mode
 
 
 def _toy(n=160, seed=0, minority_every=4):
@@ -82,10 +82,10 @@ def test_duplicated_copies_stay_exact_and_augmented_copies_change(mode):
 
 def test_no_oversampling_sees_the_fold_as_it_is(monkeypatch):
     seen = []
-    real_plan = loop.epoch_plan
-    monkeypatch.setattr(loop, "epoch_plan", lambda labels, m, *, generator: seen.append(
-        np.bincount(labels[real_plan(labels, m, generator=generator)[0].numpy()])) or real_plan(
-        labels, m, generator=generator))
+    real_plan = loop.training_plan
+    monkeypatch.setattr(loop, "training_plan", lambda labels, m, *, multilabel, generator: seen.append(
+        np.bincount(labels[real_plan(labels, m, multilabel=multilabel, generator=generator)[0].numpy()])) or real_plan(
+        labels, m, multilabel=multilabel, generator=generator))
     x, y = _toy()
     _trainer(_cfg()).fit(x[:120], y[:120], x[120:], y[120:])
     assert seen[0].tolist() == [90, 30]
@@ -136,11 +136,11 @@ def test_min_delta_as_a_percentage_in_the_config_is_relative():
 
 def test_early_stopping_and_the_kept_epoch_watch_one_value():
     cfg = _cfg(early_stopping={"patience": 2, "monitor": "val_auc_macro"})
-    assert cfg.monitor == "val_auc_macro" and cfg.monitor_mode == "max"  # early stopping's monitor is the monitor
+    assert cfg.monitor == "val_auc_macro" and monitor_mode(cfg) == "max"  # early stopping's monitor is the monitor
     with pytest.raises(ValueError, match=r"early_stopping.monitor \(val_auc_macro\) differs from monitor"):
         _cfg(monitor="val_loss", early_stopping={"patience": 2, "monitor": "val_auc_macro"})
-    assert _cfg(monitor="val_f1_macro", early_stopping={"mode": "min"}).monitor_mode == "min"  # mode wins
-    assert _cfg(monitor="val_hamming_loss").monitor_mode == "min"  # multi-label metrics are monitorable
+    assert monitor_mode(_cfg(monitor="val_f1_macro", early_stopping={"mode": "min"})) == "min"  # mode wins
+    assert monitor_mode(_cfg(monitor="val_hamming_loss")) == "min"  # multi-label metrics are monitorable
 
 
 def test_early_stopping_on_an_unlogged_value_names_what_is_logged():

@@ -36,3 +36,15 @@ def test_plans_are_seeded():
     a = epoch_plan(LABELS, "augment", generator=torch.Generator().manual_seed(3))[0]
     b = epoch_plan(LABELS, "augment", generator=torch.Generator().manual_seed(3))[0]
     assert torch.equal(a, b)
+
+
+def test_the_training_plan_of_multilabel_rows_is_a_plain_shuffle():
+    from medclf.training.sampling import training_plan
+
+    rows = np.eye(3)[LABELS % 3]  # multi-hot rows: never resampled, whatever their labels
+    order, is_copy = training_plan(rows, "none", multilabel=True, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(order, torch.randperm(len(rows), generator=torch.Generator().manual_seed(4)))
+    assert not is_copy.any()
+    single = training_plan(LABELS, "duplicate", multilabel=False, generator=torch.Generator().manual_seed(4))
+    expected = epoch_plan(LABELS, "duplicate", generator=torch.Generator().manual_seed(4))
+    assert all(torch.equal(a, b) for a, b in zip(single, expected))

@@ -3,6 +3,11 @@
 It is validated once, when loaded (:func:`load_config`), and passed inward as typed sections. Unknown keys are
 errors with the closest valid key suggested; relative paths are resolved against the config file's folder.
 Every key is documented in ``docs/config.md`` (a test keeps the two in step).
+
+This package imports nothing of medclf above it (nor torch, timm or Pillow): the checks that need a component
+registry (timm architectures, losses, optimizers, schedulers, augmentations, layer activations, monitored
+metrics) run once at the boundary, :func:`medclf.experiments.validation.check_config`, which every command and
+the Python API call right after loading and before any data is read.
 """
 
 from medclf.config.data import (

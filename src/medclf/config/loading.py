@@ -107,10 +107,24 @@ def _format_errors(error: ValidationError, origin: str) -> str:
         elif err["type"] == "missing":
             lines.append(f"{where}: required key is missing.")
         else:
-            msg = err["msg"].removeprefix("Value error, ").rstrip(".")
-            got = repr(err.get("input"))
-            lines.append(f"{where}: {msg}." if got in msg else f"{where}: {msg} (got {got}).")
+            lines.append(_problem_line(where, err["msg"].removeprefix("Value error, "), err.get("input")))
     return f"{origin} is not a valid medclf config: " + " ".join(lines)
+
+
+def _problem_line(where: str, message: str, value: Any) -> str:
+    msg = message.rstrip(".")
+    got = repr(value)
+    return f"{where}: {msg}." if got in msg else f"{where}: {msg} (got {got})."
+
+
+def invalid_config(origin: str, problems: list[tuple[str, str, Any]]) -> ConfigError:
+    """The :class:`ConfigError` for ``(dotted key, message, value)`` problems, worded as :func:`parse_config`'s.
+
+    Checks that run after parsing (:func:`medclf.experiments.validation.check_config`) report through it, so a
+    misspelt optimizer reads the same as a misspelt key.
+    """
+    lines = [_problem_line(where, message, value) for where, message, value in problems]
+    return ConfigError(f"{origin} is not a valid medclf config: " + " ".join(lines))
 
 
 _TAGGED = (

@@ -1,14 +1,17 @@
-"""The ``model`` section: a timm architecture (with an optional custom head) or a network written layer by layer."""
+"""The ``model`` section: a timm architecture (with an optional custom head) or a network written layer by layer.
+
+The architecture and activation names are checked against timm and medclf.models.layers by
+:func:`medclf.experiments.validation.check_config`; this module imports neither.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from medclf.config._base import UserPath, _Section
-from medclf.registry import closest
 
 # ----------------------------------------------------------------------------------- timm keyword arguments
 # Arguments that timm's create_model, build_model_with_cfg and load_pretrained (timm 1.0) consume to fetch weights
@@ -89,15 +92,8 @@ def rejected_timm_kwargs(kwargs: Mapping[str, Any], *, prefix: str = "") -> dict
 
 
 # -------------------------------------------------------------------------------------------------- model
-def _known_activation(v: str | None) -> str | None:
-    from medclf.models.layers import ACTIVATIONS
-
-    if v is not None:
-        ACTIVATIONS.get(v)
-    return v
-
-
-Activation = Annotated[str | None, AfterValidator(_known_activation)]
+# A layer activation's name (medclf.models.layers); checked against that registry by check_config.
+Activation = str | None
 
 
 class HeadConfig(_Section):
@@ -177,20 +173,6 @@ class ModelConfig(_Section):
     layers: list[Layer] = []  # model.name: layers: the network, layer by layer
     width_mult: float = Field(1.0, gt=0)  # multiplies every conv's filters and dense layer's units
     insert: dict[int, list[Layer]] = {}  # {position: [layers]}: inserted before layers[position]
-
-    @field_validator("name")
-    @classmethod
-    def _known_model(cls, v: str) -> str:
-        import timm
-
-        if v != "layers" and not timm.is_model(v):
-            hint = closest(v, timm.list_models())
-            did_you_mean = f" Did you mean {hint!r}?" if hint else ""
-            raise ValueError(
-                f"{v!r} is not a timm architecture.{did_you_mean} timm.list_models() lists them; "
-                "'layers' builds model.layers"
-            )
-        return v
 
     @field_validator("kwargs")
     @classmethod

@@ -1,4 +1,8 @@
-"""The ``training`` section: recipe, optimizer, schedule, loss, augmentation, imbalance, early stopping, stages."""
+"""The ``training`` section: recipe, optimizer, schedule, loss, augmentation, imbalance, early stopping, stages.
+
+Names of registered components (optimizer, scheduler, loss and the keys it reads, augmentation, monitored
+metric) are checked by :func:`medclf.experiments.validation.check_config`, above the registries they need.
+"""
 
 from __future__ import annotations
 
@@ -24,14 +28,6 @@ class OptimizerConfig(_Section):
     rho: float = Field(0.9, gt=0, lt=1)  # adadelta
     eps: float = Field(1e-8, gt=0)  # adam, adamw, rmsprop, adadelta, adagrad
 
-    @field_validator("name")
-    @classmethod
-    def _registered(cls, v: str) -> str:
-        from medclf.training.optimizers import OPTIMIZERS
-
-        OPTIMIZERS.get(v)
-        return v
-
 
 class SchedulerConfig(_Section):
     name: str = "onecycle"
@@ -42,14 +38,6 @@ class SchedulerConfig(_Section):
     gamma: float = Field(0.1, gt=0, le=1)  # step: factor applied every step_size epochs
     factor: float = Field(0.1, gt=0, lt=1)  # plateau: factor applied when the monitor stalls
     patience: int = Field(3, ge=0)  # plateau: epochs without improvement before a decay
-
-    @field_validator("name")
-    @classmethod
-    def _registered(cls, v: str) -> str:
-        from medclf.training.schedulers import SCHEDULERS
-
-        SCHEDULERS.get(v)
-        return v
 
 
 PerClass = Union[list[float], dict[str, float]]
@@ -63,48 +51,11 @@ class LossConfig(_Section):
     gamma: float = Field(2.0, ge=0)  # focal: focusing exponent (0: cross-entropy)
     pos_weight: float | Literal["balanced"] | PerClass | None = None  # bce: weight of positive targets
 
-    @field_validator("name")
-    @classmethod
-    def _registered(cls, v: str) -> str:
-        from medclf.training.losses import LOSSES
-
-        LOSSES.get(v)
-        return v
-
-    @model_validator(mode="after")
-    def _keys_the_loss_reads(self) -> LossConfig:
-        """A key set for a loss that ignores it is an error, not a silent no-op.
-
-        Its default (a resolved config writes every key) and its off value (0, null) are accepted.
-        """
-        if not self.model_fields_set - {"name"}:
-            return self  # nothing written but the name (also: the class-level default, built at import time)
-        from medclf.training.losses import LOSS_KEYS
-
-        reads = LOSS_KEYS.get(self.name, frozenset())
-        off = {"label_smoothing": 0.0}
-        ignored = sorted(k for k in self.model_fields_set - {"name"} - reads
-                         if getattr(self, k) not in (type(self).model_fields[k].default, off.get(k)))
-        if ignored:
-            users = {k: sorted(n for n, keys in LOSS_KEYS.items() if k in keys) for k in ignored}
-            detail = "; ".join(f"{k} is read by {', '.join(v) or 'no loss'}" for k, v in users.items())
-            raise ValueError(f"loss {self.name!r} does not read {', '.join(ignored)} ({detail}). Remove "
-                             f"{'it' if len(ignored) == 1 else 'them'} or choose a loss that uses "
-                             f"{'it' if len(ignored) == 1 else 'them'}.")
-        return self
-
 
 class AugmentationConfig(_Section):
     presets: list[str] = ["hflip"]  # applied in order to each training batch
     params: dict[str, dict[str, dict[str, Any]]] = {}  # {preset: {transform: {argument: value}}} overrides
     transforms: list[dict[str, Any]] = []  # [{name: <torchvision.transforms.v2 class>, <argument>: value}]
-
-    @model_validator(mode="after")
-    def _buildable(self) -> AugmentationConfig:
-        from medclf.data.augmentation import check_augmentation
-
-        check_augmentation(self.presets, self.params, self.transforms)
-        return self
 
 
 class EarlyStoppingConfig(_Section):
@@ -129,11 +80,6 @@ class EarlyStoppingConfig(_Section):
         if v < 0:
             raise ValueError(f"min_delta must be at least 0, got {v}")
         return v
-
-    @field_validator("monitor")
-    @classmethod
-    def _monitorable(cls, v: str | None) -> str | None:
-        return v if v is None else _check_monitor(v)
 
 
 class FreezeLastN(_Section):
@@ -182,19 +128,6 @@ def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _check_monitor(v: str) -> str:
-    from medclf.evaluation.metrics import MONITORABLE
-    from medclf.evaluation.multilabel import MULTILABEL_SUMMARY
-
-    metrics = dict.fromkeys([*MONITORABLE, *MULTILABEL_SUMMARY])  # single-label, then multi-label names
-    valid = [f"val_{m}" for m in metrics] + ["train_loss"]
-    if v not in valid:
-        hint = closest(v, valid)
-        did_you_mean = f" Did you mean {hint!r}?" if hint else ""
-        raise ValueError(f"cannot monitor {v!r}.{did_you_mean} Choose one of: {', '.join(valid)}")
-    return v
-
-
 class TrainingConfig(_Section):
     recipe: str = "finetune"  # named defaults for the keys below; see RECIPES
     epochs: int = Field(10, ge=1)  # with stages: the sum of the stages' epochs
@@ -241,20 +174,6 @@ class TrainingConfig(_Section):
                 "one of them (the other follows) or set both to the same value."
             )
         return self
-
-    @field_validator("monitor")
-    @classmethod
-    def _known_monitor(cls, v: str) -> str:
-        return _check_monitor(v)
-
-    @property
-    def monitor_mode(self) -> Literal["min", "max"]:
-        """Whether lower or higher ``monitor`` is better: ``early_stopping.mode``, or ``min`` for losses."""
-        from medclf.evaluation.metrics import higher_is_better
-
-        if self.early_stopping.mode != "auto":
-            return self.early_stopping.mode
-        return "max" if higher_is_better(self.monitor) else "min"
 
 
 def _resolve_stages(data: dict[str, Any]) -> dict[str, Any]:

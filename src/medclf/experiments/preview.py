@@ -13,7 +13,7 @@ from medclf.config import Config
 from medclf.data import load_dataset
 from medclf.data.splitting import make_folds
 from medclf.training.loop import augment_batch, training_augmentations
-from medclf.training.sampling import epoch_plan
+from medclf.training.sampling import training_plan
 
 __all__ = ["augmented_batch"]
 
@@ -34,9 +34,7 @@ def augmented_batch(config: Config, *, n_images: int | None = None) -> tuple[np.
     train = config.training
     generator = torch.Generator().manual_seed(config.seed)
     labels = data.labels[fold.train]
-    # the trainer's plan: multi-label data is never oversampled, so its plan is a plain shuffle
-    plan_labels = np.zeros(len(labels), dtype=np.int64) if data.multilabel else labels
-    order, is_copy = epoch_plan(plan_labels, train.oversample, generator=generator)
+    order, is_copy = training_plan(labels, train.oversample, multilabel=data.multilabel, generator=generator)
     n = min(n_images or train.batch_size, 64, len(order))
     order, is_copy = order[:n], is_copy[:n]
     x = torch.from_numpy(data.images[fold.train][order.numpy()])

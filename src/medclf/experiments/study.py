@@ -39,6 +39,7 @@ from medclf.experiments.scoring import (
     unit_prediction_columns,
     write_skipped,
 )
+from medclf.experiments.validation import check_config
 from medclf.models import build_model, count_parameters
 from medclf.runfolder import fold_dir, read_json, save_weights
 from medclf.training import Callback, HistoryCSV, RichProgress, Trainer, predict_proba
@@ -47,7 +48,8 @@ from medclf.training.losses import n_outputs
 __all__ = ["EVAL_SPLITS", "PreparedStudy", "prepare_study", "run_fold", "run_study", "summarize_study"]
 
 EVAL_SPLITS = ("val", "holdout", "test")  # the parts of a fold that are predicted and scored
-_RESULT_FILES = ("data.json", "splits.json", "summary.json", "folds.csv", "audit.json", "skipped.csv")
+_RESULT_FILES = ("data.json", "splits.json", "summary.json", "folds.csv", "audit.json", "skipped.csv",
+                 runfolder.GALLERY)
 _RUN_FILES = ("config.yaml", "run.json", *_RESULT_FILES)
 
 Log = Callable[[str], None]
@@ -70,8 +72,10 @@ def run_study(
         The summary written to ``out/summary.json``.
 
     Raises:
+        ConfigError: a name in ``config`` is not registered (:func:`~medclf.experiments.validation.check_config`).
         RunFolderError: ``out`` holds a different study and ``overwrite`` is False.
     """
+    check_config(config)  # the Python API's boundary: before any data is read
     out = Path(out)
     study = prepare_study(config, out, overwrite=overwrite, log=log)
     fold_task = progress.add_task("folds", total=len(study.folds)) if progress is not None else None
@@ -450,7 +454,27 @@ def _summarize(
     }
     atomic_write_json(out / "summary.json", summary)
     _write_folds_csv(out, data, results, summary["ensemble"])
+    _write_gallery(out, data, [r["fold"] for r in results])
     return summary
+
+
+def _write_gallery(out: Path, data: ImageSet, fold_indices: list[int]) -> None:
+    """Keep the images of the report's gallery (:func:`medclf.runfolder.choose_gallery`) in ``gallery.npz``.
+
+    The report then shows them without loading the data again; with nothing misclassified there is no file.
+    """
+    names = data.class_names
+    ensemble_csv = out / runfolder.ENSEMBLE / runfolder.PREDICTIONS
+    ensemble = runfolder.read_predictions(ensemble_csv, names).get("test") if ensemble_csv.exists() else None
+    folds = [(k, runfolder.read_predictions(fold_dir(out, k) / runfolder.PREDICTIONS, names)) for k in fold_indices]
+    choice = runfolder.choose_gallery(names, multilabel=data.multilabel, ensemble=ensemble, folds=folds)
+    (out / runfolder.GALLERY).unlink(missing_ok=True)
+    if choice is None or not choice.worst:
+        return
+    ids = [choice.predictions.ids[i] for i, _ in choice.worst]
+    position = {str(i): k for k, i in enumerate(data.ids)}
+    kept = [i for i in ids if i in position]
+    runfolder.write_gallery(out, kept, data.images[[position[i] for i in kept]])
 
 
 def _mean_thresholds(results: list[dict]) -> np.ndarray | None:

@@ -1,10 +1,10 @@
 """A sweep's configuration: a base medclf config plus a ``sweep:`` section, expanded into named variants.
 
 Every variant is the base config with its overrides (dotted keys) applied, validated once with
-:func:`medclf.config.parse_config`, so a misspelt key is an error that names the variant. Variants come from
-``sweep.variants`` (name -> overrides) and from ``sweep.grid`` (the cartesian product of dotted key -> list),
-in that order; a search (``sweep.search: random | optuna``) samples its trials from ``sweep.space`` instead.
-The keys are documented in ``docs/sweeps.md``.
+:func:`medclf.experiments.validation.parse_checked_config`, so a misspelt key or name is an error that names
+the variant. Variants come from ``sweep.variants`` (name -> overrides) and from ``sweep.grid`` (the cartesian
+product of dotted key -> list), in that order; a search (``sweep.search: random | optuna``) samples its
+trials from ``sweep.space`` instead. The keys are documented in ``docs/sweeps.md``.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
-from medclf.config import Config, parse_config, read_yaml
+from medclf.config import Config, read_yaml
 from medclf.errors import ConfigError
+from medclf.experiments.validation import parse_checked_config
 from medclf.registry import closest
 
 __all__ = [
@@ -173,7 +174,7 @@ class SweepPlan:
     def make_variant(self, name: str, overrides: dict[str, Any], *, score_test: bool = True) -> Variant:
         """The base with ``overrides`` applied, validated; an error names the variant."""
         raw = apply_dotted(self.base, overrides)
-        config = parse_config(raw, base_dir=self.base_dir, origin=f"variant {name!r} of {self.origin}")
+        config = parse_checked_config(raw, base_dir=self.base_dir, origin=f"variant {name!r} of {self.origin}")
         return Variant(name=name, overrides=dict(overrides), config=config, score_test=score_test)
 
     @property
@@ -310,5 +311,5 @@ def _probe_space(plan: SweepPlan) -> None:
     """
     for key, p in plan.sweep.space.items():
         for value in _probe_values(p):
-            parse_config(apply_dotted(plan.base, {key: value}), base_dir=plan.base_dir,
-                         origin=f"sweep.space value {key}: {_short(value)} of {plan.origin}")
+            parse_checked_config(apply_dotted(plan.base, {key: value}), base_dir=plan.base_dir,
+                                 origin=f"sweep.space value {key}: {_short(value)} of {plan.origin}")

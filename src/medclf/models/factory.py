@@ -19,7 +19,7 @@ from torch import nn
 
 from medclf.config import HeadConfig, ModelConfig
 from medclf.config.model import rejected_timm_kwargs
-from medclf.errors import ModelError
+from medclf.errors import ConfigError, ModelError
 from medclf.models.layers import activation, build_layers, expand_layers
 from medclf.models.pretrained import resolve_pretrained_weights
 
@@ -309,6 +309,8 @@ def _check_spec(spec: Any, source: str | Path) -> None:
         )
     if spec.get("head") is not None:
         try:
-            HeadConfig.model_validate(spec["head"])
+            activation(HeadConfig.model_validate(spec["head"]).activation)  # a registered name, as a config's is
         except ValidationError as error:
             raise ModelError(f"{source}: head is not a valid head description ({error.errors()[0]['msg']}).") from None
+        except ConfigError as error:
+            raise ModelError(f"{source}: head is not a valid head description (Value error, {error}).") from None

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
-from medclf.errors import MedclfError
+from medclf import runfolder
+from medclf.errors import RunFolderError
 from medclf.evaluation.calibration import expected_calibration_error, reliability_bins, top_label_confidence
 from medclf.reporting.figures import (
     NEUTRAL,
@@ -385,63 +386,32 @@ def calibration_blocks(run: RunData, sets: list[tuple[str, str, Predictions]]) -
 
 
 # ----------------------------------------------------------------------------------------------- gallery
-def _gallery_source(run: RunData) -> tuple[str, Predictions] | None:
-    if run.ensemble is not None and len(run.ensemble):
-        return "test images, fold ensemble", run.ensemble
-    for fold in run.folds:
-        if len(fold.predictions.get("test", ())):
-            return f"test images, fold {fold.index}", fold.predictions["test"]
-    for split in ("holdout", "val"):
-        pooled = run.pooled(split)
-        if len(pooled):
-            return f"{split} images (no test split), all folds pooled", pooled
-    return None
+_REWRITE = "rerun medclf run with the run's config.yaml into the run folder to write it (finished folds are kept)"
 
 
-def _worst(run: RunData, preds: Predictions, n: int) -> list[tuple[int, float]]:
-    """Indices of the most confidently wrong predictions with their confidence, most confident first."""
-    if run.multilabel:
-        truth = preds.truth(run.classes, multilabel=True)
-        wrong = (truth != preds.decisions(run.classes, multilabel=True)).any(axis=1)
-        score = np.abs(preds.probs - truth).max(axis=1)
-    else:
-        wrong = np.array([t != p for t, p in zip(preds.labels, preds.predicted)], dtype=bool)
-        score = preds.probs.max(axis=1)
-    order = [int(i) for i in np.argsort(-score, kind="stable") if wrong[i]]
-    return [(i, float(score[i])) for i in order[:n]]
-
-
-def _load_images(run: RunData, ids: list[str]) -> dict[str, np.ndarray] | str:
-    """The decoded images of ``ids`` (through the decode cache), or why they cannot be shown.
-
-    Only the run config's ``data`` section is validated: checking the whole config would import timm to
-    check the model name, seconds spent on nothing the gallery needs.
-    """
-    from pydantic import ValidationError
-
-    from medclf.config import DataConfig
-    from medclf.data import load_dataset
-
+def _gallery_images(run: RunData, ids: list[str]) -> dict[str, np.ndarray] | str:
+    """The images of ``ids`` that the run kept in ``gallery.npz``, or why they cannot be shown."""
+    if not (run.path / runfolder.GALLERY).exists():
+        return (f"The images are not shown: the run folder has no {runfolder.GALLERY} (a run written before "
+                f"medclf kept the gallery's images); {_REWRITE}.")
     try:
-        section = DataConfig.model_validate(run.config.get("data"), context={"base_dir": run.path})
-        data = load_dataset(section)
-    except (MedclfError, OSError, ValidationError) as error:
-        reason = str(error).splitlines()[0]
-        return f"The images are not shown: the data could not be loaded again ({reason})."
-    positions = {str(i): k for k, i in enumerate(data.ids)}
-    found = {i: data.images[positions[i]] for i in ids if i in positions}
+        kept = runfolder.read_gallery(run.path)
+    except RunFolderError as error:
+        return f"The images are not shown: {error}; {_REWRITE}."
+    found = {i: kept[i] for i in ids if i in kept}
     if not found:
-        return "The images are not shown: the data loaded now has none of these ids (it changed since the run)."
+        return (f"The images are not shown: {runfolder.GALLERY} holds none of these ids (it was altered or belongs "
+                f"to another run); {_REWRITE}.")
     return found
 
 
-def gallery_blocks(run: RunData, *, n: int = 18) -> list[Block]:
+def gallery_blocks(run: RunData, *, n: int = runfolder.GALLERY_SIZE) -> list[Block]:
     """The most confidently misclassified images with true and predicted labels, and their table."""
-    source = _gallery_source(run)
-    if source is None:
+    choice = runfolder.choose_gallery(run.classes, multilabel=run.multilabel, ensemble=run.ensemble,
+                                      folds=[(f.index, f.predictions) for f in run.folds], n=n)
+    if choice is None:
         return [Paragraph("No predictions to show.", "note")]
-    label, preds = source
-    worst = _worst(run, preds, n)
+    label, preds, worst = choice.label, choice.predictions, choice.worst
     if not worst:
         return [Paragraph(f"No misclassified images among the {label}.", "note")]
     score_name = "probability of the prediction" if not run.multilabel else "largest error"
@@ -453,7 +423,7 @@ def gallery_blocks(run: RunData, *, n: int = 18) -> list[Block]:
                *([float(preds.probs[i, run.classes.index(preds.labels[i])])] if not run.multilabel else [])]
               for r, (i, score) in enumerate(worst)],
     )
-    images = _load_images(run, [preds.ids[i] for i, _ in worst])
+    images = _gallery_images(run, [preds.ids[i] for i, _ in worst])
     if isinstance(images, str):
         return [Paragraph(images, "warning"), table]
     colours = palette(run.classes)

@@ -9,18 +9,27 @@ from __future__ import annotations
 import copy
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
 from medclf.atomic import atomic_write_csv
+from medclf.evaluation.metrics import higher_is_better
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
+    from medclf.config import TrainingConfig
     from medclf.training.loop import Trainer
 
-__all__ = ["BestWeights", "Callback", "EarlyStopping", "HistoryCSV", "RichProgress", "check_logged"]
+__all__ = ["BestWeights", "Callback", "EarlyStopping", "HistoryCSV", "RichProgress", "check_logged", "monitor_mode"]
+
+
+def monitor_mode(cfg: TrainingConfig) -> Literal["min", "max"]:
+    """Whether lower or higher ``cfg.monitor`` is better: ``early_stopping.mode``, or ``min`` for losses."""
+    if cfg.early_stopping.mode != "auto":
+        return cfg.early_stopping.mode
+    return "max" if higher_is_better(cfg.monitor) else "min"
 
 
 class Callback:

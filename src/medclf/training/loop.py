@@ -23,11 +23,11 @@ from medclf.data.augmentation import BatchTransform, build_augmentation
 from medclf.errors import ConfigError
 from medclf.evaluation.metrics import classification_metrics
 from medclf.models.freezing import apply_freeze, frozen_eval_modules
-from medclf.training.callbacks import BestWeights, Callback, EarlyStopping
+from medclf.training.callbacks import BestWeights, Callback, EarlyStopping, monitor_mode
 from medclf.training.device import Runtime, resolve_runtime
 from medclf.training.losses import build_loss, probabilities
 from medclf.training.optimizers import build_optimizer
-from medclf.training.sampling import epoch_plan, plan_size
+from medclf.training.sampling import plan_labels, plan_size, training_plan
 from medclf.training.schedulers import build_scheduler
 
 __all__ = ["FitResult", "Trainer", "TrainingAugmentation", "augment_batch", "batch_indices", "predict_proba",
@@ -44,7 +44,7 @@ class FitResult:
     train_time_s: float
     runtime: dict[str, Any] = field(default_factory=dict)
     stopped_epoch: int | None = None  # the epoch early stopping ended a stage (with stages: the latest stop)
-    activation: str = "softmax"  # how logits become probabilities (see medclf.training.losses.ACTIVATIONS)
+    activation: str = "softmax"  # how logits become probabilities (medclf.training.losses.OUTPUT_ACTIVATIONS)
     trainable_per_stage: list[int] = field(default_factory=list)  # parameters each stage trained
 
 
@@ -98,7 +98,7 @@ def predict_proba(
     """Class (or label) probabilities (N, K) float64 of ``images`` (N, C, H, W) uint8, in eval mode.
 
     ``activation`` turns logits into probabilities: ``softmax``, ``binary`` (one logit -> two classes),
-    ``sigmoid`` (multi-label), ... (:data:`medclf.training.losses.ACTIVATIONS`).
+    ``sigmoid`` (multi-label), ... (:data:`medclf.training.losses.OUTPUT_ACTIVATIONS`).
     """
     model.eval()
     out = []
@@ -141,7 +141,7 @@ class Trainer:
         self.model, self.cfg, self.class_names, self.seed = model, cfg, list(class_names), seed
         self.multilabel = multilabel
         self.metrics_fn = metrics_fn or (lambda y, p: classification_metrics(y, p, class_names=self.class_names))
-        self.best = BestWeights(cfg.monitor, cfg.monitor_mode)
+        self.best = BestWeights(cfg.monitor, monitor_mode(cfg))
         self.early_stopping = _early_stopping(cfg)
         builtin = [self.best] + ([self.early_stopping] if self.early_stopping else [])
         self.callbacks: list[Callback] = [*builtin, *callbacks]
@@ -178,8 +178,8 @@ class Trainer:
                                multilabel=self.multilabel).to(runtime.device)
         self.activation = objective.activation
         augment = training_augmentations(cfg, size_hw=tuple(train_x.shape[-2:]), channels=int(train_x.shape[1]))
-        labels = train_y.numpy() if not self.multilabel else np.zeros(len(train_y), dtype=np.int64)
-        self.steps_per_epoch = _n_train_steps(plan_size(labels, cfg.oversample), cfg.batch_size)
+        n_planned = plan_size(plan_labels(train_y.numpy(), multilabel=self.multilabel), cfg.oversample)
+        self.steps_per_epoch = _n_train_steps(n_planned, cfg.batch_size)
         scaler = torch.amp.GradScaler(enabled=runtime.amp_dtype == torch.float16)
         history = self.history = []
         start, epoch, step = time.perf_counter(), 0, 0
@@ -193,7 +193,7 @@ class Trainer:
             optimizer = build_optimizer(self.model, stage.optimizer)
             schedule = build_scheduler(optimizer, stage.scheduler, epochs=stage.epochs,
                                        steps_per_epoch=self.steps_per_epoch, monitor=cfg.monitor,
-                                       mode=cfg.monitor_mode)
+                                       mode=monitor_mode(cfg))
             self.should_stop = False
             self._call("on_stage_start", stage.index)
             for _ in range(stage.epochs):
@@ -201,8 +201,8 @@ class Trainer:
                 epoch_start = time.perf_counter()
                 self._call("on_epoch_start", epoch)
                 lr = optimizer.param_groups[0]["lr"]
-                losses = self._train_epoch(train_x, train_y, labels, objective, optimizer, schedule, scaler,
-                                           augment, generator, frozen_bn)
+                losses = self._train_epoch(train_x, train_y, objective, optimizer, schedule, scaler, augment,
+                                           generator, frozen_bn)
                 step += len(losses)
                 logs = {"epoch": epoch} | ({"stage": stage.index} if cfg.stages else {}) | {"step": step, "lr": lr}
                 logs["train_loss"] = float(torch.stack(losses).mean()) if losses else math.nan
@@ -216,13 +216,14 @@ class Trainer:
         self._call("on_fit_end")
         return self._result(history, start, runtime)
 
-    def _train_epoch(self, train_x, train_y, labels, objective, optimizer, schedule, scaler, augment, generator,
+    def _train_epoch(self, train_x, train_y, objective, optimizer, schedule, scaler, augment, generator,
                      frozen_bn) -> list[torch.Tensor]:
         """One pass over this epoch's resampling plan; returns the batches' detached losses."""
         cfg, runtime = self.cfg, self.runtime
         self.model.train()
         frozen_eval_modules(frozen_bn)
-        order, is_copy = epoch_plan(labels, cfg.oversample, generator=generator)
+        order, is_copy = training_plan(train_y.numpy(), cfg.oversample, multilabel=self.multilabel,
+                                       generator=generator)
         losses = []
         for batch, idx in enumerate(_batches(order, cfg.batch_size)):
             x = augment_batch(train_x[order[idx]], is_copy[idx], augment, generator)
@@ -285,7 +286,7 @@ def _early_stopping(cfg: TrainingConfig) -> EarlyStopping | None:
         return None
     relative = isinstance(es.min_delta, str)
     delta = float(es.min_delta[:-1]) / 100 if relative else float(es.min_delta)
-    return EarlyStopping(cfg.monitor, cfg.monitor_mode, patience=es.patience, min_delta=delta, relative=relative)
+    return EarlyStopping(cfg.monitor, monitor_mode(cfg), patience=es.patience, min_delta=delta, relative=relative)
 
 
 @dataclass(frozen=True)

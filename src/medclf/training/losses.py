@@ -1,8 +1,10 @@
 """Loss functions, registered under the names written in ``training.loss.name``.
 
-Every loss is an :class:`Objective`: it takes the model's logits and the targets as the data gives them
-(class indices (N,) for single-label data, multi-hot floats (N, L) for multi-label data), and it knows how
-many outputs the model needs and how to turn logits into the probabilities that metrics are computed from.
+Each loss is one :class:`LossInfo` entry of :data:`LOSSES` (as timm's ``OptimInfo`` keeps an optimizer's facts):
+the ``training.loss`` keys it reads, how many logits the model needs, the activation that turns those logits
+into the probabilities metrics are computed from (stored in ``model.json``), and how to build the loss function.
+:func:`build_loss` makes an :class:`Objective` from the entry: it takes the model's logits and the targets as
+the data gives them (class indices (N,) for single-label data, multi-hot floats (N, L) for multi-label data).
 Class weights, focal alpha and BCE pos_weight given as ``balanced`` are computed from the training fold's
 labels (scikit-learn's ``n_samples / (n_classes * count)``), never from validation or test.
 """
@@ -10,6 +12,7 @@ labels (scikit-learn's ``n_samples / (n_classes * count)``), never from validati
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,7 +25,8 @@ from medclf.config import LossConfig
 from medclf.errors import ConfigError
 from medclf.registry import Registry
 
-__all__ = ["ACTIVATIONS", "LOSSES", "LOSS_KEYS", "Objective", "build_loss", "n_outputs", "probabilities"]
+__all__ = ["LOSSES", "OUTPUT_ACTIVATIONS", "LossInfo", "Objective", "build_loss", "loss_keys", "n_outputs",
+           "probabilities"]
 
 
 # -------------------------------------------------------------------------------- logits -> probabilities
@@ -51,7 +55,9 @@ def _normalised_sigmoid(logits: torch.Tensor) -> torch.Tensor:
     return p / p.sum(dim=1, keepdim=True).clamp_min(1e-12)
 
 
-ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+# logits -> probabilities, by the name model.json stores as "activation" (not the layer activations of
+# medclf.models.layers.ACTIVATIONS, which are modules inside a network)
+OUTPUT_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "softmax": _softmax,
     "binary": _binary,
     "sigmoid": _sigmoid,
@@ -62,7 +68,7 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 
 def probabilities(logits: torch.Tensor, activation: str) -> torch.Tensor:
     """Class (or label) probabilities from logits by the named activation (stored in ``model.json``)."""
-    return ACTIVATIONS[activation](logits.float())
+    return OUTPUT_ACTIVATIONS[activation](logits.float())
 
 
 class Objective(nn.Module):
@@ -70,7 +76,7 @@ class Objective(nn.Module):
 
     Attributes:
         n_outputs: logits the model must produce.
-        activation: the key of :data:`ACTIVATIONS` used at prediction time.
+        activation: the key of :data:`OUTPUT_ACTIVATIONS` used at prediction time.
     """
 
     def __init__(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], *, n_outputs: int,
@@ -125,35 +131,62 @@ def _float_targets(target: torch.Tensor, n_outputs: int) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------------ registry
-LossFactory = Callable[..., Objective]
-LOSSES: Registry[LossFactory] = Registry("loss")
-
-# The training.loss keys each loss reads; the config refuses a key set for a loss that would ignore it.
-LOSS_KEYS: dict[str, frozenset[str]] = {
-    "cross_entropy": frozenset({"label_smoothing", "class_weights"}),
-    "focal": frozenset({"label_smoothing", "class_weights", "alpha", "gamma"}),
-    "bce": frozenset({"label_smoothing", "class_weights", "pos_weight"}),
-    "poisson": frozenset(),
-}
+LossFn = Callable[[Objective, torch.Tensor, torch.Tensor], torch.Tensor]
+Buffers = dict[str, torch.Tensor | None]
+LossBuilder = Callable[..., tuple[LossFn, Buffers]]
 
 
-@LOSSES.register("cross_entropy")
-def cross_entropy(cfg: LossConfig, *, names: Sequence[str], counts: np.ndarray, n: int, multilabel: bool) -> Objective:
+def _one_per_class(n_classes: int, multilabel: bool) -> int:
+    return n_classes
+
+
+@dataclass(frozen=True)
+class LossInfo:
+    """Everything medclf knows about one loss, on its registry entry (timm's ``OptimInfo``).
+
+    The config check of unread keys, the model's output count, :func:`build_loss` and the ``activation`` saved
+    in ``model.json`` all read this entry; no other module keeps a fact about a loss.
+
+    Attributes:
+        name: the name written in ``training.loss.name``.
+        build: ``(cfg, *, names, counts, n, multilabel, n_outputs) -> (loss function, buffers)``; ``counts`` are
+            the training fold's images per class (per label), ``n`` its size. A None buffer is left out.
+        keys: the ``training.loss`` keys the loss reads; the config refuses another key set to a non-default value.
+        activation: ``(n_outputs, multilabel) ->`` the :data:`OUTPUT_ACTIVATIONS` name that turns its logits
+            into probabilities.
+        outputs: ``(n_classes, multilabel) ->`` logits the model must produce (default: one per class).
+    """
+
+    name: str
+    build: LossBuilder
+    keys: frozenset[str]
+    activation: Callable[[int, bool], str]
+    outputs: Callable[[int, bool], int] = _one_per_class
+
+
+LOSSES: Registry[LossInfo] = Registry("loss")
+
+
+def _register(info: LossInfo) -> LossInfo:
+    return LOSSES.register(info.name)(info)
+
+
+def _cross_entropy(cfg: LossConfig, *, names: Sequence[str], counts: np.ndarray, n: int, multilabel: bool,
+                   n_outputs: int) -> tuple[LossFn, Buffers]:
     """Softmax cross-entropy, with class weights and label smoothing (on multi-label data: sigmoid BCE, as ``bce``)."""
     if multilabel:
-        return bce(cfg, names=names, counts=counts, n=n, multilabel=True)
+        return _bce(cfg, names=names, counts=counts, n=n, multilabel=True, n_outputs=n_outputs)
     weight = _per_class(cfg.class_weights, key="training.loss.class_weights", names=names, counts=counts)
 
     def fn(self: Objective, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, target.long(), weight=getattr(self, "weight", None),
                                label_smoothing=cfg.label_smoothing)
 
-    return Objective(fn, n_outputs=len(names), activation="softmax",
-                     buffers={} if weight is None else {"weight": weight})
+    return fn, {"weight": weight}
 
 
-@LOSSES.register("focal")
-def focal(cfg: LossConfig, *, names: Sequence[str], counts: np.ndarray, n: int, multilabel: bool) -> Objective:
+def _focal(cfg: LossConfig, *, names: Sequence[str], counts: np.ndarray, n: int, multilabel: bool,
+           n_outputs: int) -> tuple[LossFn, Buffers]:
     """Focal loss (Lin et al. 2017): ``-alpha_t (1 - p_t)^gamma log p_t``, softmax or per-label sigmoid.
 
     ``alpha`` weights classes: per class, or a single number, which (as in Lin et al. and torchvision) is the
@@ -173,7 +206,7 @@ def focal(cfg: LossConfig, *, names: Sequence[str], counts: np.ndarray, n: int, 
         alpha = _per_class(cfg.alpha, key="training.loss.alpha", names=names, counts=counts)
     weight = _per_class(cfg.class_weights, key="training.loss.class_weights", names=names, counts=counts)
     gamma, smoothing = cfg.gamma, cfg.label_smoothing
-    buffers = {k: v for k, v in (("alpha", alpha), ("weight", weight)) if v is not None}
+    buffers = {"alpha": alpha, "weight": weight}
 
     if multilabel:
         def fn(self: Objective, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -189,7 +222,7 @@ def focal(cfg: LossConfig, *, names: Sequence[str], counts: np.ndarray, n: int, 
                 loss = loss * self.weight  # per label
             return loss.mean()
 
-        return Objective(fn, n_outputs=len(names), activation="sigmoid", buffers=buffers)
+        return fn, buffers
 
     def fn(self: Objective, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:  # noqa: F811
         # sum over classes of w_c * t_c * (1 - p_c)^gamma * -log p_c: with hard targets (no smoothing) this is
@@ -204,25 +237,24 @@ def focal(cfg: LossConfig, *, names: Sequence[str], counts: np.ndarray, n: int, 
                 per_class = per_class * getattr(self, name)
         return per_class.sum(dim=1).mean()
 
-    return Objective(fn, n_outputs=len(names), activation="softmax", buffers=buffers)
+    return fn, buffers
 
 
-@LOSSES.register("bce")
-def bce(cfg: LossConfig, *, names: Sequence[str], counts: np.ndarray, n: int, multilabel: bool) -> Objective:
+def _bce(cfg: LossConfig, *, names: Sequence[str], counts: np.ndarray, n: int, multilabel: bool,
+         n_outputs: int) -> tuple[LossFn, Buffers]:
     """Binary cross-entropy with logits: one sigmoid per label, or one logit for a two-class task.
 
     Single-label data with more than two classes is trained one-vs-rest (one-hot targets). ``pos_weight``
     weights the positive targets of each output (``balanced``: negatives / positives in the training fold);
     ``class_weights`` weights each label's term (multi-label) or each image by its class (single-label).
     """
-    n_out = n_outputs(cfg, n_classes=len(names), multilabel=multilabel)
-    out_counts = counts[1:] if n_out == 1 else counts
+    out_counts = counts[1:] if n_outputs == 1 else counts
     if cfg.pos_weight == "balanced":
         pos_weight = _balanced_pos_weight(out_counts, n)
     elif cfg.pos_weight is None:
         pos_weight = None
     else:
-        out_names = names[1:] if n_out == 1 else names
+        out_names = names[1:] if n_outputs == 1 else names
         pos_weight = _per_class(cfg.pos_weight, key="training.loss.pos_weight", names=out_names, counts=out_counts)
     weight = _per_class(cfg.class_weights, key="training.loss.class_weights", names=names, counts=counts)
     smoothing = cfg.label_smoothing
@@ -236,13 +268,11 @@ def bce(cfg: LossConfig, *, names: Sequence[str], counts: np.ndarray, n: int, mu
             w = w[target.long()].unsqueeze(1)  # single-label: each image weighted by its class
         return F.binary_cross_entropy_with_logits(logits, t, weight=w, pos_weight=getattr(self, "pos_weight", None))
 
-    activation = "sigmoid" if multilabel else ("binary" if n_out == 1 else "normalised_sigmoid")
-    buffers = {k: v for k, v in (("pos_weight", pos_weight), ("weight", weight)) if v is not None}
-    return Objective(fn, n_outputs=n_out, activation=activation, buffers=buffers)
+    return fn, {"pos_weight": pos_weight, "weight": weight}
 
 
-@LOSSES.register("poisson")
-def poisson(cfg: LossConfig, *, names: Sequence[str], counts: np.ndarray, n: int, multilabel: bool) -> Objective:
+def _poisson(cfg: LossConfig, *, names: Sequence[str], counts: np.ndarray, n: int, multilabel: bool,
+             n_outputs: int) -> tuple[LossFn, Buffers]:
     """Poisson negative log-likelihood of the targets as counts, the logits being log-rates.
 
     Takes no weighting or smoothing keys (the default ``label_smoothing`` does not apply). Multi-label
@@ -253,7 +283,51 @@ def poisson(cfg: LossConfig, *, names: Sequence[str], counts: np.ndarray, n: int
     def fn(self: Objective, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.poisson_nll_loss(logits, _float_targets(target, self.n_outputs), log_input=True)
 
-    return Objective(fn, n_outputs=len(names), activation="poisson" if multilabel else "softmax")
+    return fn, {}
+
+
+def _bce_outputs(n_classes: int, multilabel: bool) -> int:
+    """One logit for a two-class single-label task (its sigmoid is the second class's probability)."""
+    return 1 if (not multilabel and n_classes == 2) else n_classes
+
+
+def _bce_activation(n_outputs: int, multilabel: bool) -> str:
+    if multilabel:
+        return "sigmoid"
+    return "binary" if n_outputs == 1 else "normalised_sigmoid"
+
+
+_register(LossInfo(
+    "cross_entropy", _cross_entropy, frozenset({"label_smoothing", "class_weights"}),
+    activation=lambda n_outputs, multilabel: "sigmoid" if multilabel else "softmax",
+))
+_register(LossInfo(
+    "focal", _focal, frozenset({"label_smoothing", "class_weights", "alpha", "gamma"}),
+    activation=lambda n_outputs, multilabel: "sigmoid" if multilabel else "softmax",
+))
+_register(LossInfo(
+    "bce", _bce, frozenset({"label_smoothing", "class_weights", "pos_weight"}),
+    activation=_bce_activation, outputs=_bce_outputs,
+))
+_register(LossInfo(
+    "poisson", _poisson, frozenset(),
+    activation=lambda n_outputs, multilabel: "poisson" if multilabel else "softmax",
+))
+
+
+# ---------------------------------------------------------------------------------------------- public API
+def loss_keys(name: str) -> frozenset[str]:
+    """The ``training.loss`` keys the loss ``name`` reads (for the config's check of keys set but unread).
+
+    Raises:
+        ConfigError: ``name`` is not a registered loss (listing the registered names).
+    """
+    return LOSSES.get(name).keys
+
+
+def n_outputs(cfg: LossConfig, *, n_classes: int, multilabel: bool = False) -> int:
+    """How many logits the model needs for this loss (its entry's rule: 1 for a two-class bce head)."""
+    return LOSSES.get(cfg.name).outputs(n_classes, multilabel)
 
 
 def build_loss(
@@ -267,14 +341,14 @@ def build_loss(
         train_targets: the training fold's class indices (N,) or multi-hot targets (N, L).
         multilabel: the task has several labels per image.
     """
+    info = LOSSES.get(cfg.name)
     targets = np.asarray(train_targets)
     if multilabel:
         counts = targets.reshape(len(targets), -1).sum(axis=0).astype(np.int64)
     else:
         counts = np.bincount(targets.astype(np.int64), minlength=len(class_names))
-    return LOSSES.get(cfg.name)(cfg, names=list(class_names), counts=counts, n=len(targets), multilabel=multilabel)
-
-
-def n_outputs(cfg: LossConfig, *, n_classes: int, multilabel: bool = False) -> int:
-    """How many logits the model needs for this loss (1 for a two-class bce head)."""
-    return 1 if (cfg.name == "bce" and not multilabel and n_classes == 2) else n_classes
+    n_out = info.outputs(len(class_names), multilabel)
+    fn, buffers = info.build(cfg, names=list(class_names), counts=counts, n=len(targets), multilabel=multilabel,
+                             n_outputs=n_out)
+    return Objective(fn, n_outputs=n_out, activation=info.activation(n_out, multilabel),
+                     buffers={k: v for k, v in buffers.items() if v is not None})

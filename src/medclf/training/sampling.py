@@ -9,7 +9,9 @@
 - ``weighted_sampler``: ``n`` draws with replacement, each image weighted by 1 / its class count, so every class
   is expected equally often (PyTorch's ``WeightedRandomSampler`` recipe).
 
-Only the training fold is ever resampled; validation and test images are scored once each.
+Only the training fold is ever resampled; validation and test images are scored once each. Multi-label data is
+never resampled (its plan is a plain shuffle). :func:`training_plan` is the plan of one epoch as the trainer
+draws it, and as ``medclf show-batch`` shows it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["OVERSAMPLE_MODES", "epoch_plan", "plan_size"]
+__all__ = ["OVERSAMPLE_MODES", "epoch_plan", "plan_labels", "plan_size", "training_plan"]
 
 OVERSAMPLE_MODES = ("none", "duplicate", "augment", "weighted_sampler")
 
@@ -69,3 +71,26 @@ def plan_size(labels: np.ndarray, mode: str) -> int:
         counts = np.bincount(labels)
         return int(counts.max()) * int((counts > 0).sum())
     return len(labels)
+
+
+def plan_labels(targets: np.ndarray, *, multilabel: bool) -> np.ndarray:
+    """The labels a plan balances: the class indices (N,); multi-label rows all count as one class (no resampling)."""
+    targets = np.asarray(targets)
+    return np.zeros(len(targets), dtype=np.int64) if multilabel else targets
+
+
+def training_plan(
+    targets: np.ndarray, mode: str, *, multilabel: bool, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One training epoch's plan, as the trainer draws it: :func:`epoch_plan` of :func:`plan_labels`.
+
+    Args:
+        targets: the training fold's class indices (N,) or multi-hot rows (N, L).
+        mode: ``training.oversample``.
+        multilabel: ``targets`` are multi-hot rows.
+        generator: the trainer's generator (seeded with the fold's seed; the first plan is its first draw).
+
+    Returns:
+        Indices into the training fold in visiting order, and a mask of the added copies.
+    """
+    return epoch_plan(plan_labels(targets, multilabel=multilabel), mode, generator=generator)
