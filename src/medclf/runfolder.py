@@ -18,6 +18,7 @@ import json
 import math
 import shutil
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -525,6 +526,6 @@ def read_gallery(run_dir: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as archive:
             ids, images = archive["ids"], archive["images"]
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         raise RunFolderError(f"{path} cannot be read ({error})") from None
     return {str(i): image for i, image in zip(ids.tolist(), images)}

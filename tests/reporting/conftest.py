@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from medclf.atomic import atomic_write_csv, atomic_write_json
+from medclf.config import config_fingerprint, parse_config
 from medclf.evaluation.metrics import aggregate_folds, classification_metrics, confusion
 from medclf.runfolder import choose_gallery, read_predictions, record_complete, write_gallery
 
@@ -56,7 +57,8 @@ def build_run(root: Path, *, n_folds: int = 3, multilabel: bool = False, patient
               "model": {"name": "test_resnet"}, "training": {"epochs": 4, "monitor": "val_loss"},
               "cv": {"mode": "kfold", "n_folds": n_folds}}
     (root / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    atomic_write_json(root / "run.json", {"config_fingerprint": "0123456789abcdef", "medclf_version": "0.1.0"})
+    fingerprint = config_fingerprint(parse_config(config, base_dir=root))  # the report checks config.yaml by it
+    atomic_write_json(root / "run.json", {"config_fingerprint": fingerprint, "medclf_version": "0.1.0"})
     data = {"n_images": 90, "classes": CLASSES, "counts": {"train": {c: 24 for c in CLASSES}, "test": {c: 6 for c in CLASSES}},
             "image_shape": [1, 16, 16], "n_patients": 30 if patient else None, "fingerprint": "feedfacefeedface",
             "root": data_path, "duplicates": {"count": 1, "groups": [["a.png", "b.png"]]}}
@@ -143,7 +145,7 @@ def build_run(root: Path, *, n_folds: int = 3, multilabel: bool = False, patient
         "timing": {"total_s": 40.0, "data_s": 1.5, "fold_train_s": [r["timing"]["train_s"] for r in results]},
         "data": {k2: v for k2, v in data.items() if k2 != "duplicates"} | {"n_duplicates": 1},
         "model": {"architecture": "test_resnet", "parameters": results[0]["parameters"]},
-        "runtime": results[0]["runtime"], "config_fingerprint": "0123456789abcdef", "medclf_version": "0.1.0",
+        "runtime": results[0]["runtime"], "config_fingerprint": fingerprint, "medclf_version": "0.1.0",
     }
     if multilabel:
         summary["task"] = "multilabel"

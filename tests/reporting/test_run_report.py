@@ -263,6 +263,22 @@ def test_not_a_run_folder_is_a_clear_error(tmp_path: Path, fabricated_run):
         write_report(run)
 
 
+def test_a_damaged_or_edited_config_yaml_is_refused_by_name(fabricated_run):
+    run = fabricated_run()
+    text = (run / "config.yaml").read_text()
+    (run / "config.yaml").write_text(text[: len(text) // 2])  # truncated: still YAML, no longer this run's config
+    with pytest.raises(RunFolderError, match=r"config.yaml (cannot be read as the run's config|is not the config)"):
+        write_report(run)
+    (run / "config.yaml").write_text("name: !!python/object/apply:os.system [echo hi]\n")  # a tag: never executed
+    with pytest.raises(RunFolderError, match=r"config.yaml cannot be read as the run's config"):
+        write_report(run)
+    (run / "config.yaml").write_text(text.replace("epochs: 4", "epochs: 5"))  # valid, but not what ran
+    with pytest.raises(RunFolderError, match=r"config.yaml is not the config this run was made with"):
+        write_report(run)
+    (run / "config.yaml").write_text(text)
+    write_report(run)
+
+
 def test_environment_is_the_runs_and_old_runs_say_the_versions_are_the_reports(fabricated_run, read_table):
     run = fabricated_run()
     write_report(run)

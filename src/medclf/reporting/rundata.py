@@ -123,14 +123,39 @@ def _read_ensemble(run_dir: Path, classes: list[str]) -> Predictions | None:
     return read_predictions(folder / "predictions.csv", classes).get("test")
 
 
+def _read_config(run_dir: Path, summary: Any) -> tuple[str, dict[str, Any]]:
+    """``config.yaml``'s text and mapping, checked against the fingerprint the run recorded in ``summary.json``.
+
+    The report shows the config and reads settings from it, so a truncated or edited config.yaml must not change
+    the report without a word: it is re-validated and its fingerprint compared with the one the run computed.
+    """
+    import yaml
+
+    from medclf.config import config_fingerprint, parse_config
+    from medclf.errors import ConfigError
+
+    path = run_dir / "config.yaml"
+    try:
+        text = path.read_text(encoding="utf-8")
+        config = yaml.safe_load(text)
+        fingerprint = config_fingerprint(parse_config(config, base_dir=run_dir, origin=str(path)))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ConfigError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise RunFolderError(f"{path} cannot be read as the run's config ({reason}): it was truncated or altered; "
+                             f"{_FIX}.") from None
+    recorded = summary.get("config_fingerprint") if isinstance(summary, dict) else None
+    if recorded is not None and recorded != fingerprint:
+        raise RunFolderError(f"{path} is not the config this run was made with (its fingerprint is {fingerprint}, "
+                             f"summary.json records {recorded}): it was altered; {_FIX}.")
+    return text, config
+
+
 def read_run(run_dir: Path) -> RunData:
     """Read a finished run folder.
 
     Raises:
         RunFolderError: ``run_dir`` is not a finished run folder (no ``summary.json`` or no complete fold).
     """
-    import yaml
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunFolderError(f"{run_dir} does not exist or is not a folder; give a run folder written by medclf run.")
@@ -140,9 +165,9 @@ def read_run(run_dir: Path) -> RunData:
             f"{run_dir} is not a finished run folder: {', '.join(missing)} missing. Run (or resume) the study with "
             "medclf run first."
         )
-    config_text = (run_dir / "config.yaml").read_text(encoding="utf-8")
     data = _read_json(run_dir / "data.json")
     summary = _read_json(run_dir / "summary.json")
+    config_text, config = _read_config(run_dir, summary)
     for name, value, key in (("data.json", data, "classes"), ("summary.json", summary, "metrics")):
         if not isinstance(value, dict) or key not in value:
             raise RunFolderError(f"{run_dir / name} has no {key!r} entry: it was altered; {_FIX}.")
@@ -167,7 +192,7 @@ def read_run(run_dir: Path) -> RunData:
     return RunData(
         path=run_dir,
         config_text=config_text,
-        config=yaml.safe_load(config_text) or {},
+        config=config,
         data=data,
         summary=summary,
         folds=folds,
