@@ -27,8 +27,13 @@ def _pdf_pages(pdf: bytes) -> list[bytes]:
     objects = {int(m[1]): m[2] for m in re.finditer(rb"(\d+) 0 obj\s*(.*?)endobj", pdf, re.S)}
 
     def stream(n: int) -> bytes:
-        data = re.search(rb"stream\r?\n(.*?)\r?\nendstream", objects[n], re.S)[1]
-        return zlib.decompress(data) if b"/FlateDecode" in objects[n] else data
+        # the stream's bytes by its /Length, read from the whole file: compressed bytes may hold "endobj",
+        # "endstream" or a trailing "\r", which a search for the end marker would cut at
+        head = re.search(rb"(?<![0-9])%d 0 obj\s*<<(.*?)>>\s*stream\r?\n" % n, pdf, re.S)
+        length = re.search(rb"/Length\s+(\d+)(\s+0\s+R)?", head[1])
+        size = int(re.search(rb"\d+", objects[int(length[1])])[0]) if length[2] else int(length[1])
+        data = pdf[head.end():head.end() + size]
+        return zlib.decompress(data) if b"/FlateDecode" in head[1] else data
 
     def leaves(n: int) -> list[int]:  # the page tree: /Pages nodes hold /Kids, pages hold /Contents
         if not re.search(rb"/Type\s*/Pages\b", objects[n]):
