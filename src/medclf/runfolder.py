@@ -107,6 +107,24 @@ def read_json(path: Path, *, fix: str = "rerun the command that wrote it") -> An
                              f"altered; {fix}.") from None
 
 
+def read_history(path: Path) -> list[dict[str, float]]:
+    """``history.csv`` rows as floats (an empty cell is NaN; the ``stage`` column stays text)."""
+    if not path.exists():
+        return []
+    rows = []
+    with open(path, newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            rows.append({k: _history_float(v) if k != "stage" else v for k, v in row.items()})
+    return rows
+
+
+def _history_float(text: str | None) -> float:
+    try:
+        return float(text) if text not in (None, "") else math.nan
+    except ValueError:
+        return math.nan
+
+
 # -------------------------------------------------------------------------------------- completion record
 def _digest(path: Path) -> str:
     h = hashlib.sha256()

@@ -8,7 +8,6 @@ each variant's ``run_dir`` is a normal run folder whose ``fold-<k>/history.csv``
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -16,11 +15,11 @@ from typing import Any
 import numpy as np
 from scipy.stats import rankdata
 
+from medclf import runfolder
 from medclf.errors import RunFolderError
 from medclf.evaluation.metrics import higher_is_better
 from medclf.reporting.figures import Bars, Figure, Panel, Series, bar_figure, line_figure, palette
 from medclf.reporting.page import KeyValues, Page, Paragraph, Section, write_page
-from medclf.reporting.rundata import read_history
 from medclf.reporting.tables import Interval, MeanStd, Table
 
 __all__ = ["COMPARISON_NAME", "average_ranks", "write_comparison_html"]
@@ -36,14 +35,9 @@ def write_comparison_html(sweep_dir: Path) -> Path:
     """
     sweep_dir = Path(sweep_dir)
     path = sweep_dir / "comparison.json"
-    try:
-        comparison = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RunFolderError(
-            f"{sweep_dir} has no comparison.json; is it a sweep folder written by medclf sweep?"
-        ) from None
-    except json.JSONDecodeError as error:
-        raise RunFolderError(f"{path} is not valid JSON ({error}).") from None
+    if not path.exists():
+        raise RunFolderError(f"{sweep_dir} has no comparison.json; is it a sweep folder written by medclf sweep?")
+    comparison = runfolder.read_json(path, fix="rerun the same medclf sweep: finished folds are kept")
     return write_page(build_comparison(comparison, sweep_dir), sweep_dir, COMPARISON_NAME)
 
 
@@ -179,7 +173,8 @@ def _curves(variants: list[dict[str, Any]], metric: str, sweep_dir: Path, colour
     x_names = set()
     for v in variants:
         run_dir = sweep_dir / v["run_dir"]
-        histories = [read_history(p) for p in sorted(run_dir.glob("fold-*/history.csv"))]
+        histories = [runfolder.read_history(runfolder.fold_dir(run_dir, k) / "history.csv")
+                     for k in runfolder.fold_indices(run_dir)]
         histories = [h for h in histories if h]
         if not histories:
             missing.append(v["name"])

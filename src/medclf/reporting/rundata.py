@@ -9,14 +9,13 @@ so may keys that later versions added (``stopped_epoch``, the ``step`` column), 
 from __future__ import annotations
 
 import csv
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from medclf import runfolder
 from medclf.errors import RunFolderError
-from medclf.runfolder import Predictions, read_predictions
+from medclf.runfolder import Predictions, read_history, read_predictions
 
 __all__ = ["FoldRun", "Predictions", "RunData", "read_history", "read_predictions", "read_run"]
 
@@ -76,24 +75,6 @@ _FIX = "rerun medclf run with the run's config.yaml into the run folder (finishe
 
 def _read_json(path: Path) -> Any:
     return runfolder.read_json(path, fix=_FIX)
-
-
-def read_history(path: Path) -> list[dict[str, float]]:
-    """``history.csv`` rows as floats (an empty cell is NaN; the ``stage`` column stays text)."""
-    if not path.exists():
-        return []
-    rows = []
-    with open(path, newline="", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            rows.append({k: _float(v) if k != "stage" else v for k, v in row.items()})
-    return rows
-
-
-def _float(text: str | None) -> float:
-    try:
-        return float(text) if text not in (None, "") else math.nan
-    except ValueError:
-        return math.nan
 
 
 def _complete_folds(run_dir: Path, summary: dict[str, Any]) -> list[tuple[int, Path]]:
