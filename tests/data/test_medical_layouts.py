@@ -10,36 +10,14 @@ import numpy as np
 import pydicom
 import pytest
 from PIL import Image
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from dicom_files import write_dicom
 from medclf.config import CVConfig
 from medclf.data import load_dataset
 from medclf.data.dataset import Preprocessing
 from medclf.data.decode import decode_image
 from medclf.data.splitting import make_folds
 from medclf.errors import DataError
-
-
-def write_dicom(path: Path, pixels: np.ndarray, **attrs) -> Path:
-    """A minimal uncompressed MONOCHROME2 DICOM file with 16-bit pixels and the given extra attributes."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    for key, value in attrs.items():
-        setattr(ds, key, value)
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
 
 RAMP = np.tile(np.arange(16, dtype=np.uint16) * 100, (16, 1))  # 0 .. 1500, left to right
 PREP = Preprocessing((16, 16), 1)

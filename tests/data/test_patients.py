@@ -6,11 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import pytest
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
+import dicom_files
 from medclf.config import CVConfig
 from medclf.data import load_dataset
 from medclf.data.audit import audit_dataset
@@ -20,22 +19,7 @@ from medclf.data.splitting import make_folds
 
 def write_dicom(path: Path, seed: int, **attrs) -> Path:
     """A 16x16 MONOCHROME2 DICOM file with distinct pixels per seed and the given attributes (PatientID...)."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Rows = ds.Columns = 16
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    for key, value in attrs.items():
-        setattr(ds, key, value)
-    ds.PixelData = np.random.default_rng(seed).integers(0, 4000, (16, 16)).astype(np.uint16).tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    return dicom_files.write_dicom(path, dicom_files.random_pixels(seed), **attrs)
 
 
 STUDY = {p: generate_uid() for p in ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8")}

@@ -8,14 +8,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import pytest
 import yaml
 from PIL import Image
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from typer.testing import CliRunner
 
+from dicom_files import random_pixels, write_dicom
 from medclf.cli import app
 
 runner = CliRunner()
@@ -81,19 +79,7 @@ def test_a_manifest_path_outside_its_folder_is_refused_unless_allowed(tmp_path: 
 
 
 def _dicom(path: Path, patient: str, seed: int) -> None:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.PatientID, ds.Rows, ds.Columns = patient, 16, 16
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = np.random.default_rng(seed).integers(0, 4000, (16, 16)).astype(np.uint16).tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
+    write_dicom(path, random_pixels(seed), PatientID=patient)
 
 
 def test_audit_finds_a_patient_whose_folders_sit_in_two_splits(tmp_path: Path) -> None:

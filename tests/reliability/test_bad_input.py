@@ -88,24 +88,9 @@ def test_inspect_names_the_unreadable_files_and_counts_them(cli, reference, tmp_
 
 def _dicom(path: Path, seed: int, patient: str) -> None:
     """A 16x16 MONOCHROME2 DICOM file with its own pixels and a PatientID."""
-    import numpy as np
-    import pydicom
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from dicom_files import random_pixels, write_dicom
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = "1.2.840.10008.5.1.4.1.1.7", generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Rows = ds.Columns = 16
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PatientID = patient
-    ds.PixelData = np.random.default_rng(seed).integers(0, 4000, (16, 16)).astype(np.uint16).tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
+    write_dicom(path, random_pixels(seed), PatientID=patient)
 
 
 def test_a_dicom_patient_in_two_split_folders_is_reported_by_audit(cli, tmp_path):
