@@ -27,14 +27,14 @@ from typing import Any
 import numpy as np
 
 from medclf.atomic import atomic_write_bytes, atomic_write_csv, atomic_write_json
-from medclf.errors import MedclfError, ModelError, RunFolderError
+from medclf.errors import ModelError, RunFolderError
 
 __all__ = [
     "COMPLETE", "ENSEMBLE", "GALLERY", "GALLERY_SIZE", "FoldState", "GalleryChoice", "Predictions", "bad_rows",
     "check_fold", "check_probabilities", "check_record", "choose_gallery", "clear_fold", "complete_folds",
     "describe_damage", "ensemble_mean", "fold_dir", "fold_indices", "load_weights", "predict_output_columns",
     "prediction_columns", "prob_column", "prob_columns", "read_gallery", "read_json", "read_predictions",
-    "record_complete", "save_weights", "wrap_model_error", "write_gallery", "write_json", "write_predictions",
+    "record_complete", "save_weights", "write_gallery", "write_json", "write_predictions",
 ]
 
 COMPLETE = "complete.json"  # a folder's record of completion, written last
@@ -437,13 +437,6 @@ def describe_damage(run_dir: Path, states: list[FoldState], command: str) -> str
     return (f"{run_dir} has folds that are not complete ({'; '.join(lines)}). {command} does not use such a run, "
             f"since its results would silently change; run `medclf run {Path(run_dir) / 'config.yaml'} --out "
             f"{run_dir}` to retrain those folds (complete ones are kept)")
-
-
-def wrap_model_error(error: Exception, *, where: str, fix: str) -> MedclfError:
-    """A weights-do-not-fit error (missing or unexpected keys, shape mismatch) as one paragraph naming ``where``."""
-    first = str(error).strip().splitlines()
-    detail = " ".join(line.strip() for line in first[:3])
-    return RunFolderError(f"{where}: the weights do not fit the model that model.json describes ({detail}); {fix}.")
 
 
 # ------------------------------------------------------------------------------------------------ gallery

@@ -18,7 +18,7 @@ import torch
 from medclf import runfolder
 from medclf.atomic import atomic_write_csv
 from medclf.data import Preprocessing, decode_image, list_image_files
-from medclf.errors import MedclfError, RunFolderError
+from medclf.errors import RunFolderError
 from medclf.models import Classifier, model_from_spec
 from medclf.training import Runtime, predict_proba
 
@@ -76,15 +76,8 @@ def _load_fold(run_dir: Path, k: int) -> Classifier:
     fix = f"retrain fold {k} with `medclf run {run_dir / 'config.yaml'} --out {run_dir}` (complete folds are kept)"
     spec = runfolder.read_json(folder / "model.json", fix=fix)
     weights = runfolder.load_weights(folder / "model.safetensors", fix=fix)
-    try:
-        return model_from_spec(spec, weights, source=folder / "model.json")
-    except MedclfError:
-        raise
-    except RuntimeError as error:  # load_state_dict: missing or unexpected keys, shapes that differ
-        raise runfolder.wrap_model_error(error, where=f"fold {k} ({folder / 'model.safetensors'})", fix=fix) from None
-    except (KeyError, TypeError, ValueError) as error:
-        raise RunFolderError(f"fold {k} ({folder / 'model.json'}): it does not describe a model medclf can build "
-                             f"({type(error).__name__}: {error}); {fix}.") from None
+    # model_from_spec names model.json in every error: a spec it cannot build, weights that do not fit it
+    return model_from_spec(spec, weights, source=folder / "model.json")
 
 
 def predict_images(
