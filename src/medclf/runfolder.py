@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from medclf.atomic import atomic_write_bytes, atomic_write_csv, atomic_write_json
+from medclf.atomic import atomic_write_bytes, atomic_write_csv, atomic_write_json, atomic_write_text
 from medclf.errors import ModelError, RunFolderError
 
 __all__ = [
@@ -34,10 +34,19 @@ __all__ = [
     "check_fold", "check_probabilities", "check_record", "choose_gallery", "clear_fold", "complete_folds",
     "describe_damage", "ensemble_mean", "fold_dir", "fold_indices", "load_weights", "predict_output_columns",
     "prediction_columns", "prob_column", "prob_columns", "read_gallery", "read_json", "read_predictions",
-    "record_complete", "save_weights", "write_gallery", "write_json", "write_predictions",
+    "record_complete", "save_weights", "write_gallery", "write_csv", "write_json", "write_predictions", "write_text",
 ]
 
 COMPLETE = "complete.json"  # a folder's record of completion, written last
+CONFIG = "config.yaml"
+RUN = "run.json"
+DATA = "data.json"
+SPLITS = "splits.json"
+SUMMARY = "summary.json"
+FOLDS_CSV = "folds.csv"
+AUDIT = "audit.json"
+SKIPPED = "skipped.csv"
+HISTORY = "history.csv"
 METRICS = "metrics.json"
 WEIGHTS = "model.safetensors"
 SPEC = "model.json"
@@ -49,6 +58,8 @@ SUM_TOLERANCE = 1e-4  # a single-label row's probabilities sum to 1 within this 
 _HASH_CHUNK = 1 << 20
 
 write_json = atomic_write_json  # every JSON of a run folder: indented, NaN as null, atomic
+write_csv = atomic_write_csv  # every CSV of a run folder: a header, floats at full precision, NaN empty, atomic
+write_text = atomic_write_text
 
 
 # ------------------------------------------------------------------------------------------------ paths

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from medclf.atomic import atomic_write_csv, atomic_write_json
+from medclf import runfolder
 from medclf.config import Config, EvaluationConfig
 from medclf.data import ImageSet
 from medclf.data.audit import apply_leakage_policy, audit_dataset
@@ -49,7 +49,7 @@ def run_audit(config: Config, data: ImageSet, folds: list[Fold], out: Path, log:
         near=cfg.near_duplicates,
     )
     report = result.report | {"policy": cfg.leakage, "dropped": {}}
-    atomic_write_json(out / "audit.json", report)  # first: a refused run still shows why
+    runfolder.write_json(out / runfolder.AUDIT, report)  # first: a refused run still shows why
     exact, near = report["exact_duplicates"], report["near_duplicates"]
     if exact["count"] or near["count"] or report["patient_overlap"]["count"]:
         log(f"audit: {exact['count']} exact duplicates ({exact['across']} across splits), {near['count']} "
@@ -63,17 +63,17 @@ def run_audit(config: Config, data: ImageSet, folds: list[Fold], out: Path, log:
             str(f.index): sum(len(getattr(f, s)) - len(getattr(k, s)) for s in ("val", "holdout", "test"))
             for f, k in zip(folds, kept)
         }
-        atomic_write_json(out / "audit.json", report)
+        runfolder.write_json(out / runfolder.AUDIT, report)
     return kept
 
 
 def write_skipped(data: ImageSet, out: Path, log: Any) -> None:
     """``out/skipped.csv`` (path, reason) of the files ``on_bad_image: skip`` left out, when there are any."""
-    path = out / "skipped.csv"
+    path = out / runfolder.SKIPPED
     if not data.skipped:
         path.unlink(missing_ok=True)
         return
-    atomic_write_csv(path, [{"path": p, "reason": r} for p, r in data.skipped], ["path", "reason"])
+    runfolder.write_csv(path, [{"path": p, "reason": r} for p, r in data.skipped], ["path", "reason"])
     log(f"warning: skipped {len(data.skipped)} unreadable image files (data.on_bad_image: skip); see skipped.csv")
 
 

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from medclf import __version__, runfolder
-from medclf.atomic import atomic_write_csv, atomic_write_json, atomic_write_text
 from medclf.config import Config, config_fingerprint, dump_config
 from medclf.data import ImageSet, load_dataset, preprocessing_from_config
 from medclf.data.splitting import Fold, make_folds
@@ -48,9 +47,9 @@ from medclf.training.losses import n_outputs
 __all__ = ["EVAL_SPLITS", "PreparedStudy", "prepare_study", "run_fold", "run_study", "summarize_study"]
 
 EVAL_SPLITS = ("val", "holdout", "test")  # the parts of a fold that are predicted and scored
-_RESULT_FILES = ("data.json", "splits.json", "summary.json", "folds.csv", "audit.json", "skipped.csv",
-                 runfolder.GALLERY)
-_RUN_FILES = ("config.yaml", "run.json", *_RESULT_FILES)
+_RESULT_FILES = (runfolder.DATA, runfolder.SPLITS, runfolder.SUMMARY, runfolder.FOLDS_CSV, runfolder.AUDIT,
+                 runfolder.SKIPPED, runfolder.GALLERY)
+_RUN_FILES = (runfolder.CONFIG, runfolder.RUN, *_RESULT_FILES)
 
 Log = Callable[[str], None]
 _RERUN = "run the same command again: the fold is then trained again"
@@ -85,7 +84,7 @@ def run_study(
     for fold in study.folds:
         if fold.index in done:
             log(f"fold {fold.index}: already complete, skipped")
-            results.append(read_json(fold_dir(out, fold.index) / "metrics.json", fix=_RERUN))
+            results.append(read_json(fold_dir(out, fold.index) / runfolder.METRICS, fix=_RERUN))
         else:
             callbacks = [RichProgress(progress, f"fold {fold.index}")] if progress is not None else []
             results.append(run_fold(config, study, fold.index, out, callbacks=callbacks))
@@ -124,7 +123,7 @@ def prepare_study(
     data_s = time.perf_counter() - start
     _check_same_data(out, data, overwrite=overwrite, log=log)
     data_info = _describe_data(data)
-    atomic_write_json(out / "data.json", data_info)
+    runfolder.write_json(out / runfolder.DATA, data_info)
     if data.duplicates:
         n_extra = sum(len(g) - 1 for g in data.duplicates)
         log(f"warning: {n_extra} images are byte-identical copies of others ({len(data.duplicates)} groups); "
@@ -136,7 +135,7 @@ def prepare_study(
     write_skipped(data, out, log)
     folds = make_folds(data, config.cv, seed=config.seed)
     folds = run_audit(config, data, folds, out, log)  # audit.json; may refuse the run or drop leaking images
-    atomic_write_json(out / "splits.json", _describe_splits(data, folds))
+    runfolder.write_json(out / runfolder.SPLITS, _describe_splits(data, folds))
     return PreparedStudy(data=data, data_info=data_info, folds=folds, start=start, data_s=data_s)
 
 
@@ -183,7 +182,7 @@ def summarize_study(config: Config, study: PreparedStudy, out: Path, results: li
 # ------------------------------------------------------------------------------------------ run folder
 def _prepare_run_folder(out: Path, config: Config, *, overwrite: bool, log: Log) -> None:
     fingerprint = config_fingerprint(config)
-    run_file = out / "run.json"
+    run_file = out / runfolder.RUN
     if run_file.exists():
         same_text = _same_config_text(out, config)
         previous = _recorded(out, "run.json", "config_fingerprint", overwrite=overwrite, log=log,
@@ -201,13 +200,13 @@ def _prepare_run_folder(out: Path, config: Config, *, overwrite: bool, log: Log)
             "to write into it anyway."
         )
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.yaml", dump_config(config))
-    atomic_write_json(run_file, {"config_fingerprint": fingerprint, "medclf_version": __version__})
+    runfolder.write_text(out / runfolder.CONFIG, dump_config(config))
+    runfolder.write_json(run_file, {"config_fingerprint": fingerprint, "medclf_version": __version__})
 
 
 def _same_config_text(out: Path, config: Config) -> bool:
     try:
-        return (out / "config.yaml").read_text(encoding="utf-8") == dump_config(config)
+        return (out / runfolder.CONFIG).read_text(encoding="utf-8") == dump_config(config)
     except (OSError, UnicodeDecodeError):
         return False
 
@@ -262,7 +261,7 @@ def _config_difference(out: Path, config: Config) -> str:
     import yaml
 
     try:
-        old = _flatten(yaml.safe_load((out / "config.yaml").read_text()))
+        old = _flatten(yaml.safe_load((out / runfolder.CONFIG).read_text()))
     except (OSError, yaml.YAMLError):
         return "its config.yaml is unreadable"
     new = _flatten(config.model_dump(mode="json"))
@@ -290,7 +289,7 @@ def _clear_results(out: Path) -> None:
 
 
 def _check_same_data(out: Path, data: ImageSet, *, overwrite: bool, log: Log) -> None:
-    path = out / "data.json"
+    path = out / runfolder.DATA
     if path.exists() and _recorded(out, "data.json", "fingerprint", overwrite=overwrite, log=log,
                                    unrecorded=data.fingerprint) != data.fingerprint:
         if not overwrite:
@@ -335,7 +334,7 @@ def _run_fold(config: Config, data: ImageSet, fold: Fold, out: Path, *, callback
     fd = fold_dir(out, fold.index)
     trainer = Trainer(
         model, config.training, class_names=data.class_names, seed=config.seed + fold.index,
-        callbacks=[HistoryCSV(fd / "history.csv"), *callbacks], multilabel=data.multilabel,
+        callbacks=[HistoryCSV(fd / runfolder.HISTORY), *callbacks], multilabel=data.multilabel,
         metrics_fn=_multilabel_validation(data, config) if data.multilabel else None,
     )
     fit = trainer.fit(images[fold.train], labels[fold.train], images[fold.val], labels[fold.val])
@@ -361,17 +360,18 @@ def _run_fold(config: Config, data: ImageSet, fold: Fold, out: Path, *, callback
         for level, level_rows in split_units.items():
             unit_rows.setdefault(level, []).extend(level_rows)
 
-    runfolder.write_predictions(fd / "predictions.csv", rows, data.class_names)
+    runfolder.write_predictions(fd / runfolder.PREDICTIONS, rows, data.class_names)
     for level, level_rows in unit_rows.items():
-        atomic_write_csv(fd / f"{level}_predictions.csv", level_rows, unit_prediction_columns(level, data.class_names))
-    save_weights(fd / "model.safetensors", model.state_dict())
+        columns = unit_prediction_columns(level, data.class_names)
+        runfolder.write_csv(fd / f"{level}_predictions.csv", level_rows, columns)
+    save_weights(fd / runfolder.WEIGHTS, model.state_dict())
     spec = model.spec | {
         "class_names": data.class_names,
         "activation": fit.activation,
         "preprocessing": preprocessing_from_config(config.data).to_dict(),
         "medclf_version": __version__,
     }
-    atomic_write_json(fd / "model.json", spec)
+    runfolder.write_json(fd / runfolder.SPEC, spec)
     result = {
         "fold": fold.index,
         "best_epoch": fit.best_epoch,
@@ -388,7 +388,7 @@ def _run_fold(config: Config, data: ImageSet, fold: Fold, out: Path, *, callback
     }
     if thresholds is not None:
         result["thresholds"] = {c: float(t) for c, t in zip(data.class_names, thresholds)}
-    atomic_write_json(fd / "metrics.json", result)  # then run_fold records the files in complete.json
+    runfolder.write_json(fd / runfolder.METRICS, result)  # then run_fold records the files in complete.json
     return result
 
 
@@ -452,7 +452,7 @@ def _summarize(
         "config_fingerprint": config_fingerprint(config),
         "medclf_version": __version__,
     }
-    atomic_write_json(out / "summary.json", summary)
+    runfolder.write_json(out / runfolder.SUMMARY, summary)
     _write_folds_csv(out, data, results, summary["ensemble"])
     _write_gallery(out, data, [r["fold"] for r in results])
     return summary
@@ -497,7 +497,7 @@ def _ensemble_test(
     names = data.class_names
     parts = []
     for k in fold_indices:
-        path = fold_dir(out, k) / "predictions.csv"
+        path = fold_dir(out, k) / runfolder.PREDICTIONS
         test = runfolder.read_predictions(path, names).get("test")
         if test is not None:
             parts.append((k, path, test))
@@ -527,7 +527,7 @@ def _ensemble_test(
 
 
 def _write_ensemble(out: Path, rows: list[dict[str, Any]], names: list[str]) -> None:
-    runfolder.write_predictions(out / runfolder.ENSEMBLE / "predictions.csv", rows, names)
+    runfolder.write_predictions(out / runfolder.ENSEMBLE / runfolder.PREDICTIONS, rows, names)
     runfolder.record_complete(out / runfolder.ENSEMBLE, n_rows=len(rows))
 
 
@@ -542,4 +542,4 @@ def _write_folds_csv(out: Path, data: ImageSet, results: list[dict], ensemble: d
     for split, m in ensemble.items():
         n_test = results[0]["n_images"].get(split, "")
         rows.append({"fold": "ensemble", "split": split, "n_images": n_test, "best_epoch": ""} | m)
-    atomic_write_csv(out / "folds.csv", rows, columns)
+    runfolder.write_csv(out / runfolder.FOLDS_CSV, rows, columns)
