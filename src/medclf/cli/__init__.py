@@ -454,6 +454,11 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
     err_console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
 
 
+# Commands that live in their own modules (medclf/cli/<command>.py) register on `app` when imported; they
+# import `app` and the helpers above from this module, which is why the import sits at the end.
+from medclf.cli import explain, export, lr_find, serve  # noqa: E402,F401
+
+
 def main() -> None:
     """Console-script entry point."""
     warnings.showwarning = _show_warning
