@@ -51,3 +51,73 @@ def tiny_config(tiny_splits: Path, tmp_path: Path) -> Path:
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+def _train(config: dict, root: Path) -> Path:
+    """Run the real ``medclf run`` on ``config`` into ``root/run`` and return the finished run folder."""
+    import subprocess
+    import sys
+
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = root / "run"
+    done = subprocess.run([sys.executable, "-m", "medclf", "run", str(path), "--out", str(out), "--quiet"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def _tiny_study(source: Path, cache: Path, **sections: dict) -> dict:
+    config = {
+        "name": "tiny", "seed": 0,
+        "data": {"source": {"type": "splits", "path": str(source)}, "image_size": 16, "cache_dir": str(cache)},
+        "model": {"name": "test_resnet"},
+        "training": {"epochs": 2, "batch_size": 8, "device": "cpu"},
+        "cv": {"n_folds": 2, "val_fraction": 0.25},
+    }
+    for key, value in sections.items():
+        config[key] = config.get(key, {}) | value
+    return config
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_splits: Path, tmp_path_factory) -> Path:
+    """A finished three-class run (2 folds, test split) of ``tiny_config``'s study, trained once per session.
+
+    Read it, never write into it: a test that changes a run folder works on a copy (``copy_run``).
+    """
+    root = tmp_path_factory.mktemp("trained")
+    return _train(_tiny_study(tiny_splits, root / "cache"), root)
+
+
+@pytest.fixture(scope="session")
+def binary_splits(tiny_splits: Path, tmp_path_factory) -> Path:
+    """The tiny tree with two classes, ``abnormal`` (circles) and ``normal`` (blanks), so the positive class
+    (by default the second in sorted order) is *normal* unless a config says otherwise."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("binary")
+    for split in ("train", "test"):
+        for source, name in (("circle", "abnormal"), ("blank", "normal")):
+            shutil.copytree(tiny_splits / split / source, root / split / name)
+    return root
+
+
+@pytest.fixture(scope="session")
+def binary_run(binary_splits: Path, tmp_path_factory) -> Path:
+    """A finished two-class run (abnormal/normal, 2 folds, test split), trained once per session; read only."""
+    root = tmp_path_factory.mktemp("binary_run")
+    return _train(_tiny_study(binary_splits, root / "cache"), root)
+
+
+@pytest.fixture()
+def copy_run(tmp_path: Path):
+    """``copy_run(run)``: a private copy of a session run folder that a test may change."""
+    import shutil
+
+    def copy(run: Path) -> Path:
+        target = tmp_path / "run-copy"
+        shutil.copytree(run, target, ignore=shutil.ignore_patterns(".medclf.lock"))
+        return target
+
+    return copy

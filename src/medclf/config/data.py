@@ -120,6 +120,32 @@ class DataConfig(_Section):
     # where patient and study ids come from when the layout gives none: a DICOM tree's folders are often
     # series or dates, not patients, so by default the files' own PatientID and StudyInstanceUID are used
     patient_ids: Literal["header", "folder", "none"] = "header"
+    # the class order (label index order) when given; default: sorted class names (npz: label order)
+    classes: list[str] | None = None
+    # a two-class task's positive class (sensitivity, PR curve, focal alpha, pos_weight, thresholds);
+    # default: the second class of the order. The order always puts it second.
+    positive_class: str | None = None
+
+    @field_validator("classes")
+    @classmethod
+    def _distinct_classes(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            repeated = sorted({c for c in v if v.count(c) > 1})
+            if repeated or len(v) < 2:
+                raise ValueError(f"classes must list at least two distinct class names, got {v}"
+                                 + (f" (repeated: {repeated})" if repeated else ""))
+        return v
+
+    @model_validator(mode="after")
+    def _positive_is_second(self) -> DataConfig:
+        if self.positive_class is not None and self.classes is not None:
+            if self.positive_class not in self.classes:
+                raise ValueError(f"positive_class {self.positive_class!r} is not one of classes {self.classes}")
+            if len(self.classes) == 2 and self.classes.index(self.positive_class) != 1:
+                raise ValueError(f"positive_class {self.positive_class!r} is listed first in classes {self.classes}; "
+                                 "a two-class task's positive class is the second: list it second, or drop one of "
+                                 "the two keys")
+        return self
 
     @field_validator("image_size")
     @classmethod

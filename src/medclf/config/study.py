@@ -22,11 +22,31 @@ class CVConfig(_Section):
     grouped: bool = True  # keep every image of a patient on one side of every split (when ids exist)
 
 
+class OperatingPointsConfig(_Section):
+    """Decision thresholds read as a clinician reads a test: chosen on validation, applied unchanged elsewhere."""
+
+    # thresholds reaching at least these sensitivities on the validation split (besides 0.5 and Youden's J)
+    sensitivity: list[float] = [0.90, 0.95]
+    n_bootstrap: int = Field(1000, ge=100)  # resamples of each 95 % interval
+    confidence: float = Field(0.95, gt=0, lt=1)
+
+    @field_validator("sensitivity")
+    @classmethod
+    def _rates(cls, v: list[float]) -> list[float]:
+        bad = [x for x in v if not 0 < x <= 1]
+        if bad:
+            raise ValueError(f"sensitivity targets must lie in (0, 1], got {bad}")
+        return sorted(set(v))
+
+
 class EvaluationConfig(_Section):
     """How predictions are scored beyond the image level."""
 
     patient_aggregation: Literal["mean", "vote"] = "mean"  # how image probabilities become a patient's (study's)
     threshold: Literal["tuned"] | float = 0.5  # multi-label: decision threshold, or tuned per label on val
+    operating_points: OperatingPointsConfig = OperatingPointsConfig()
+    # test-time augmentation: predictions averaged over the identity and these flips (evaluation, predict, export)
+    tta: list[Literal["hflip", "vflip"]] = []
 
     @field_validator("threshold")
     @classmethod

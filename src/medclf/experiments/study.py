@@ -28,6 +28,7 @@ from medclf.evaluation.metrics import (
 )
 from medclf.evaluation.multilabel import cooccurrence, multilabel_metrics
 from medclf.experiments.environment import run_environment
+from medclf.experiments.gallery import write_gallery
 from medclf.experiments.scoring import (
     LEVELS,
     folds_csv_columns,
@@ -454,27 +455,8 @@ def _summarize(
     }
     runfolder.write_json(out / runfolder.SUMMARY, summary)
     _write_folds_csv(out, data, results, summary["ensemble"])
-    _write_gallery(out, data, [r["fold"] for r in results])
+    write_gallery(out, data, [r["fold"] for r in results])
     return summary
-
-
-def _write_gallery(out: Path, data: ImageSet, fold_indices: list[int]) -> None:
-    """Keep the images of the report's gallery (:func:`medclf.runfolder.choose_gallery`) in ``gallery.npz``.
-
-    The report then shows them without loading the data again; with nothing misclassified there is no file.
-    """
-    names = data.class_names
-    ensemble_csv = out / runfolder.ENSEMBLE / runfolder.PREDICTIONS
-    ensemble = runfolder.read_predictions(ensemble_csv, names).get("test") if ensemble_csv.exists() else None
-    folds = [(k, runfolder.read_predictions(fold_dir(out, k) / runfolder.PREDICTIONS, names)) for k in fold_indices]
-    choice = runfolder.choose_gallery(names, multilabel=data.multilabel, ensemble=ensemble, folds=folds)
-    (out / runfolder.GALLERY).unlink(missing_ok=True)
-    if choice is None or not choice.worst:
-        return
-    ids = [choice.predictions.ids[i] for i, _ in choice.worst]
-    position = {str(i): k for k, i in enumerate(data.ids)}
-    kept = [i for i in ids if i in position]
-    runfolder.write_gallery(out, kept, data.images[[position[i] for i in kept]])
 
 
 def _mean_thresholds(results: list[dict]) -> np.ndarray | None:
