@@ -30,6 +30,7 @@ from medclf.atomic import atomic_write_bytes, atomic_write_csv, atomic_write_jso
 from medclf.errors import ModelError, RunFolderError
 
 __all__ = [
+    "operating_thresholds",
     "COMPLETE", "ENSEMBLE", "GALLERY", "GALLERY_SIZE", "FoldState", "GalleryChoice", "Predictions", "bad_rows",
     "check_fold", "check_probabilities", "check_record", "choose_gallery", "clear_fold", "complete_folds",
     "describe_damage", "ensemble_mean", "fold_dir", "fold_indices", "load_weights", "predict_output_columns",
@@ -551,3 +552,17 @@ def read_gallery(run_dir: Path) -> dict[str, np.ndarray]:
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         raise RunFolderError(f"{path} cannot be read ({error})") from None
     return {str(i): image for i, image in zip(ids.tolist(), images)}
+
+
+# ------------------------------------------------------------------------------------------- operating points
+def operating_thresholds(run_dir: Path) -> dict[str, dict[str, float]]:
+    """The run's decision thresholds, ``{class: {point: threshold}}`` (points such as ``0.5``, ``youden``,
+    ``sensitivity_0.90``), from ``summary.json``'s ``operating_points``: each the mean over folds of the
+    threshold chosen on that fold's validation split. A run written before operating points existed has none: {}.
+    """
+    summary = read_json(Path(run_dir) / SUMMARY)
+    points = (summary.get("operating_points") or {}).get("thresholds") or []
+    out: dict[str, dict[str, float]] = {}
+    for p in points:
+        out.setdefault(str(p["class"]), {})[str(p["point"])] = float(p["threshold"])
+    return out

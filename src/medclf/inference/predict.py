@@ -22,7 +22,7 @@ from medclf.errors import RunFolderError
 from medclf.models import Classifier, model_from_spec
 from medclf.training import Runtime, predict_proba
 
-__all__ = ["load_fold_models", "predict_images"]
+__all__ = ["ensemble_proba", "fold_models", "load_fold_models", "predict_images"]
 
 
 def _usable_folds(run_dir: Path, fold: int | None) -> list[int]:
@@ -61,10 +61,11 @@ def load_fold_models(run_dir: Path, *, fold: int | None = None) -> list[Classifi
         RunFolderError: ``run_dir`` is not a run folder, a fold is not complete (missing, truncated or altered
             files, named), or its weights do not load into the model ``model.json`` describes.
     """
-    return [model for _, model in _fold_models(run_dir, fold)]
+    return [model for _, model in fold_models(run_dir, fold)]
 
 
-def _fold_models(run_dir: Path, fold: int | None) -> list[tuple[int, Classifier]]:
+def fold_models(run_dir: Path, fold: int | None = None) -> list[tuple[int, Classifier]]:
+    """``[(fold, model), ...]`` of ``run_dir`` (every fold, or only ``fold``), each fold's files verified."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunFolderError(f"Run folder {run_dir} does not exist.")
@@ -78,6 +79,30 @@ def _load_fold(run_dir: Path, k: int) -> Classifier:
     weights = runfolder.load_weights(folder / "model.safetensors", fix=fix)
     # model_from_spec names model.json in every error: a spec it cannot build, weights that do not fit it
     return model_from_spec(spec, weights, source=folder / "model.json")
+
+
+def ensemble_proba(
+    loaded: list[tuple[int, Classifier]], images: torch.Tensor, *, batch_size: int = 64, run_dir: Path | None = None
+) -> np.ndarray:
+    """The mean class probabilities (N, K) of fold models ``[(fold, model), ...]`` for ``images`` (N, C, H, W) uint8.
+
+    Each model's output activation comes from its ``model.json``; a model yielding non-finite values is an error
+    naming its fold.
+    """
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    runtime = Runtime(device=device, amp_dtype=None, channels_last=False)
+    probs: np.ndarray | None = None
+    for k, model in loaded:
+        activation = model.spec.get("activation", "softmax")  # runs before losses other than softmax had none
+        fold_probs = predict_proba(model.to(device), images, batch_size=batch_size, runtime=runtime,
+                                   activation=activation)
+        where = f"fold {k}" + (f" ({runfolder.fold_dir(run_dir, k) / 'model.safetensors'})" if run_dir else "")
+        rerun = f"`medclf run {run_dir / 'config.yaml'} --out {run_dir}`" if run_dir else "`medclf run`"
+        runfolder.check_probabilities(fold_probs, where=where,
+                                      fix=f"its weights are damaged or it diverged; retrain it with {rerun}")
+        probs = fold_probs / len(loaded) if probs is None else probs + fold_probs / len(loaded)
+    assert probs is not None, "ensemble_proba needs at least one model"
+    return probs
 
 
 def predict_images(
@@ -101,24 +126,14 @@ def predict_images(
         One dict per image, in the CSV's column order.
     """
     run_dir = Path(run_dir)
-    loaded = _fold_models(run_dir, fold)
+    loaded = fold_models(run_dir, fold)
     spec = loaded[0][1].spec
     class_names = spec["class_names"]
     prep = Preprocessing.from_dict(spec["preprocessing"])
     paths = list_image_files(inputs)
     with ThreadPoolExecutor(max_workers=4) as pool:  # PIL decodes outside the GIL
         images = torch.from_numpy(np.stack(list(pool.map(lambda p: decode_image(p, prep), paths))))
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    runtime = Runtime(device=device, amp_dtype=None, channels_last=False)
-    probs = np.zeros((len(paths), len(class_names)))
-    for k, model in loaded:
-        activation = model.spec.get("activation", "softmax")  # runs before losses other than softmax had none
-        fold_probs = predict_proba(model.to(device), images, batch_size=batch_size, runtime=runtime,
-                                   activation=activation)
-        where = f"fold {k} ({runfolder.fold_dir(run_dir, k) / 'model.safetensors'})"
-        runfolder.check_probabilities(fold_probs, where=where, fix="its weights are damaged or it diverged; retrain "
-                                      f"it with `medclf run {run_dir / 'config.yaml'} --out {run_dir}`")
-        probs += fold_probs / len(loaded)
+    probs = ensemble_proba(loaded, images, batch_size=batch_size, run_dir=run_dir)
     rows = [
         {"path": str(p)} | {runfolder.prob_column(c): float(v) for c, v in zip(class_names, row)}
         | {"predicted": class_names[int(row.argmax())]}
