@@ -34,7 +34,8 @@ __all__ = [
     "COMPLETE", "ENSEMBLE", "GALLERY", "GALLERY_SIZE", "FoldState", "GalleryChoice", "Predictions", "bad_rows",
     "check_fold", "check_probabilities", "check_record", "choose_gallery", "clear_fold", "complete_folds",
     "describe_damage", "ensemble_mean", "fold_dir", "fold_indices", "load_weights", "predict_output_columns",
-    "prediction_columns", "prob_column", "prob_columns", "read_gallery", "read_json", "read_predictions",
+    "prediction_columns", "prob_column", "prob_columns", "read_gallery", "read_gallery_overlays", "read_json",
+    "read_predictions",
     "record_complete", "save_weights", "write_gallery", "write_csv", "write_json", "write_predictions", "write_text",
 ]
 
@@ -519,14 +520,16 @@ def choose_gallery(
     return GalleryChoice(label, preds, _confidently_wrong(preds, list(classes), multilabel=multilabel, n=n))
 
 
-def write_gallery(run_dir: Path, ids: Sequence[str], images: np.ndarray) -> None:
+def write_gallery(run_dir: Path, ids: Sequence[str], images: np.ndarray, overlays: np.ndarray | None = None) -> None:
     """Write :data:`GALLERY`: the uint8 ``images`` (N, C, H, W) of ``ids``, byte-identical for the same input.
 
-    The file is an ``.npz`` (``ids``: strings, ``images``: uint8) whose zip entries carry a fixed date, so the
-    same run writes the same bytes.
+    The file is an ``.npz`` (``ids``: strings, ``images``: uint8, and ``overlays``: uint8 (N, H, W, 3) RGB
+    Grad-CAM overlays when given) whose zip entries carry a fixed date, so the same run writes the same bytes.
     """
     buffer = io.BytesIO()
     arrays = {"ids": np.asarray(list(ids), dtype=str), "images": np.ascontiguousarray(images, dtype=np.uint8)}
+    if overlays is not None:
+        arrays["overlays"] = np.ascontiguousarray(overlays, dtype=np.uint8)
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for name, array in arrays.items():
             entry = io.BytesIO()
@@ -552,6 +555,25 @@ def read_gallery(run_dir: Path) -> dict[str, np.ndarray]:
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         raise RunFolderError(f"{path} cannot be read ({error})") from None
     return {str(i): image for i, image in zip(ids.tolist(), images)}
+
+
+def read_gallery_overlays(run_dir: Path) -> dict[str, np.ndarray]:
+    """The Grad-CAM overlays of :data:`GALLERY` by id: uint8 (H, W, 3) each; empty for a file kept without them.
+
+    Raises:
+        RunFolderError: the file is missing or unreadable (naming it).
+    """
+    path = Path(run_dir) / GALLERY
+    if not path.exists():
+        raise RunFolderError(f"{path} is missing")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if "overlays" not in archive.files:  # kept before medclf explained the gallery
+                return {}
+            ids, overlays = archive["ids"], archive["overlays"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        raise RunFolderError(f"{path} cannot be read ({error})") from None
+    return {str(i): image for i, image in zip(ids.tolist(), overlays)}
 
 
 # ------------------------------------------------------------------------------------------- operating points

@@ -1,40 +1,13 @@
-"""Tiny generated datasets for end-to-end runs of the real CLI."""
+"""The e2e tests' own fixture; the tiny data and session runs they share with other tests live in tests/conftest.py."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
-from PIL import Image
 
-CLASSES = ("circle", "square", "blank")
-
-
-def _draw(kind: str, rng: np.random.Generator, size: int = 16) -> np.ndarray:
-    img = rng.integers(0, 40, (size, size), dtype=np.uint8)
-    yy, xx = np.mgrid[:size, :size]
-    if kind == "circle":
-        img[(yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 4) ** 2] = 220
-    elif kind == "square":
-        img[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 200
-    return img
-
-
-@pytest.fixture(scope="session")
-def tiny_splits(tmp_path_factory) -> Path:
-    """root/{train,test}/<class>/*.png: 10 train and 4 test images per class, 16x16 grayscale."""
-    root = tmp_path_factory.mktemp("tiny")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 10), ("test", 4)):
-        for kind in CLASSES:
-            folder = root / split / kind
-            folder.mkdir(parents=True)
-            for i in range(n):
-                Image.fromarray(_draw(kind, rng)).save(folder / f"{kind}_{i}.png")
-    (root / "train" / ".DS_Store").write_bytes(b"junk")
-    return root
+from tiny_data import CLASSES, _draw  # noqa: F401  (tests/reliability reads the image generator from here)
 
 
 @pytest.fixture()
@@ -51,73 +24,3 @@ def tiny_config(tiny_splits: Path, tmp_path: Path) -> Path:
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
-
-
-def _train(config: dict, root: Path) -> Path:
-    """Run the real ``medclf run`` on ``config`` into ``root/run`` and return the finished run folder."""
-    import subprocess
-    import sys
-
-    path = root / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    out = root / "run"
-    done = subprocess.run([sys.executable, "-m", "medclf", "run", str(path), "--out", str(out), "--quiet"],
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
-    return out
-
-
-def _tiny_study(source: Path, cache: Path, **sections: dict) -> dict:
-    config = {
-        "name": "tiny", "seed": 0,
-        "data": {"source": {"type": "splits", "path": str(source)}, "image_size": 16, "cache_dir": str(cache)},
-        "model": {"name": "test_resnet"},
-        "training": {"epochs": 2, "batch_size": 8, "device": "cpu"},
-        "cv": {"n_folds": 2, "val_fraction": 0.25},
-    }
-    for key, value in sections.items():
-        config[key] = config.get(key, {}) | value
-    return config
-
-
-@pytest.fixture(scope="session")
-def trained_run(tiny_splits: Path, tmp_path_factory) -> Path:
-    """A finished three-class run (2 folds, test split) of ``tiny_config``'s study, trained once per session.
-
-    Read it, never write into it: a test that changes a run folder works on a copy (``copy_run``).
-    """
-    root = tmp_path_factory.mktemp("trained")
-    return _train(_tiny_study(tiny_splits, root / "cache"), root)
-
-
-@pytest.fixture(scope="session")
-def binary_splits(tiny_splits: Path, tmp_path_factory) -> Path:
-    """The tiny tree with two classes, ``abnormal`` (circles) and ``normal`` (blanks), so the positive class
-    (by default the second in sorted order) is *normal* unless a config says otherwise."""
-    import shutil
-
-    root = tmp_path_factory.mktemp("binary")
-    for split in ("train", "test"):
-        for source, name in (("circle", "abnormal"), ("blank", "normal")):
-            shutil.copytree(tiny_splits / split / source, root / split / name)
-    return root
-
-
-@pytest.fixture(scope="session")
-def binary_run(binary_splits: Path, tmp_path_factory) -> Path:
-    """A finished two-class run (abnormal/normal, 2 folds, test split), trained once per session; read only."""
-    root = tmp_path_factory.mktemp("binary_run")
-    return _train(_tiny_study(binary_splits, root / "cache"), root)
-
-
-@pytest.fixture()
-def copy_run(tmp_path: Path):
-    """``copy_run(run)``: a private copy of a session run folder that a test may change."""
-    import shutil
-
-    def copy(run: Path) -> Path:
-        target = tmp_path / "run-copy"
-        shutil.copytree(run, target, ignore=shutil.ignore_patterns(".medclf.lock"))
-        return target
-
-    return copy

@@ -175,3 +175,13 @@ def test_multilabel_bce_and_poisson_take_multi_hot_targets():
 def test_balanced_needs_every_class_in_the_training_fold():
     with pytest.raises(ConfigError, match=r"balanced weights need every class.*\['c'\]"):
         build_loss(LossConfig(class_weights="balanced"), class_names=NAMES, train_targets=np.array([0, 1, 1]))
+
+
+def test_a_two_class_bce_pos_weight_names_the_positive_class():
+    train = np.array([0] * 75 + [1] * 25)
+    names = ["normal", "abnormal"]  # data.positive_class: abnormal puts it second, the one logit's class
+    loss = build_loss(LossConfig(name="bce", label_smoothing=0.0, pos_weight={"abnormal": 4.0}), class_names=names,
+                      train_targets=train)
+    assert torch.allclose(loss.pos_weight, torch.tensor([4.0]))
+    with pytest.raises(ConfigError, match=r"one output, the positive class \('abnormal'.*against the 'normal' ones"):
+        build_loss(LossConfig(name="bce", pos_weight={"normal": 4.0}), class_names=names, train_targets=train)

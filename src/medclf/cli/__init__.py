@@ -145,6 +145,9 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
                 cells = [_fmt(summary["metrics"][s][level].get(name)) for s in splits]
                 table.add_row(f"{level} {name}", *cells, *[""] * len(summary["ensemble"]))
     console.print(table)
+    positive = summary.get("data", {}).get("positive_class")
+    if positive is not None:  # binary metrics, curves and thresholds all read this class as the positive one
+        console.print(f"positive class: {positive}", highlight=False)
     console.print(f"wall time {summary['timing']['total_s']:.0f} s; results in {out}", highlight=False)
 
 
@@ -266,12 +269,18 @@ def predict(
         "predictions.csv"
     ),
     fold: Annotated[int | None, typer.Option("--fold", help="Use one fold's model, not the ensemble.")] = None,
+    engine: Annotated[str, typer.Option("--engine", help="torch (the fold models) or onnx (onnxruntime on the "
+                                        "model `medclf export` wrote).")] = "torch",
+    model: Annotated[Path | None, typer.Option("--model", help="With --engine onnx: model.onnx or its folder "
+                                               "[default: RUN_DIR/export].")] = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Predict new images with a run's fold ensemble (or one fold) and write a CSV."""
-    from medclf.inference import predict_images
+    """Predict new images with a run's fold ensemble (or one fold) and write a CSV; per patient and study too
+    when a CSV input has patient_id / study_id columns."""
+    from medclf.inference import predict_inputs
 
-    rows = predict_images(run_dir, inputs, fold=fold, out=out)
+    result = predict_inputs(run_dir, inputs, fold=fold, out=out, engine=engine, model=model)
+    rows = result.rows
     if not quiet:
         table = Table(title=f"{len(rows)} image(s)", title_justify="left")
         for column in rows[0]:
@@ -279,7 +288,7 @@ def predict(
         for row in rows[:20]:
             table.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()])
         console.print(table)
-    console.print(f"wrote {out}", highlight=False)
+    console.print(f"wrote {', '.join(map(str, result.written))} ({result.engine} engine)", highlight=False)
 
 
 def print_comparison(comparison: dict[str, Any], out: Path) -> None:

@@ -2,4 +2,37 @@
 
 from __future__ import annotations
 
-from medclf.cli import app  # noqa: F401  (the command registers on it)
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from medclf.cli import QuietOpt, _friendly_errors, app, console
+
+
+@app.command(epilog="Example: medclf explain runs/demo scans/ --out explanations/")
+@_friendly_errors
+def explain(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by medclf run.")],
+    inputs: Annotated[list[str], typer.Argument(help="Image files, folders or CSV files of paths.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the PNGs and explanations.csv (created).")] = Path(
+        "explanations"
+    ),
+    fold: Annotated[int | None, typer.Option("--fold", help="Explain one fold's model, not the ensemble.")] = None,
+    class_name: Annotated[str | None, typer.Option(
+        "--class", help="The class to explain for every image (default: the class each image is predicted).")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Grad-CAM of a run's predictions: one PNG per image (the image beside its overlay) and a CSV."""
+    from medclf.inference import explain_images
+
+    rows = explain_images(run_dir, inputs, out=out, fold=fold, class_name=class_name)
+    if not quiet:
+        table = Table(title=f"{len(rows)} image(s), Grad-CAM of {rows[0]['target_layer']}", title_justify="left")
+        for column in ("path", "predicted", "probability", "explained", "png"):
+            table.add_column(column, justify="right" if column == "probability" else "left")
+        for row in rows[:20]:
+            table.add_row(row["path"], row["predicted"], f"{row['probability']:.3f}", row["explained"], row["png"])
+        console.print(table)
+    console.print(f"wrote {len(rows)} PNG(s) and explanations.csv to {out}", highlight=False)

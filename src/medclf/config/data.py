@@ -126,6 +126,16 @@ class DataConfig(_Section):
     # default: the second class of the order. The order always puts it second.
     positive_class: str | None = None
 
+    @field_validator("classes", "positive_class", mode="before")
+    @classmethod
+    def _names_as_text(cls, v: object) -> object:
+        # npz classes are named "0", "1"...: `-o data.positive_class=1` arrives as a number
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return str(v)
+        if isinstance(v, list):
+            return [str(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else x for x in v]
+        return v
+
     @field_validator("classes")
     @classmethod
     def _distinct_classes(cls, v: list[str] | None) -> list[str] | None:

@@ -14,6 +14,7 @@ import numpy as np
 
 from medclf.config import DataConfig
 from medclf.data.cache import CACHE_VERSION, load_images, pixel_checksums
+from medclf.data.classes import apply_class_order
 from medclf.data.csv_rows import csv_image_path, read_csv_rows
 from medclf.data.dataset import ImageSet, Preprocessing, small_image_mask
 from medclf.data.decode import IMAGE_EXTENSIONS, is_image_file
@@ -57,11 +58,13 @@ def load_dataset(cfg: DataConfig) -> ImageSet:
 
     Raises:
         DataError: the source is missing, malformed, has fewer than two classes, or holds an unreadable image.
-        ConfigError: ``cfg.source.type`` names no registered layout.
+        ConfigError: ``cfg.source.type`` names no registered layout; ``cfg.classes`` does not name exactly the
+            data's classes; ``cfg.positive_class`` is not a class or the task is not two-class single-label.
     """
     prep = preprocessing_from_config(cfg)
     layout = LAYOUTS.get(cfg.source.type)
-    listing = layout.list_source(cfg.source, prep)
+    # data.classes / data.positive_class, for every layout: labels, fingerprint and outputs follow this order
+    listing = apply_class_order(layout.list_source(cfg.source, prep), cfg)
     listing = fill_patient_ids(listing, mode=cfg.patient_ids, patient_folder_depth=layout.patient_folder_depth)
     skipped: list[tuple[str, str]] = []
     if listing.files is not None:

@@ -13,17 +13,28 @@ from medclf import runfolder
 from medclf.config import Config, EvaluationConfig
 from medclf.data import ImageSet
 from medclf.data.audit import apply_leakage_policy, audit_dataset
+from medclf.data.classes import positive_class
 from medclf.data.splitting import Fold
 from medclf.evaluation.aggregation import unit_metrics
+from medclf.evaluation.fast_metrics import metric_intervals, pack_multilabel
 from medclf.evaluation.metrics import SUMMARY_METRICS, aggregate_folds, classification_metrics, confusion
 from medclf.evaluation.multilabel import MULTILABEL_SUMMARY, multilabel_metrics, tune_thresholds
+from medclf.evaluation.operating_points import POINT_METRICS, apply_points, choose_thresholds, one_vs_rest
+from medclf.evaluation.statistics import t_interval
 from medclf.runfolder import prob_column, prob_columns
 
 __all__ = [
+    "INTERVAL_SPLITS",
     "LEVELS",
     "unit_prediction_columns",
     "folds_csv_columns",
     "folds_csv_extras",
+    "fold_spread",
+    "operating_point_columns",
+    "operating_point_cells",
+    "split_intervals",
+    "summary_operating_points",
+    "summary_spread",
     "run_audit",
     "score_split",
     "split_summary",
@@ -34,6 +45,8 @@ __all__ = [
 # (level name, ImageSet attribute holding the unit ids, count key, id column of <level>_predictions.csv)
 LEVELS = (("patient", "groups", "n_patients", "patient_id"), ("study", "studies", "n_studies", "study_id"))
 _LEVEL_COLUMNS = ("accuracy", "f1_macro", "auc_macro")  # per level in folds.csv: patient_accuracy, ...
+INTERVAL_SPLITS = ("holdout", "test")  # the splits whose headline metrics get bootstrap intervals per fold
+_POINT_COLUMNS = ("threshold", *POINT_METRICS)  # per binary operating point in folds.csv
 
 
 # ---------------------------------------------------------------------------------------------- audit
@@ -168,3 +181,151 @@ def folds_csv_extras(metrics: dict[str, Any]) -> dict[str, Any]:
         f"{level}_{m}": metrics[level][m] for level, *_ in LEVELS if isinstance(metrics.get(level), dict)
         for m in _LEVEL_COLUMNS
     }
+
+
+# ---------------------------------------------------------------------------- operating points, intervals
+def split_intervals(
+    y: np.ndarray, probs: np.ndarray, *, multilabel: bool, evaluation: EvaluationConfig, seed: int,
+    thresholds: np.ndarray | None = None,
+) -> dict[str, list[float] | None]:
+    """Bootstrap intervals of one prediction set's headline metrics (multi-label: decided at ``thresholds``).
+
+    Args:
+        y: (N,) class indices, or (N, K) multi-hot labels.
+        probs: (N, K) probabilities.
+    """
+    cfg = evaluation.operating_points
+    if multilabel:
+        t = thresholds if thresholds is not None else np.full(probs.shape[1], 0.5)
+        y = pack_multilabel(y, probs >= t)
+    return metric_intervals(y, probs, multilabel=multilabel, names=summary_metric_names(multilabel),
+                            n_resamples=cfg.n_bootstrap, confidence=cfg.confidence, seed=seed)
+
+
+def fold_spread(
+    data: ImageSet, scored: dict[str, tuple[np.ndarray, np.ndarray]], *, evaluation: EvaluationConfig, seed: int,
+    thresholds: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """A fold's ``operating_points`` and ``intervals`` (metrics.json) from its scored splits ``{split: (idx, probs)}``.
+
+    The thresholds are chosen on ``val`` only (none there: only ``0.5``) and applied unchanged to every split.
+    """
+    cfg = evaluation.operating_points
+    names = data.class_names
+    problems: dict[str, tuple[list[str], np.ndarray, np.ndarray]] = {
+        split: one_vs_rest(data.labels[idx], probs, names, multilabel=data.multilabel)
+        for split, (idx, probs) in scored.items()
+    }
+    classes = one_vs_rest(data.labels[:0], np.zeros((0, len(names))), names, multilabel=data.multilabel)[0]
+    chosen: dict[str, dict[str, float | None]] = {}
+    empty = np.zeros((0, len(classes)))
+    _, val_truth, val_scores = problems.get("val", (classes, empty, empty))
+    for j, c in enumerate(classes):  # no val split: only 0.5 is defined
+        chosen[c] = choose_thresholds(val_truth[:, j], val_scores[:, j], sensitivities=cfg.sensitivity)
+    splits = {
+        split: apply_points(truth, scores, chosen, classes, n_resamples=cfg.n_bootstrap, confidence=cfg.confidence,
+                            seed=seed)
+        for split, (_, truth, scores) in problems.items()
+    }
+    intervals = {
+        split: split_intervals(data.labels[idx], probs, multilabel=data.multilabel, evaluation=evaluation, seed=seed,
+                               thresholds=thresholds)
+        for split, (idx, probs) in scored.items() if split in INTERVAL_SPLITS
+    }
+    return {
+        "operating_points": {"positive_class": positive_class(names, multilabel=data.multilabel),
+                             "thresholds": chosen, "splits": splits},
+        "intervals": intervals,
+    }
+
+
+def _stats(values: list[float | None], confidence: float) -> dict[str, Any]:
+    """aggregate_folds' statistics of one point metric, with its t-interval across folds (clipped to [0, 1])."""
+    stats = aggregate_folds([{"v": np.nan if v is None else v} for v in values])["v"]
+    ci = t_interval([np.nan if v is None else v for v in values], confidence=confidence)
+    stats["ci"] = None if ci is None else [min(max(ci[0], 0.0), 1.0), min(max(ci[1], 0.0), 1.0)]
+    return stats
+
+
+def summary_operating_points(
+    results: list[dict[str, Any]], *, evaluation: EvaluationConfig, positive: str | None,
+    ensemble: tuple[list[str], np.ndarray, np.ndarray] | None = None, seed: int = 0,
+) -> dict[str, Any] | None:
+    """summary.json's ``operating_points``: the mean fold thresholds (what runfolder.operating_thresholds reads),
+    each point's metrics across folds per split, and the ensemble's test metrics at the mean thresholds.
+
+    Args:
+        results: the folds' metrics.json contents.
+        positive: the positive class of a two-class task (None otherwise).
+        ensemble: the ensemble's one-vs-rest test problems (:func:`one_vs_rest`), or None.
+    """
+    found = [r["operating_points"] for r in results if "operating_points" in r]
+    if not found or len(found) != len(results):
+        return None  # a fold written before operating points existed: no across-fold summary
+    cfg = evaluation.operating_points
+    thresholds, mean_thresholds = [], {}
+    for c, points in found[0]["thresholds"].items():
+        mean_thresholds[c] = {}
+        for p in points:
+            folds = [f["thresholds"][c].get(p) for f in found]
+            defined = [t for t in folds if t is not None]
+            mean_thresholds[c][p] = float(np.mean(defined)) if defined else None
+            if defined:  # runfolder.operating_thresholds reads numbers only
+                thresholds.append({"class": c, "point": p, "threshold": mean_thresholds[c][p], "folds": folds})
+    splits = [s for s in found[0]["splits"] if all(s in f["splits"] for f in found)]
+    metrics = {
+        s: {c: {p: {m: _stats([f["splits"][s][c][p][m] for f in found], cfg.confidence)
+                    for m in ("threshold", *POINT_METRICS)} for p in points} for c, points in mean_thresholds.items()}
+        for s in splits
+    }
+    names = list(next(iter(mean_thresholds.values()), {}))
+    out: dict[str, Any] = {"positive_class": positive, "points": names, "thresholds": thresholds, "metrics": metrics,
+                           "confidence": cfg.confidence, "n_bootstrap": cfg.n_bootstrap}
+    if ensemble is not None:
+        classes, truth, scores = ensemble
+        out["ensemble"] = {"test": apply_points(truth, scores, mean_thresholds, classes, n_resamples=cfg.n_bootstrap,
+                                                confidence=cfg.confidence, seed=seed)}
+    return out
+
+
+def operating_point_columns(class_names: list[str], *, multilabel: bool, points: list[str]) -> list[str]:
+    """folds.csv's operating-point columns: a two-class task's positive class only (``sensitivity@youden/<c>``);
+    the one-vs-rest points of more classes are in metrics.json and summary.json (a table per class would make
+    folds.csv hundreds of columns wide)."""
+    positive = positive_class(class_names, multilabel=multilabel)
+    if positive is None:
+        return []
+    return [f"{m}@{p}/{positive}" for p in points for m in _POINT_COLUMNS]
+
+
+def operating_point_cells(block: dict[str, dict[str, dict[str, Any]]] | None, positive: str | None) -> dict[str, Any]:
+    """The folds.csv cells of one split's operating points ``{class: {point: values}}`` (binary only)."""
+    if not block or positive is None or positive not in block:
+        return {}
+    return {f"{m}@{p}/{positive}": values.get(m) for p, values in block[positive].items() for m in _POINT_COLUMNS}
+
+
+def summary_spread(
+    results: list[dict[str, Any]], data: ImageSet, *, evaluation: EvaluationConfig, seed: int,
+    ensemble: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """summary.json's ``operating_points``, ``ensemble_intervals`` and (one fold) ``fold_intervals``.
+
+    Args:
+        results: the folds' metrics.json contents.
+        ensemble: the ensemble's test set ``{"y", "probs", "thresholds"}`` (class indices or multi-hot), or None.
+    """
+    names, multilabel = data.class_names, data.multilabel
+    problems = None if ensemble is None else one_vs_rest(ensemble["y"], ensemble["probs"], names, multilabel=multilabel)
+    out: dict[str, Any] = {}
+    points = summary_operating_points(results, evaluation=evaluation, ensemble=problems, seed=seed,
+                                      positive=positive_class(names, multilabel=multilabel))
+    if points is not None:
+        out["operating_points"] = points
+    if ensemble is not None:
+        out["ensemble_intervals"] = {"test": split_intervals(
+            ensemble["y"], ensemble["probs"], multilabel=multilabel, evaluation=evaluation, seed=seed,
+            thresholds=ensemble.get("thresholds"))}
+    if len(results) == 1 and results[0].get("intervals"):  # no spread across folds: the bootstrap's instead
+        out["fold_intervals"] = results[0]["intervals"]
+    return out

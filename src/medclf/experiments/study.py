@@ -20,6 +20,7 @@ import torch
 from medclf import __version__, runfolder
 from medclf.config import Config, config_fingerprint, dump_config
 from medclf.data import ImageSet, load_dataset, preprocessing_from_config
+from medclf.data.classes import positive_class
 from medclf.data.splitting import Fold, make_folds
 from medclf.errors import RunFolderError
 from medclf.evaluation.metrics import (
@@ -31,11 +32,15 @@ from medclf.experiments.environment import run_environment
 from medclf.experiments.gallery import write_gallery
 from medclf.experiments.scoring import (
     LEVELS,
+    fold_spread,
     folds_csv_columns,
     folds_csv_extras,
+    operating_point_cells,
+    operating_point_columns,
     run_audit,
     score_split,
     split_summary,
+    summary_spread,
     unit_prediction_columns,
     write_skipped,
 )
@@ -305,6 +310,7 @@ def _describe_data(data: ImageSet) -> dict[str, Any]:
     return {
         "n_images": len(data),
         "classes": data.class_names,
+        "positive_class": positive_class(data.class_names, multilabel=data.multilabel),
         "counts": data.counts(),
         "image_shape": list(data.images.shape[1:]),
         "n_patients": None if data.groups is None else int(len(np.unique(data.groups))),
@@ -342,12 +348,13 @@ def _run_fold(config: Config, data: ImageSet, fold: Fold, out: Path, *, callback
 
     eval_start = time.perf_counter()
     metrics, confusions, rows, unit_rows, thresholds = {}, {}, [], {}, None
+    scored: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # split: (idx, probs), for the operating points
     for split in EVAL_SPLITS:
         idx = fold.parts()[split]
         if len(idx) == 0:
             continue
         probs = predict_proba(model, images[idx], batch_size=config.training.eval_batch_size, runtime=trainer.runtime,
-                              activation=fit.activation)
+                              activation=fit.activation, tta=config.evaluation.tta)
         runfolder.check_probabilities(
             probs, where=f"fold {fold.index} ({fd}), {split} split",
             fix="training diverged (see its history.csv): lower training.optimizer.lr and run again; "
@@ -358,6 +365,7 @@ def _run_fold(config: Config, data: ImageSet, fold: Fold, out: Path, *, callback
         if matrix is not None:
             confusions[split] = matrix
         rows += split_rows
+        scored[split] = (idx, probs)
         for level, level_rows in split_units.items():
             unit_rows.setdefault(level, []).extend(level_rows)
 
@@ -368,7 +376,9 @@ def _run_fold(config: Config, data: ImageSet, fold: Fold, out: Path, *, callback
     save_weights(fd / runfolder.WEIGHTS, model.state_dict())
     spec = model.spec | {
         "class_names": data.class_names,
+        "positive_class": positive_class(data.class_names, multilabel=data.multilabel),
         "activation": fit.activation,
+        "tta": list(config.evaluation.tta),  # predict, export and serve average over the same flips
         "preprocessing": preprocessing_from_config(config.data).to_dict(),
         "medclf_version": __version__,
     }
@@ -389,6 +399,7 @@ def _run_fold(config: Config, data: ImageSet, fold: Fold, out: Path, *, callback
     }
     if thresholds is not None:
         result["thresholds"] = {c: float(t) for c, t in zip(data.class_names, thresholds)}
+    result |= fold_spread(data, scored, evaluation=config.evaluation, seed=config.seed, thresholds=thresholds)
     runfolder.write_json(fd / runfolder.METRICS, result)  # then run_fold records the files in complete.json
     return result
 
@@ -453,8 +464,10 @@ def _summarize(
         "config_fingerprint": config_fingerprint(config),
         "medclf_version": __version__,
     }
+    summary |= summary_spread(results, data, evaluation=config.evaluation, seed=config.seed,
+                              ensemble=ensemble.get("test"))
     runfolder.write_json(out / runfolder.SUMMARY, summary)
-    _write_folds_csv(out, data, results, summary["ensemble"])
+    _write_folds_csv(out, data, results, summary)
     write_gallery(out, data, [r["fold"] for r in results])
     return summary
 
@@ -494,7 +507,8 @@ def _ensemble_test(
             for i, label, p in zip(ids, labels, probs)
         ]
         _write_ensemble(out, rows, names)
-        return {"metrics": multilabel_metrics(y, probs, class_names=names, thresholds=t), "confusion": []}
+        return {"metrics": multilabel_metrics(y, probs, class_names=names, thresholds=t), "confusion": [],
+                "y": y, "probs": probs, "thresholds": t}  # y, probs: for the intervals and operating points
     y = np.array([names.index(label) for label in labels])
     rows = [
         {"split": "test", "id": i, "label": label, "predicted": names[int(p.argmax())]}
@@ -505,6 +519,7 @@ def _ensemble_test(
     return {
         "metrics": classification_metrics(y, probs, class_names=names),
         "confusion": confusion(y, probs, n_classes=len(names)),
+        "y": y, "probs": probs,
     }
 
 
@@ -513,15 +528,21 @@ def _write_ensemble(out: Path, rows: list[dict[str, Any]], names: list[str]) -> 
     runfolder.record_complete(out / runfolder.ENSEMBLE, n_rows=len(rows))
 
 
-def _write_folds_csv(out: Path, data: ImageSet, results: list[dict], ensemble: dict) -> None:
+def _write_folds_csv(out: Path, data: ImageSet, results: list[dict], summary: dict) -> None:
     levels = [level for level, attribute, *_ in LEVELS if getattr(data, attribute) is not None and not data.multilabel]
+    points = summary.get("operating_points") or {}
+    positive = points.get("positive_class")
+    names = points.get("points", [])
     columns = folds_csv_columns(data.class_names, multilabel=data.multilabel, levels=levels)
+    columns += operating_point_columns(data.class_names, multilabel=data.multilabel, points=names)
     rows = []
     for r in results:
         for split, m in r["metrics"].items():
+            cells = operating_point_cells(r.get("operating_points", {}).get("splits", {}).get(split), positive)
             rows.append({"fold": r["fold"], "split": split, "n_images": r["n_images"][split],
-                         "best_epoch": r["best_epoch"]} | m | folds_csv_extras(m))
-    for split, m in ensemble.items():
+                         "best_epoch": r["best_epoch"]} | m | folds_csv_extras(m) | cells)
+    for split, m in summary["ensemble"].items():
         n_test = results[0]["n_images"].get(split, "")
-        rows.append({"fold": "ensemble", "split": split, "n_images": n_test, "best_epoch": ""} | m)
+        cells = operating_point_cells(points.get("ensemble", {}).get(split), positive)
+        rows.append({"fold": "ensemble", "split": split, "n_images": n_test, "best_epoch": ""} | m | cells)
     runfolder.write_csv(out / runfolder.FOLDS_CSV, rows, columns)

@@ -1,28 +1,45 @@
-"""Predict new images with a finished run: the mean probabilities of its fold models (or one fold).
+"""Predict new images with a finished run: the mean probabilities of its fold models (or one fold), through torch
+or through the run's ONNX export (``engine="onnx"``, :mod:`medclf.inference.export`).
 
 Reads only the run folder's fold folders (``fold-<k>/complete.json``, ``model.json`` and ``model.safetensors``):
-each model carries its class names and preprocessing, so the images are decoded exactly as in training. A fold
-is used only when its files verify against its ``complete.json`` (:mod:`medclf.runfolder`), and the ensemble only
-when every fold of the run does, so a damaged or missing fold is an error naming it, never a quietly smaller
-ensemble.
+each model carries its class names, preprocessing and test-time augmentation, so the images are decoded and
+predicted exactly as in evaluation. A fold is used only when its files verify against its ``complete.json``
+(:mod:`medclf.runfolder`), and the ensemble only when every fold of the run does, so a damaged or missing fold is
+an error naming it, never a quietly smaller ensemble.
+
+When the inputs say whose images they are (a CSV's ``patient_id``/``study_id`` columns, or a DICOM file's
+``PatientID``/``StudyInstanceUID`` when the run took ids from headers), the images' probabilities are also
+aggregated per patient and per study, with the run's ``evaluation.patient_aggregation``, as the run scored them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from medclf import runfolder
 from medclf.atomic import atomic_write_csv
+from medclf.config import load_config
 from medclf.data import Preprocessing, decode_image, list_image_files
-from medclf.errors import RunFolderError
+from medclf.data.csv_rows import read_csv_rows
+from medclf.data.formats import dicom_ids, is_dicom
+from medclf.errors import ConfigError, ModelError, RunFolderError
+from medclf.evaluation.aggregation import aggregate_units
 from medclf.models import Classifier, model_from_spec
-from medclf.training import Runtime, predict_proba
+from medclf.training import TTA_FLIPS, Runtime, predict_proba
 
-__all__ = ["ensemble_proba", "fold_models", "load_fold_models", "predict_images"]
+__all__ = ["ENGINES", "PredictionResult", "UnitSettings", "ensemble_proba", "fold_models", "load_fold_models",
+           "model_tta", "predict_images", "predict_inputs", "unit_settings"]
+
+ENGINES = ("torch", "onnx")
+# (level, id column of the output, suffix of its file beside the image-level CSV)
+UNIT_LEVELS = (("patient", "patient_id", "_patients.csv"), ("study", "study_id", "_studies.csv"))
 
 
 def _usable_folds(run_dir: Path, fold: int | None) -> list[int]:
@@ -78,24 +95,40 @@ def _load_fold(run_dir: Path, k: int) -> Classifier:
     spec = runfolder.read_json(folder / "model.json", fix=fix)
     weights = runfolder.load_weights(folder / "model.safetensors", fix=fix)
     # model_from_spec names model.json in every error: a spec it cannot build, weights that do not fit it
-    return model_from_spec(spec, weights, source=folder / "model.json")
+    model = model_from_spec(spec, weights, source=folder / "model.json")
+    model_tta(spec, source=folder / "model.json")  # a bad entry fails here, naming the file, not mid-prediction
+    return model
+
+
+def model_tta(spec: dict[str, Any], *, source: Path | str = "model.json") -> list[str]:
+    """The test-time augmentation ``spec`` records (``tta``; [] for runs written before it existed).
+
+    Raises:
+        ModelError: ``tta`` is not a list of known flips.
+    """
+    tta = spec.get("tta") or []
+    if not isinstance(tta, list) or any(name not in TTA_FLIPS for name in tta):
+        raise ModelError(f"{source}: 'tta' must be a list of {sorted(TTA_FLIPS)}, got {tta!r}; the file is "
+                         "damaged or hand-edited: retrain the run, or restore the file.")
+    return list(tta)
 
 
 def ensemble_proba(
-    loaded: list[tuple[int, Classifier]], images: torch.Tensor, *, batch_size: int = 64, run_dir: Path | None = None
+    loaded: list[tuple[int, Classifier]], images: torch.Tensor, *, batch_size: int = 64, run_dir: Path | None = None,
+    device: torch.device | None = None,
 ) -> np.ndarray:
     """The mean class probabilities (N, K) of fold models ``[(fold, model), ...]`` for ``images`` (N, C, H, W) uint8.
 
-    Each model's output activation comes from its ``model.json``; a model yielding non-finite values is an error
-    naming its fold.
+    Each model's output activation and test-time augmentation come from its ``model.json``; a model yielding
+    non-finite values is an error naming its fold. ``device``: default the GPU when there is one.
     """
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     runtime = Runtime(device=device, amp_dtype=None, channels_last=False)
     probs: np.ndarray | None = None
     for k, model in loaded:
         activation = model.spec.get("activation", "softmax")  # runs before losses other than softmax had none
         fold_probs = predict_proba(model.to(device), images, batch_size=batch_size, runtime=runtime,
-                                   activation=activation)
+                                   activation=activation, tta=model_tta(model.spec))
         where = f"fold {k}" + (f" ({runfolder.fold_dir(run_dir, k) / 'model.safetensors'})" if run_dir else "")
         rerun = f"`medclf run {run_dir / 'config.yaml'} --out {run_dir}`" if run_dir else "`medclf run`"
         runfolder.check_probabilities(fold_probs, where=where,
@@ -103,6 +136,167 @@ def ensemble_proba(
         probs = fold_probs / len(loaded) if probs is None else probs + fold_probs / len(loaded)
     assert probs is not None, "ensemble_proba needs at least one model"
     return probs
+
+
+# ------------------------------------------------------------------------------------------ patients, studies
+@dataclass(frozen=True)
+class UnitSettings:
+    """How a run groups images: its aggregation method, the CSV columns naming patient and study, DICOM ids."""
+
+    method: str = "mean"
+    columns: dict[str, str] = field(default_factory=lambda: {"patient": "patient_id", "study": "study_id"})
+    dicom_headers: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"patient_aggregation": self.method, "id_columns": dict(self.columns),
+                "dicom_ids": self.dicom_headers}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> UnitSettings:
+        return cls(d.get("patient_aggregation", "mean"), dict(d.get("id_columns") or cls().columns),
+                   bool(d.get("dicom_ids", True)))
+
+
+def unit_settings(run_dir: Path) -> UnitSettings:
+    """The run's unit settings from its ``config.yaml`` (a manifest's own id column names); defaults without one."""
+    path = Path(run_dir) / runfolder.CONFIG
+    if not path.is_file():
+        return UnitSettings()
+    config = load_config(path)
+    source = config.data.source
+    return UnitSettings(
+        method=config.evaluation.patient_aggregation,
+        columns={"patient": getattr(source, "patient_column", "patient_id"),
+                 "study": getattr(source, "study_column", "study_id")},
+        dicom_headers=config.data.patient_ids == "header",
+    )
+
+
+def _input_units(inputs: Sequence[str | Path], settings: UnitSettings) -> tuple[list[Path], dict[str, list[str]]]:
+    """The image files of ``inputs`` and, per level, each image's id ("" where it has none)."""
+    paths: list[Path] = []
+    ids: dict[str, list[str]] = {level: [] for level, _, _ in UNIT_LEVELS}
+    for item in inputs:
+        found = list_image_files([item])
+        paths += found
+        rows = read_csv_rows(Path(item))[1] if Path(item).suffix.lower() == ".csv" else None
+        for level, _, _ in UNIT_LEVELS:
+            column = settings.columns[level]
+            # list_image_files gives a CSV's images row by row, so its rows line up with ``found``
+            ids[level] += [row.get(column, "").strip() for _, row in rows] if rows is not None else [""] * len(found)
+    if settings.dicom_headers:  # as the run did with data.patient_ids: header
+        for i, path in enumerate(paths):
+            if is_dicom(path) and not (ids["patient"][i] and ids["study"][i]):
+                patient, study = dicom_ids(path)
+                ids["patient"][i] = ids["patient"][i] or patient
+                ids["study"][i] = ids["study"][i] or study
+    return paths, ids
+
+
+def _unit_rows(units: list[str], paths: list[Path], probs: np.ndarray, class_names: list[str], *,
+               id_column: str, method: str) -> list[dict]:
+    """One row per unit: its id, mean (or vote) probabilities, predicted class and image count."""
+    # an image without an id is its own unit, as in the run; labels are unknown here, so all zero (unused)
+    units = [u or str(p) for u, p in zip(units, paths)]
+    ids, _, unit_probs, counts = aggregate_units(np.asarray(units), np.zeros(len(units), dtype=np.int64), probs,
+                                                 method=method)
+    return [
+        {id_column: str(u)} | {runfolder.prob_column(c): float(v) for c, v in zip(class_names, p)}
+        | {"predicted": class_names[int(p.argmax())], "n_images": int(n)}
+        for u, p, n in zip(ids, unit_probs, counts)
+    ]
+
+
+# ------------------------------------------------------------------------------------------------ predict
+@dataclass
+class PredictionResult:
+    """What :func:`predict_inputs` produced: image rows, unit rows per level, and the files written."""
+
+    rows: list[dict]
+    units: dict[str, list[dict]]
+    written: list[Path]
+    engine: str
+
+
+def _decode_all(paths: list[Path], prep: Preprocessing) -> torch.Tensor:
+    with ThreadPoolExecutor(max_workers=4) as pool:  # PIL decodes outside the GIL
+        return torch.from_numpy(np.stack(list(pool.map(lambda p: decode_image(p, prep), paths))))
+
+
+def predict_inputs(
+    run_dir: Path,
+    inputs: Sequence[str | Path],
+    *,
+    fold: int | None = None,
+    out: Path | None = None,
+    batch_size: int = 64,
+    engine: Literal["torch", "onnx"] = "torch",
+    model: Path | None = None,
+) -> PredictionResult:
+    """Class probabilities and the predicted class of each input image, and of each patient and study.
+
+    Args:
+        run_dir: a run folder written by ``medclf run``.
+        inputs: image files, folders (searched recursively) or CSV files listing paths (a ``path`` column, else the
+            first; ``patient_id``/``study_id`` columns, or the run manifest's own, group the images).
+        fold: use only this fold's model instead of the ensemble of all folds (torch engine).
+        out: the image-level CSV (path, prob_<class>..., predicted); ``<stem>_patients.csv`` and
+            ``<stem>_studies.csv`` (id, prob_<class>..., predicted, n_images) beside it when ids exist. Nothing is
+            written when None.
+        batch_size: images per forward pass.
+        engine: ``torch`` (the fold models) or ``onnx`` (onnxruntime on ``medclf export``'s model).
+        model: for ``onnx``, the exported ``model.onnx`` or its folder; default ``RUN_DIR/export``.
+
+    Raises:
+        ConfigError: an unknown engine, or ``--fold``/``--model`` given to the engine that does not take it.
+    """
+    run_dir = Path(run_dir)
+    if engine == "onnx":
+        from medclf.inference.export import OnnxModel, default_export_dir  # onnxruntime only when asked for
+
+        if fold is not None:
+            raise ConfigError("--fold chooses a torch fold model; the ONNX engine runs the model `medclf export` "
+                              "wrote (export one fold with `medclf export RUN_DIR --fold K`, then pass --model).")
+        onnx_model = OnnxModel.load(model or default_export_dir(run_dir))
+        class_names, prep, settings = onnx_model.class_names, onnx_model.preprocessing, onnx_model.units
+        paths, unit_ids = _input_units(inputs, settings)
+        probs = onnx_model.predict(_decode_all(paths, prep).numpy(), batch_size=batch_size)
+    elif engine == "torch":
+        if model is not None:
+            raise ConfigError("--model names an exported ONNX model; it needs --engine onnx (the torch engine "
+                              "reads the fold models of RUN_DIR).")
+        loaded = fold_models(run_dir, fold)
+        spec = loaded[0][1].spec
+        class_names, prep = list(spec["class_names"]), Preprocessing.from_dict(spec["preprocessing"])
+        settings = unit_settings(run_dir)
+        paths, unit_ids = _input_units(inputs, settings)
+        probs = ensemble_proba(loaded, _decode_all(paths, prep), batch_size=batch_size, run_dir=run_dir)
+    else:
+        raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}.")
+    rows = [
+        {"path": str(p)} | {runfolder.prob_column(c): float(v) for c, v in zip(class_names, row)}
+        | {"predicted": class_names[int(row.argmax())]}
+        for p, row in zip(paths, probs)
+    ]
+    units = {
+        level: _unit_rows(unit_ids[level], paths, probs, class_names, id_column=column, method=settings.method)
+        for level, column, _ in UNIT_LEVELS if any(unit_ids[level])
+    }
+    written = _write_outputs(out, rows, units, class_names) if out is not None else []
+    return PredictionResult(rows=rows, units=units, written=written, engine=engine)
+
+
+def _write_outputs(out: Path, rows: list[dict], units: dict[str, list[dict]], class_names: list[str]) -> list[Path]:
+    out = Path(out)
+    atomic_write_csv(out, rows, runfolder.predict_output_columns(class_names))
+    written = [out]
+    for level, column, suffix in UNIT_LEVELS:
+        if level in units:
+            path = out.with_name(out.stem + suffix)
+            atomic_write_csv(path, units[level], [column, *runfolder.prob_columns(class_names), "predicted",
+                                                  "n_images"])
+            written.append(path)
+    return written
 
 
 def predict_images(
@@ -113,32 +307,9 @@ def predict_images(
     out: Path | None = None,
     batch_size: int = 64,
 ) -> list[dict]:
-    """Class probabilities and the predicted class for each input image.
-
-    Args:
-        run_dir: a run folder written by ``medclf run``.
-        inputs: image files, folders (searched recursively) or CSV files listing paths.
-        fold: use only this fold's model instead of the ensemble of all folds.
-        out: where to write the CSV (path, prob_<class>..., predicted); not written when None.
-        batch_size: images per forward pass.
+    """Class probabilities and the predicted class for each input image (the torch engine of :func:`predict_inputs`).
 
     Returns:
         One dict per image, in the CSV's column order.
     """
-    run_dir = Path(run_dir)
-    loaded = fold_models(run_dir, fold)
-    spec = loaded[0][1].spec
-    class_names = spec["class_names"]
-    prep = Preprocessing.from_dict(spec["preprocessing"])
-    paths = list_image_files(inputs)
-    with ThreadPoolExecutor(max_workers=4) as pool:  # PIL decodes outside the GIL
-        images = torch.from_numpy(np.stack(list(pool.map(lambda p: decode_image(p, prep), paths))))
-    probs = ensemble_proba(loaded, images, batch_size=batch_size, run_dir=run_dir)
-    rows = [
-        {"path": str(p)} | {runfolder.prob_column(c): float(v) for c, v in zip(class_names, row)}
-        | {"predicted": class_names[int(row.argmax())]}
-        for p, row in zip(paths, probs)
-    ]
-    if out is not None:
-        atomic_write_csv(Path(out), rows, runfolder.predict_output_columns(class_names))
-    return rows
+    return predict_inputs(run_dir, inputs, fold=fold, out=out, batch_size=batch_size).rows

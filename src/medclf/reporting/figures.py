@@ -176,6 +176,7 @@ class Panel:
     square: bool = False
     legend: str | None = "best"
     integer_x: bool = False
+    log_x: bool = False  # learning rates (the lr finder)
 
 
 def line_figure(
@@ -213,6 +214,8 @@ def _draw_lines(panels: Sequence[Panel], *, ncols: int | None, panel_size: float
             ax.set_aspect("equal")
         if panel.integer_x:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if panel.log_x:
+            ax.set_xscale("log")
         handles, labels = ax.get_legend_handles_labels()
         if panel.legend == "outside" and handles:
             fig.legend(handles, labels, loc="outside upper center", ncols=min(len(handles), 5), frameon=False)

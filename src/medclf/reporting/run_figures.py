@@ -173,7 +173,35 @@ def _defined(truth: np.ndarray) -> bool:
     return 0 < truth.sum() < len(truth)
 
 
-def _roc_panel(run: RunData, c: int, sets: list[tuple[str, Predictions]], ensemble: Predictions | None) -> Panel:
+# marker shapes and colours of the operating points on the ROC curves, in point order (0.5, youden, targets...)
+_POINT_MARKERS = ("o", "D", "^", "v", "s", "P", "X")
+_POINT_COLOURS = ("#1d2530", "#b2182b", "#2166ac", "#1b7837", "#762a83", "#e08214", "#4d4d4d")
+
+
+def _operating_markers(run: RunData, split: str, class_name: str) -> list[Series]:
+    """The operating points of ``class_name`` on ``split``'s ROC, (1 - specificity, sensitivity) each: the
+    ensemble's on test when there is one, else the mean across folds (summary.json ``operating_points``)."""
+    points = run.summary.get("operating_points") or {}
+    ensemble = (points.get("ensemble") or {}).get("test") if split == "test" else None
+    block = (ensemble or (points.get("metrics") or {}).get(split) or {}).get(class_name) or {}
+
+    def value(values: dict[str, Any], key: str) -> float | None:
+        v = values.get(key)
+        return v.get("mean") if isinstance(v, dict) else v
+
+    series = []
+    for i, (point, values) in enumerate(block.items()):
+        sensitivity, specificity, threshold = (value(values, k) for k in ("sensitivity", "specificity", "threshold"))
+        if sensitivity is None or specificity is None or threshold is None:
+            continue
+        series.append(Series([1 - specificity], [sensitivity], label=f"{point} (threshold {threshold:.3f})",
+                             color=_POINT_COLOURS[i % len(_POINT_COLOURS)],
+                             marker=_POINT_MARKERS[i % len(_POINT_MARKERS)], width=0))
+    return series
+
+
+def _roc_panel(run: RunData, c: int, sets: list[tuple[str, Predictions]], ensemble: Predictions | None,
+               markers: list[Series] | None = None) -> Panel:
     colour = palette(run.classes)[run.classes[c]]
     series = [Series([0, 1], [0, 1], color="#b0b0b0", width=0.8, style=":")]
     tprs, aucs = [], []
@@ -195,6 +223,7 @@ def _roc_panel(run: RunData, c: int, sets: list[tuple[str, Predictions]], ensemb
             fpr, tpr, _ = roc_curve(y, s)
             series.append(Series(fpr, tpr, label=f"ensemble (AUC {roc_auc_score(y, s):.3f})",
                                  color=split_color("ensemble"), width=1.6, style="--"))
+    series += markers or []
     return Panel(f"{run.classes[c]} vs rest" if len(run.classes) > 2 or run.multilabel else run.classes[c],
                  "false positive rate", "true positive rate", series, xlim=(0, 1), ylim=(0, 1.01), square=True,
                  legend="lower right")
@@ -234,7 +263,8 @@ def curve_panels(run: RunData, split: str) -> tuple[list[Panel], list[Panel]]:
     sets = [(f"fold {f.index}", f.predictions[split]) for f in run.folds if len(f.predictions.get(split, ()))]
     ensemble = run.ensemble if split == "test" else None
     classes = _curve_classes(run)
-    return [_roc_panel(run, c, sets, ensemble) for c in classes], [_pr_panel(run, c, sets, ensemble) for c in classes]
+    roc = [_roc_panel(run, c, sets, ensemble, _operating_markers(run, split, run.classes[c])) for c in classes]
+    return roc, [_pr_panel(run, c, sets, ensemble) for c in classes]
 
 
 def curve_figures(run: RunData) -> list[tuple[str, Figure, Figure]]:
@@ -246,12 +276,23 @@ def curve_figures(run: RunData) -> list[tuple[str, Figure, Figure]]:
         ensemble = split == "test" and run.ensemble is not None
         what = "each fold thin, their mean (interpolated) bold" + (", the fold ensemble dashed" if ensemble else "")
         roc = line_figure(f"roc-{split}", roc_panels, ncols=ncols,
-                          caption=f"ROC curves on {split}: {what}; AUC in the legend (mean ± std over folds).")
+                          caption=f"ROC curves on {split}: {what}; AUC in the legend (mean ± std over folds)."
+                          + _marked(run, split))
         pr = line_figure(f"pr-{split}", pr_panels, ncols=ncols,
                          caption=f"Precision-recall curves on {split}: {what}; average precision in the legend. "
                          "Dotted: the prevalence (a random classifier).")
         out.append((split, roc, pr))
     return out
+
+
+def _marked(run: RunData, split: str) -> str:
+    """The caption's sentence on the operating-point markers ("" for a run without operating points)."""
+    points = run.summary.get("operating_points") or {}
+    if not points:
+        return ""
+    whose = "the fold ensemble's" if split == "test" and (points.get("ensemble") or {}).get("test") else (
+        "mean over folds")
+    return f" Markers: the operating points ({whose}) at the thresholds chosen on validation, legend: threshold."
 
 
 # ---------------------------------------------------------------------------------------- training curves
@@ -389,20 +430,33 @@ def calibration_blocks(run: RunData, sets: list[tuple[str, str, Predictions]]) -
 _REWRITE = "rerun medclf run with the run's config.yaml into the run folder to write it (finished folds are kept)"
 
 
-def _gallery_images(run: RunData, ids: list[str]) -> dict[str, np.ndarray] | str:
-    """The images of ``ids`` that the run kept in ``gallery.npz``, or why they cannot be shown."""
+def _gallery_images(run: RunData, ids: list[str]) -> tuple[dict[str, np.ndarray], bool] | str:
+    """The images of ``ids`` kept in ``gallery.npz`` and whether they carry overlays, or why they cannot be shown.
+
+    Where the run also kept Grad-CAM overlays each image is the pair ``image | overlay`` as one RGB image
+    (3, H, 2W); a gallery kept without overlays (older runs, dense-only networks) gives the images alone.
+    """
     if not (run.path / runfolder.GALLERY).exists():
         return (f"The images are not shown: the run folder has no {runfolder.GALLERY} (a run written before "
                 f"medclf kept the gallery's images); {_REWRITE}.")
     try:
         kept = runfolder.read_gallery(run.path)
+        overlays = runfolder.read_gallery_overlays(run.path)
     except RunFolderError as error:
         return f"The images are not shown: {error}; {_REWRITE}."
-    found = {i: kept[i] for i in ids if i in kept}
+    found = {i: _beside(kept[i], overlays.get(i)) for i in ids if i in kept}
     if not found:
         return (f"The images are not shown: {runfolder.GALLERY} holds none of these ids (it was altered or belongs "
                 f"to another run); {_REWRITE}.")
-    return found
+    return found, any(i in overlays for i in found)
+
+
+def _beside(image: np.ndarray, overlay: np.ndarray | None) -> np.ndarray:
+    """``image`` (C, H, W) and its overlay (H, W, 3) side by side as one RGB image, or the image alone."""
+    if overlay is None or overlay.shape[:2] != image.shape[-2:]:
+        return image
+    rgb = np.repeat(image, 3, axis=0) if image.shape[0] == 1 else image[:3]
+    return np.concatenate([rgb, np.moveaxis(overlay, -1, 0)], axis=2)
 
 
 def gallery_blocks(run: RunData, *, n: int = runfolder.GALLERY_SIZE) -> list[Block]:
@@ -423,17 +477,21 @@ def gallery_blocks(run: RunData, *, n: int = runfolder.GALLERY_SIZE) -> list[Blo
                *([float(preds.probs[i, run.classes.index(preds.labels[i])])] if not run.multilabel else [])]
               for r, (i, score) in enumerate(worst)],
     )
-    images = _gallery_images(run, [preds.ids[i] for i, _ in worst])
-    if isinstance(images, str):
-        return [Paragraph(images, "warning"), table]
+    kept = _gallery_images(run, [preds.ids[i] for i, _ in worst])
+    if isinstance(kept, str):
+        return [Paragraph(kept, "warning"), table]
+    images, paired = kept
     colours = palette(run.classes)
     shown = [(i, s) for i, s in worst if preds.ids[i] in images]
     titles = [f"true {_short(preds.labels[i])}\npred {_short(preds.predicted[i])} ({s:.2f})" for i, s in shown]
     title_colours = [colours.get(preds.labels[i].split("|")[0], NEUTRAL) for i, _ in shown]
+    pictures = [images[preds.ids[i]] for i, _ in shown]
     figure = image_grid_figure(
-        "misclassified", [images[preds.ids[i]] for i, _ in shown], titles=titles, title_colors=title_colours,
+        "misclassified", pictures, titles=titles, title_colors=title_colours, ncols=3 if paired else 6,
         caption=f"{len(shown)} most confidently misclassified {label}; title colour: the true class. "
-        f"Number: the {score_name}.",
+        f"Number: the {score_name}."
+        + (" Each image is shown beside its Grad-CAM overlay of the predicted class (red: the regions that "
+           "raised it most)." if paired else ""),
     )
     return [figure, table]
 

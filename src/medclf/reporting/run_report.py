@@ -31,6 +31,7 @@ from medclf.reporting.run_tables import (
     fold_sizes_table,
     metrics_table,
     model_table,
+    operating_point_tables,
     patient_table,
     per_class_table,
     skipped_table,
@@ -68,6 +69,8 @@ def build_report(run: RunData) -> Page:
         _overview(run, bootstrap),
         _data(run),
         _metrics(run, bootstrap),
+        Section("Operating points", operating_point_tables(run) or [Paragraph(
+            "summary.json has no operating points (a run written before they existed).", "note")]),
         _classification(run, sets),
         _confusion(run, sets),
         _curves(run),
@@ -101,6 +104,7 @@ def _overview(run: RunData, bootstrap: dict) -> Section:
         ("run folder", str(run.path.resolve())),
         ("task", "multi-label" if run.multilabel else f"single-label, {len(classes)} classes"),
         ("classes" if not run.multilabel else "labels", ", ".join(classes)),
+        *_positive_class(run),
         ("model", str(run.summary.get("model", {}).get("architecture"))),
         ("folds", f"{len(run.folds)} complete"),
         ("monitor", str(run.folds[0].metrics.get("monitor"))),
@@ -110,6 +114,18 @@ def _overview(run: RunData, bootstrap: dict) -> Section:
     if run.splits:
         blocks.append(overview_figure(run, bootstrap))
     return Section("Overview", blocks)
+
+
+def _positive_class(run: RunData) -> list[tuple[str, str]]:
+    """The overview's "positive class" row of a two-class single-label run (none otherwise).
+
+    Runs written before data.json recorded it had their second class as the positive one, as now.
+    """
+    if run.multilabel or len(run.classes) != 2:
+        return []
+    name = run.data.get("positive_class") or run.classes[1]
+    role = "the positive class of the AUC, the ROC and PR curves and the operating points; data.positive_class"
+    return [("positive class", f"{name} ({role})")]
 
 
 def _data(run: RunData) -> Section:

@@ -36,6 +36,7 @@ __all__ = [
     "headline_metrics",
     "metrics_table",
     "model_table",
+    "operating_point_tables",
     "per_class_table",
     "patient_table",
     "skipped_table",
@@ -85,22 +86,35 @@ def _fold_value(fold_metrics: dict[str, Any], split: str, name: str, *, level: s
 
 # ------------------------------------------------------------------------------------------------ metrics
 def metrics_table(run: RunData, split: str) -> Table:
-    """Per-fold values of the headline metrics on ``split``, mean ± std and the 95 % t-interval."""
+    """Per-fold values of the headline metrics on ``split``, mean ± std and the 95 % t-interval.
+
+    A single fold has no spread across folds: its CI is then the bootstrap interval its metrics.json records.
+    """
     folds = [f.index for f in run.folds]
     stats = run.summary["metrics"][split]
+    single = run.folds[0].metrics.get("intervals", {}).get(split) if len(run.folds) == 1 else None
     rows = []
     for name in headline_metrics(run):
         if not _is_stats(stats.get(name)):
             continue
         values = [_fold_value(f.metrics, split, name) for f in run.folds]
-        rows.append([name, *values, _mean_std(stats[name], count=is_count(name)), _interval(values, name)])
+        ci = _bootstrap_cell(single.get(name)) if single is not None else _interval(values, name)
+        rows.append([name, *values, _mean_std(stats[name], count=is_count(name)), ci])
+    note = f"std: sample standard deviation across folds. {_CI_NOTE}"
+    if single is not None:
+        note = ("One fold: 95 % CI is the percentile bootstrap interval over the split's images (resampled with "
+                "replacement, recorded in the fold's metrics.json).")
     return Table(
         name=f"metrics-{split}",
         title=f"{split}: per fold, mean ± std, 95 % CI",
         columns=["metric", *[f"fold {k}" for k in folds], "mean ± std", "95 % CI"],
         rows=rows,
-        note=f"std: sample standard deviation across folds. {_CI_NOTE}",
+        note=note,
     )
+
+
+def _bootstrap_cell(ci: list[float] | tuple[float, float] | None) -> Interval:
+    return Interval(None, None) if not ci else Interval(float(ci[0]), float(ci[1]))
 
 
 def summary_table(run: RunData) -> Table:
@@ -121,10 +135,17 @@ def summary_table(run: RunData) -> Table:
 
 
 def ensemble_bootstrap(run: RunData) -> dict[str, tuple[float, float] | None]:
-    """Bootstrap intervals of the ensemble's headline test metrics; {} without an ensemble."""
+    """Bootstrap intervals of the ensemble's headline test metrics; {} without an ensemble.
+
+    Those the run recorded (summary.json ``ensemble_intervals``) when it has them all; else computed here.
+    """
     if run.ensemble is None or not run.summary.get("ensemble", {}).get("test"):
         return {}
-    return ensemble_intervals(run.ensemble, run.classes, multilabel=run.multilabel, names=headline_metrics(run))
+    names = headline_metrics(run)
+    recorded = (run.summary.get("ensemble_intervals") or {}).get("test") or {}
+    if all(name in recorded for name in names):
+        return {name: tuple(recorded[name]) if recorded[name] else None for name in names}
+    return ensemble_intervals(run.ensemble, run.classes, multilabel=run.multilabel, names=names)
 
 
 def ensemble_table(run: RunData, intervals: dict[str, tuple[float, float] | None]) -> Table | None:
@@ -142,9 +163,80 @@ def ensemble_table(run: RunData, intervals: dict[str, tuple[float, float] | None
         title=f"Fold ensemble on test ({len(run.ensemble)} images), 95 % bootstrap CI",
         columns=["metric", "value", "95 % CI"],
         rows=rows,
-        note="The mean of the fold models' test probabilities. 95 % CI: percentile bootstrap over test images, "
-        "1000 resamples, seed 0.",
+        note="The mean of the fold models' test probabilities. 95 % CI: percentile bootstrap over test images "
+        f"({_bootstrap_settings(run)}).",
     )
+
+
+def _bootstrap_settings(run: RunData) -> str:
+    points = run.summary.get("operating_points") or {}
+    if "ensemble_intervals" in run.summary:
+        seed = run.config.get("seed", 0)
+        return f"{points.get('n_bootstrap', 1000)} resamples, seed {seed}, recorded by the run"
+    return "1000 resamples, seed 0"
+
+
+# --------------------------------------------------------------------------------------- operating points
+_POINT_COLUMNS = (("sensitivity", "sensitivity"), ("specificity", "specificity"), ("ppv", "PPV"), ("npv", "NPV"),
+                  ("f1", "F1"))
+
+
+def _point_rows(block: dict[str, dict[str, dict[str, Any]]], *, across: bool, with_class: bool) -> list[list[Any]]:
+    """Rows of one operating-point table: ``{class: {point: values}}``, values a fold's (or the ensemble's)
+    numbers with bootstrap ``intervals``, or (``across``) aggregate statistics with a t-interval ``ci``."""
+    rows = []
+    for c, points in block.items():
+        for point, values in points.items():
+            if across:
+                cells = [_mean_std(values.get("threshold"))]
+                for key, _ in _POINT_COLUMNS:
+                    stats = values.get(key) or {}
+                    cells += [_mean_std(stats), _bootstrap_cell(stats.get("ci"))]
+            else:
+                cells = [values.get("threshold")]
+                for key, _ in _POINT_COLUMNS:
+                    cells += [values.get(key), _bootstrap_cell((values.get("intervals") or {}).get(key))]
+            rows.append([*([c] if with_class else []), point, *cells])
+    return rows
+
+
+def operating_point_tables(run: RunData) -> list[Table]:
+    """Sensitivity, specificity, PPV, NPV and F1 at each operating point, with 95 % intervals: per split across
+    folds (one fold: its own bootstrap intervals) and the fold ensemble on test. [] for runs without them."""
+    points = run.summary.get("operating_points")
+    if not points:
+        return []
+    with_class = points.get("positive_class") is None
+    label = "label" if run.multilabel else "class"
+    columns = [*([label] if with_class else []), "point", "threshold"]
+    for _, title in _POINT_COLUMNS:
+        columns += [title, f"{title} 95 % CI"]
+    whose = f"positive class {points['positive_class']}" if not with_class else f"each {label} against the rest"
+    chosen = ("Thresholds chosen on each fold's validation split (0.5 fixed; youden: maximal Youden's J; "
+              "sensitivity_s: the highest threshold reaching sensitivity s there) and applied unchanged.")
+    tables = []
+    single = len(run.folds) == 1
+    for split in points.get("metrics", {}):
+        block = run.folds[0].metrics.get("operating_points", {}).get("splits", {}).get(split) if single else None
+        rows = _point_rows(block, across=False, with_class=with_class) if block else _point_rows(
+            points["metrics"][split], across=True, with_class=with_class)
+        ci = ("percentile bootstrap over the split's images" if block else
+              "Student-t interval of the mean across folds, clipped to [0, 1]")
+        tables.append(Table(
+            name=f"operating-points-{split}", rows=rows, columns=columns,
+            title=f"{split}: operating points ({whose})" + ("" if block else ", mean ± std across folds"),
+            note=f"{chosen} 95 % CI: {ci}; – where undefined (no positives, no positive decisions).",
+        ))
+    ensemble = (points.get("ensemble") or {}).get("test")
+    if ensemble:
+        tables.append(Table(
+            name="operating-points-ensemble-test", columns=columns,
+            rows=_point_rows(ensemble, across=False, with_class=with_class),
+            title=f"Fold ensemble on test: operating points ({whose})",
+            note=f"Thresholds: the mean over folds of each fold's validation threshold. 95 % CI: percentile "
+            f"bootstrap over test images ({_bootstrap_settings(run)}); – where undefined.",
+        ))
+    return tables
 
 
 def per_class_table(run: RunData, split: str) -> Table:

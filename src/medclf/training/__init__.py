@@ -2,9 +2,10 @@
 
 from medclf.training.callbacks import BestWeights, Callback, HistoryCSV, RichProgress
 from medclf.training.device import Runtime, resolve_runtime
-from medclf.training.loop import FitResult, Trainer, batch_indices, predict_proba
+from medclf.training.loop import TTA_FLIPS, FitResult, Trainer, batch_indices, predict_proba, tta_probabilities
 
 __all__ = [
+    "TTA_FLIPS",
     "BestWeights",
     "Callback",
     "FitResult",
@@ -15,4 +16,5 @@ __all__ = [
     "batch_indices",
     "predict_proba",
     "resolve_runtime",
+    "tta_probabilities",
 ]

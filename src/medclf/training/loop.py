@@ -30,8 +30,8 @@ from medclf.training.optimizers import build_optimizer
 from medclf.training.sampling import plan_labels, plan_size, training_plan
 from medclf.training.schedulers import build_scheduler
 
-__all__ = ["FitResult", "Trainer", "TrainingAugmentation", "augment_batch", "batch_indices", "predict_proba",
-           "training_augmentations"]
+__all__ = ["TTA_FLIPS", "FitResult", "Trainer", "TrainingAugmentation", "augment_batch", "batch_indices",
+           "predict_proba", "train_step", "training_augmentations", "tta_probabilities"]
 
 
 @dataclass
@@ -91,21 +91,42 @@ def _to_input(x: torch.Tensor, runtime: Runtime) -> torch.Tensor:
     return x.to(runtime.device, non_blocking=True).float().div_(255.0)
 
 
+# the image axes of an NCHW batch each test-time augmentation (``evaluation.tta``) flips
+TTA_FLIPS: dict[str, tuple[int, ...]] = {"hflip": (-1,), "vflip": (-2,)}
+
+
+def tta_probabilities(model: nn.Module, x: torch.Tensor, *, activation: str, tta: Sequence[str] = ()) -> torch.Tensor:
+    """Probabilities (N, K) of ``model`` on float batch ``x``, averaged over the identity and each flip in ``tta``.
+
+    Probabilities, not logits, are averaged: a sigmoid's mean logit is not its mean probability. Plain torch
+    ops only, so the ONNX export (:mod:`medclf.inference.export`) traces this same function.
+    """
+    probs = probabilities(model(x), activation)
+    for name in tta:
+        probs = probs + probabilities(model(torch.flip(x, TTA_FLIPS[name])), activation)
+    return probs / (1 + len(tta))
+
+
 @torch.no_grad()
 def predict_proba(
-    model: nn.Module, images: torch.Tensor, *, batch_size: int, runtime: Runtime, activation: str = "softmax"
+    model: nn.Module, images: torch.Tensor, *, batch_size: int, runtime: Runtime, activation: str = "softmax",
+    tta: Sequence[str] = (),
 ) -> np.ndarray:
     """Class (or label) probabilities (N, K) float64 of ``images`` (N, C, H, W) uint8, in eval mode.
 
     ``activation`` turns logits into probabilities: ``softmax``, ``binary`` (one logit -> two classes),
-    ``sigmoid`` (multi-label), ... (:data:`medclf.training.losses.OUTPUT_ACTIVATIONS`).
+    ``sigmoid`` (multi-label), ... (:data:`medclf.training.losses.OUTPUT_ACTIVATIONS`). ``tta`` names flips
+    (:data:`TTA_FLIPS`) whose predictions are averaged with the unflipped image's.
     """
+    unknown = [name for name in tta if name not in TTA_FLIPS]
+    if unknown:
+        raise ConfigError(f"test-time augmentation {unknown} is not one of {sorted(TTA_FLIPS)}.")
     model.eval()
     out = []
     for idx in batch_indices(len(images), batch_size):
         with runtime.autocast():
-            logits = model(_to_input(images[idx], runtime))
-        out.append(probabilities(logits, activation).cpu())
+            probs = tta_probabilities(model, _to_input(images[idx], runtime), activation=activation, tta=tta)
+        out.append(probs.float().cpu())
     if not out:
         return np.zeros((0, 0))
     return torch.cat(out).double().numpy()
@@ -228,14 +249,8 @@ class Trainer:
         for batch, idx in enumerate(_batches(order, cfg.batch_size)):
             x = augment_batch(train_x[order[idx]], is_copy[idx], augment, generator)
             y = train_y[order[idx]].to(runtime.device, non_blocking=True)
-            with runtime.autocast():
-                loss = objective(self.model(_to_input(x, runtime)), y)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            losses.append(train_step(self.model, objective, optimizer, scaler, x, y, runtime))
             schedule.after_batch()
-            losses.append(loss.detach())
             self._call("on_batch_end", batch, losses[-1])  # a tensor: .item() would sync the GPU
         return losses
 
@@ -269,6 +284,23 @@ class Trainer:
     def _call(self, hook: str, *args: Any) -> None:
         for callback in self.callbacks:
             getattr(callback, hook)(self, *args)
+
+
+def train_step(
+    model: nn.Module, objective: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+    x: torch.Tensor, y: torch.Tensor, runtime: Runtime,
+) -> torch.Tensor:
+    """One optimisation step on a uint8 batch ``x`` and its targets ``y`` (on the device); the detached loss.
+
+    Shared by :meth:`Trainer.fit` and the learning-rate finder, so both train exactly alike (autocast, scaler).
+    """
+    with runtime.autocast():
+        loss = objective(model(_to_input(x, runtime)), y)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach()
 
 
 def _batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:

@@ -190,16 +190,17 @@ def _focal(cfg: LossConfig, *, names: Sequence[str], counts: np.ndarray, n: int,
     """Focal loss (Lin et al. 2017): ``-alpha_t (1 - p_t)^gamma log p_t``, softmax or per-label sigmoid.
 
     ``alpha`` weights classes: per class, or a single number, which (as in Lin et al. and torchvision) is the
-    positive class's weight with ``1 - alpha`` for the negative one: class 1 of a two-class task, every label's
-    positives on multi-label data. ``class_weights`` multiplies in as for cross-entropy; ``label_smoothing``
-    softens the targets as it does for cross-entropy (softmax) and BCE (sigmoid).
+    positive class's weight with ``1 - alpha`` for the negative one: the positive class of a two-class task
+    (always the second class; ``data.positive_class``), every label's positives on multi-label data.
+    ``class_weights`` multiplies in as for cross-entropy; ``label_smoothing`` softens the targets as it does
+    for cross-entropy (softmax) and BCE (sigmoid).
     """
     if isinstance(cfg.alpha, (int, float)) and not multilabel:
         if len(names) != 2:
             raise ConfigError(
                 f"training.loss.alpha: a single number ({cfg.alpha}) weights the positive class of a two-class "
-                f"task; with {len(names)} classes give one value per class (a list, a {{class: value}} mapping) "
-                "or balanced."
+                f"task (data.positive_class); with {len(names)} classes give one value per class (a list, a "
+                "{class: value} mapping) or balanced."
             )
         alpha = torch.tensor([1.0 - cfg.alpha, float(cfg.alpha)])
     else:
@@ -245,7 +246,8 @@ def _bce(cfg: LossConfig, *, names: Sequence[str], counts: np.ndarray, n: int, m
     """Binary cross-entropy with logits: one sigmoid per label, or one logit for a two-class task.
 
     Single-label data with more than two classes is trained one-vs-rest (one-hot targets). ``pos_weight``
-    weights the positive targets of each output (``balanced``: negatives / positives in the training fold);
+    weights the positive targets of each output (``balanced``: negatives / positives in the training fold); the
+    one output of a two-class task is its positive class (the second class; ``data.positive_class``);
     ``class_weights`` weights each label's term (multi-label) or each image by its class (single-label).
     """
     out_counts = counts[1:] if n_outputs == 1 else counts
@@ -253,9 +255,10 @@ def _bce(cfg: LossConfig, *, names: Sequence[str], counts: np.ndarray, n: int, m
         pos_weight = _balanced_pos_weight(out_counts, n)
     elif cfg.pos_weight is None:
         pos_weight = None
+    elif n_outputs == 1:
+        pos_weight = _one_logit_pos_weight(cfg.pos_weight, names=names)
     else:
-        out_names = names[1:] if n_outputs == 1 else names
-        pos_weight = _per_class(cfg.pos_weight, key="training.loss.pos_weight", names=out_names, counts=out_counts)
+        pos_weight = _per_class(cfg.pos_weight, key="training.loss.pos_weight", names=names, counts=out_counts)
     weight = _per_class(cfg.class_weights, key="training.loss.class_weights", names=names, counts=counts)
     smoothing = cfg.label_smoothing
 
@@ -269,6 +272,23 @@ def _bce(cfg: LossConfig, *, names: Sequence[str], counts: np.ndarray, n: int, m
         return F.binary_cross_entropy_with_logits(logits, t, weight=w, pos_weight=getattr(self, "pos_weight", None))
 
     return fn, {"pos_weight": pos_weight, "weight": weight}
+
+
+def _one_logit_pos_weight(value: Any, *, names: Sequence[str]) -> torch.Tensor:
+    """The one-logit head's ``pos_weight`` (a number, a one-value list or ``{positive class: number}``): the
+    weight of the positive class's images, named in the error when the value does not fit."""
+    positive, negative = names[1], names[0]
+    if isinstance(value, (int, float)):
+        return torch.tensor([float(value)])
+    if isinstance(value, dict) and set(value) <= {positive}:
+        return torch.tensor([float(value.get(positive, 1.0))])
+    if isinstance(value, (list, tuple)) and len(value) == 1:
+        return torch.tensor([float(value[0])])
+    raise ConfigError(
+        f"training.loss.pos_weight: a two-class task trained with bce has one output, the positive class "
+        f"({positive!r}, data.positive_class), and pos_weight weights its images against the {negative!r} ones; "
+        f"give one number, balanced or {{{positive}: number}}, not {value!r}."
+    )
 
 
 def _poisson(cfg: LossConfig, *, names: Sequence[str], counts: np.ndarray, n: int, multilabel: bool,
