@@ -30,13 +30,11 @@ def _read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def test_run_then_predict_honours_the_run_folder_contract(tiny_config: Path, tiny_splits: Path, tmp_path: Path):
-    out = tmp_path / "run"
-    done = medclf("run", str(tiny_config), "--out", str(out), "--quiet", "-o", "training.epochs=1")
-    assert done.returncode == 0, done.stderr
+def test_run_then_predict_honours_the_run_folder_contract(trained_run: Path, tiny_splits: Path, tmp_path: Path):
+    out = trained_run  # `python -m medclf run` of tiny_config's study (2 epochs), once per session; read only
 
     resolved = yaml.safe_load((out / "config.yaml").read_text())
-    assert resolved["training"]["epochs"] == 1 and resolved["training"]["optimizer"]["name"] == "adamw"
+    assert resolved["training"]["epochs"] == 2 and resolved["training"]["optimizer"]["name"] == "adamw"
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["medclf_version"] == __version__
@@ -58,7 +56,7 @@ def test_run_then_predict_honours_the_run_folder_contract(tiny_config: Path, tin
         metrics = json.loads((fold / "metrics.json").read_text())
         assert metrics["fold"] == k and metrics["n_images"]["test"] == 12
         history = _read_csv(fold / "history.csv")
-        assert len(history) == 1 and {"train_loss", "val_loss", "val_accuracy"} <= set(history[0])
+        assert len(history) == 2 and {"train_loss", "val_loss", "val_accuracy"} <= set(history[0])
         preds = _read_csv(fold / "predictions.csv")
         assert list(preds[0]) == ["split", "id", "label", *[f"prob_{c}" for c in CLASSES], "predicted"]
         assert sum(r["split"] == "test" for r in preds) == 12
@@ -70,8 +68,8 @@ def test_run_then_predict_honours_the_run_folder_contract(tiny_config: Path, tin
     assert not list(out.rglob("*.tmp"))
 
     pred_out = tmp_path / "preds.csv"
-    done = medclf("predict", str(out), str(tiny_splits / "test"), "--out", str(pred_out), "--quiet")
-    assert done.returncode == 0, done.stderr
+    done = runner.invoke(app, ["predict", str(out), str(tiny_splits / "test"), "--out", str(pred_out), "--quiet"])
+    assert done.exit_code == 0, done.output
     preds = _read_csv(pred_out)
     assert len(preds) == 12
     assert list(preds[0]) == ["path", *[f"prob_{c}" for c in CLASSES], "predicted"]
@@ -83,10 +81,9 @@ def test_run_then_predict_honours_the_run_folder_contract(tiny_config: Path, tin
     assert len(_read_csv(tmp_path / "one.csv")) == 4
 
 
-def test_resume_skips_complete_folds_and_ends_with_the_same_summary(tiny_config: Path, tmp_path: Path):
-    out = tmp_path / "run"
+def test_resume_skips_complete_folds_and_ends_with_the_same_summary(trained_run: Path, copy_run, tiny_config: Path):
+    out = copy_run(trained_run)  # trained from tiny_config's study: the same config fingerprint
     args = ["run", str(tiny_config), "--out", str(out), "--quiet"]
-    assert runner.invoke(app, args).exit_code == 0
     first = json.loads((out / "summary.json").read_text())
     (out / "fold-1" / "metrics.json").unlink()  # as if killed during fold 1
     (out / "summary.json").unlink()
@@ -98,20 +95,21 @@ def test_resume_skips_complete_folds_and_ends_with_the_same_summary(tiny_config:
     assert second["metrics"] == first["metrics"] and second["ensemble"] == first["ensemble"]
 
 
-def test_a_different_config_is_refused_unless_overwrite(tiny_config: Path, tmp_path: Path):
-    out = tmp_path / "run"
-    base = ["run", str(tiny_config), "--out", str(out), "-o", "training.epochs=1"]
-    first = runner.invoke(app, base)  # with progress bars: they must not break a run
-    assert first.exit_code == 0, first.output
-    assert "auc_macro" in first.output and "ensemble" in first.output
-    refused = runner.invoke(app, base + ["-o", "training.optimizer.lr=0.01"])
+def test_a_different_config_is_refused_unless_overwrite(trained_run: Path, copy_run, tiny_config: Path):
+    out = copy_run(trained_run)  # a finished run of tiny_config's study
+    other = ["run", str(tiny_config), "--out", str(out), "-o", "training.optimizer.lr=0.01"]
+    refused = runner.invoke(app, other)
     assert refused.exit_code == 2
     assert "holds a run of a different config" in refused.output
     assert "training.optimizer.lr: 0.001 -> 0.01" in refused.output
     assert "Traceback" not in refused.output
-    forced = runner.invoke(app, base + ["-o", "training.optimizer.lr=0.01", "--overwrite"])
+    # not --quiet: the progress bars must not break a run
+    forced = runner.invoke(app, other + ["-o", "training.epochs=1", "--overwrite"])
     assert forced.exit_code == 0, forced.output
-    assert yaml.safe_load((out / "config.yaml").read_text())["training"]["optimizer"]["lr"] == 0.01
+    assert "auc_macro" in forced.output and "ensemble" in forced.output
+    resolved = yaml.safe_load((out / "config.yaml").read_text())["training"]
+    assert (resolved["optimizer"]["lr"], resolved["epochs"]) == (0.01, 1)
+    assert all(len(_read_csv(out / f"fold-{k}" / "history.csv")) == 1 for k in (0, 1))  # retrained, not resumed
 
 
 def test_validate_prints_resolved_config_or_one_paragraph_errors(tiny_config: Path, tmp_path: Path):
@@ -127,8 +125,8 @@ def test_validate_prints_resolved_config_or_one_paragraph_errors(tiny_config: Pa
 def test_bad_data_is_a_clear_error_not_a_traceback(tmp_path: Path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({"data": {"source": {"type": "folder", "path": "nowhere"}}}))
-    done = medclf("run", str(cfg), "--out", str(tmp_path / "r"), "--quiet")
-    assert done.returncode == 2
+    done = runner.invoke(app, ["run", str(cfg), "--out", str(tmp_path / "r"), "--quiet"])
+    assert done.exit_code == 2
     assert "nowhere" in done.stderr and "Traceback" not in done.stderr
 
 
@@ -170,11 +168,11 @@ def test_early_stopping_writes_its_stop_epoch_into_the_folds_metrics(tiny_config
     result = runner.invoke(app, ["run", str(tiny_config), "--out", str(out), "--quiet", "-o", "training.epochs=6",
                                  "-o", "training.optimizer.lr=1e-12", "-o", "training.scheduler.name=none",
                                  "-o", "training.early_stopping.patience=1",
-                                 "-o", "training.early_stopping.min_delta=0.5"])
+                                 "-o", "training.early_stopping.min_delta=0.5", "-o", "cv.mode=holdout"])
     assert result.exit_code == 0, result.output
-    for k in (0, 1):
-        fold = json.loads((out / f"fold-{k}" / "metrics.json").read_text())
-        assert (fold["stopped_epoch"], fold["epochs_run"]) == (2, 2)
+    fold = json.loads((out / "fold-0" / "metrics.json").read_text())  # holdout: one fold says it all
+    assert (fold["stopped_epoch"], fold["epochs_run"]) == (2, 2)
+    assert len(_read_csv(out / "fold-0" / "history.csv")) == 2
 
 
 def test_augmented_batch_matches_the_config():
@@ -191,7 +189,8 @@ def test_augmented_batch_matches_the_config():
 def test_predict_uses_the_activation_the_model_was_trained_with(tiny_config: Path, tiny_splits: Path, tmp_path: Path):
     out = tmp_path / "bce"
     result = runner.invoke(app, ["run", str(tiny_config), "--out", str(out), "--quiet", "-o", "training.epochs=1",
-                                 "-o", "training.loss.name=bce", "-o", "training.loss.pos_weight=balanced"])
+                                 "-o", "training.loss.name=bce", "-o", "training.loss.pos_weight=balanced",
+                                 "-o", "cv.mode=holdout"])  # one fold: predict is checked against fold 0
     assert result.exit_code == 0, result.output
     spec = json.loads((out / "fold-0" / "model.json").read_text())
     assert spec["activation"] == "normalised_sigmoid" and spec["n_classes"] == 3

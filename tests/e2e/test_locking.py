@@ -25,10 +25,6 @@ with hold_run_folder(sys.argv[1], command="medclf run other.yaml"):
 """
 
 
-def medclf(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "medclf", *args], capture_output=True, text=True, timeout=600)
-
-
 @pytest.fixture()
 def held_folder(tmp_path: Path):
     """A run folder with a finished-looking result in it, locked by a live helper process: (folder, pid)."""
@@ -53,8 +49,9 @@ def _results(folder: Path) -> dict[str, bytes]:
 def test_a_second_run_into_a_locked_folder_exits_2_naming_the_holder(held_folder, tiny_config: Path):
     folder, pid = held_folder
     before = _results(folder)
-    done = medclf("run", str(tiny_config), "--out", str(folder), "--quiet")
-    assert done.returncode == 2, done.stderr
+    # in-process (the real app, without a second interpreter's start-up): the lock is another process's all the same
+    done = CliRunner().invoke(app, ["run", str(tiny_config), "--out", str(folder), "--quiet"])
+    assert done.exit_code == 2, done.output
     assert f"being written by process {pid} (medclf run other.yaml" in done.stderr
     assert "Traceback" not in done.stderr
     assert _results(folder) == before  # refused before reading or writing anything in it
@@ -63,7 +60,6 @@ def test_a_second_run_into_a_locked_folder_exits_2_naming_the_holder(held_folder
 def test_overwrite_cannot_delete_a_locked_folders_results(held_folder, tiny_config: Path):
     folder, pid = held_folder
     before = _results(folder)
-    # in-process (the real app, without a second interpreter's start-up): the refusal is the same code path
     done = CliRunner().invoke(app, ["run", str(tiny_config), "--out", str(folder), "--quiet", "--overwrite"])
     assert done.exit_code == 2 and f"being written by process {pid}" in done.output
     assert _results(folder) == before  # --overwrite deleted nothing of the run that holds the lock
@@ -71,8 +67,8 @@ def test_overwrite_cannot_delete_a_locked_folders_results(held_folder, tiny_conf
 
 def test_report_into_a_locked_folder_exits_2(held_folder):
     folder, pid = held_folder
-    done = medclf("report", str(folder))
-    assert done.returncode == 2 and f"process {pid}" in done.stderr and "Traceback" not in done.stderr
+    done = CliRunner().invoke(app, ["report", str(folder)])
+    assert done.exit_code == 2 and f"process {pid}" in done.stderr and "Traceback" not in done.stderr
     assert not (folder / "report.html").exists()
 
 

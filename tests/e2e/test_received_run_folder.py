@@ -39,10 +39,9 @@ def _tamper(fold: Path, **changes) -> None:
     runfolder.record_complete(fold, **record)
 
 
-def test_a_hostile_model_json_is_refused_and_runs_nothing(tiny_config: Path, tiny_splits: Path, tmp_path: Path):
-    out = tmp_path / "run"
-    code, output = medclf("run", str(tiny_config), "--out", str(out), "--quiet", "-o", "training.epochs=1")
-    assert code == 0, output
+def test_a_hostile_model_json_is_refused_and_runs_nothing(trained_run: Path, copy_run, tiny_splits: Path,
+                                                          tmp_path: Path):
+    out = copy_run(trained_run)  # the received folder: a finished run its sender then edited
     marker, evil = tmp_path / "marker", tmp_path / "evil.pth"
     torch.save(_Payload(marker), evil)
     images = str(tiny_splits / "test")

@@ -1,6 +1,6 @@
 """The run folder's completion rule through the real CLI: damaged folds are named, refused or retrained.
 
-One tiny study is trained once per test; each check damages a copy of its folder and runs a command on it.
+Each check damages a private copy of the session's finished run (``trained_run``) and runs a command on it.
 """
 
 from __future__ import annotations
@@ -19,10 +19,9 @@ runner = CliRunner()
 
 
 @pytest.fixture()
-def finished(tiny_config: Path, tmp_path: Path) -> Path:
-    out = tmp_path / "run"
-    done = runner.invoke(app, ["run", str(tiny_config), "--out", str(out), "--quiet"])
-    assert done.exit_code == 0, done.output
+def finished(trained_run: Path, copy_run) -> Path:
+    """A copy of the session's finished run of ``tiny_config``'s study (same config fingerprint: a rerun resumes)."""
+    out = copy_run(trained_run)
     assert json.loads((out / "fold-1" / "complete.json").read_text())["n_folds"] == 2
     return out
 

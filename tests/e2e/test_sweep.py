@@ -1,9 +1,13 @@
-"""The real ``medclf sweep`` on tiny data: local (sequential and --parallel), Ray, resume after kill -9, search."""
+"""The real ``medclf sweep`` on tiny data: local (sequential and --parallel), Ray, resume after kill -9, search.
+
+The sequential sweep is run once per module (``sequential``); a test that reruns or damages it works on a copy.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +16,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from typer.testing import CliRunner
+
+from medclf.cli import app
 
 HEADLINE = ["accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "auc_macro", "loss"]
 
@@ -22,16 +29,50 @@ def medclf(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
                           env=env)
 
 
-@pytest.fixture()
-def sweep_file(tiny_config: Path, tmp_path: Path) -> Path:
+def _write_sweep_file(tiny_config: Path, folder: Path) -> Path:
     """2 variants x 2 folds x 1 epoch on 16 px images: the tiny study of conftest.py plus a sweep section."""
     cfg = yaml.safe_load(tiny_config.read_text())
     cfg["training"]["epochs"] = 1
     cfg["sweep"] = {"variants": {"adamw": {}, "sgd": {"training.optimizer.name": "sgd", "training.optimizer.lr": 0.01}},
                     "baseline": "adamw"}
-    path = tmp_path / "sweep.yaml"
+    path = folder / "sweep.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
+
+
+@pytest.fixture()
+def sweep_file(tiny_config: Path, tmp_path: Path) -> Path:
+    return _write_sweep_file(tiny_config, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def sequential(tiny_splits: Path, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """The sweep of ``sweep_file`` run once, sequentially, by the real command: (its folder, the process).
+
+    Read it, never write into it: a test that reruns or damages the sweep works on ``_copy_sweep``. Its config
+    differs from ``sweep_file``'s only in ``data.cache_dir``, which is not part of a variant's fingerprint.
+    """
+    root = tmp_path_factory.mktemp("sequential")
+    config = root / "tiny.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "tiny", "seed": 0,
+        "data": {"source": {"type": "splits", "path": str(tiny_splits)}, "image_size": 16,
+                 "cache_dir": str(root / "cache")},
+        "model": {"name": "test_resnet"},
+        "training": {"epochs": 2, "batch_size": 8, "device": "cpu"},
+        "cv": {"n_folds": 2, "val_fraction": 0.25},
+    }))
+    out = root / "sweep"
+    start = time.perf_counter()
+    done = medclf("sweep", str(_write_sweep_file(config, root)), "--out", str(out))
+    print(f"local sweep wall time {time.perf_counter() - start:.1f} s")
+    assert done.returncode == 0, done.stderr
+    return out, done
+
+
+def _copy_sweep(sweep: Path, target: Path) -> Path:
+    shutil.copytree(sweep, target, ignore=shutil.ignore_patterns(".medclf.lock"))
+    return target
 
 
 def _comparable(comparison: dict) -> dict:
@@ -77,31 +118,27 @@ def _check_sweep_folder(out: Path) -> dict:
     return comparison
 
 
-def test_local_sweep_end_to_end_then_rerun_skips_everything(sweep_file: Path, tmp_path: Path):
-    out = tmp_path / "sweep"
-    start = time.perf_counter()
-    done = medclf("sweep", str(sweep_file), "--out", str(out))
-    print(f"local sweep wall time {time.perf_counter() - start:.1f} s")
-    assert done.returncode == 0, done.stderr
-    first = _check_sweep_folder(out)
-    assert (out / "comparison.html").exists() and "report" in done.stdout
+def test_local_sweep_end_to_end_then_rerun_skips_everything(sequential, sweep_file: Path, tmp_path: Path):
+    swept, done = sequential
+    first = _check_sweep_folder(swept)
+    assert (swept / "comparison.html").exists() and "report" in done.stdout
 
-    again = medclf("sweep", str(sweep_file), "--out", str(out))
-    assert again.returncode == 0, again.stderr
+    out = _copy_sweep(swept, tmp_path / "sweep")
+    # in-process: nothing is trained, so no second interpreter is needed to see that
+    again = CliRunner().invoke(app, ["sweep", str(sweep_file), "--out", str(out)])
+    assert again.exit_code == 0, again.output
     assert again.stdout.count("2/2 folds already complete, skipped") == 2 and "done (" not in again.stdout
     assert _comparable(json.loads((out / "comparison.json").read_text())) == _comparable(first)
 
 
-def test_parallel_and_ray_sweeps_give_the_sequential_comparison(sweep_file: Path, tmp_path: Path):
-    sequential = medclf("sweep", str(sweep_file), "--out", str(tmp_path / "seq"))
-    assert sequential.returncode == 0, sequential.stderr
+def test_parallel_and_ray_sweeps_give_the_sequential_comparison(sequential, sweep_file: Path, tmp_path: Path):
     parallel = medclf("sweep", str(sweep_file), "--out", str(tmp_path / "par"), "--parallel", "2")
     assert parallel.returncode == 0, parallel.stderr
     start = time.perf_counter()
     ray = medclf("sweep", str(sweep_file), "--out", str(tmp_path / "ray"), "--executor", "ray", "--parallel", "2")
     print(f"ray sweep wall time {time.perf_counter() - start:.1f} s")
     assert ray.returncode == 0, ray.stderr
-    reference = _check_sweep_folder(tmp_path / "seq")
+    reference = _check_sweep_folder(sequential[0])
     for other in ("par", "ray"):
         assert _close(_check_sweep_folder(tmp_path / other), reference)
 
@@ -116,13 +153,8 @@ def _close(a: dict, b: dict) -> bool:
     return True
 
 
-def test_a_sweep_killed_mid_run_resumes_to_the_same_comparison(sweep_file: Path, tmp_path: Path):
-    cfg = yaml.safe_load(sweep_file.read_text())
-    cfg["training"]["epochs"] = 4  # long enough to be killed between folds
-    sweep_file.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    reference = medclf("sweep", str(sweep_file), "--out", str(tmp_path / "reference"))
-    assert reference.returncode == 0, reference.stderr
-
+def test_a_sweep_killed_mid_run_resumes_to_the_same_comparison(sequential, sweep_file: Path, tmp_path: Path):
+    # killed as soon as its first fold is complete: the three folds left take seconds, the poll 0.02 s
     out = tmp_path / "killed"
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "medclf", "sweep", str(sweep_file), "--out", str(out)],
@@ -142,13 +174,12 @@ def test_a_sweep_killed_mid_run_resumes_to_the_same_comparison(sweep_file: Path,
     assert all(p.stat().st_mtime_ns == t for p, t in finished.items())  # finished folds were not rerun
     assert len(list(out.glob("runs/*/fold-*/complete.json"))) == 4
     a = _comparable(json.loads((out / "comparison.json").read_text()))
-    b = _comparable(json.loads((tmp_path / "reference" / "comparison.json").read_text()))
+    b = _comparable(json.loads((sequential[0] / "comparison.json").read_text()))  # the uninterrupted sweep
     assert _close(a, b) and [v["name"] for v in a["variants"]] == [v["name"] for v in b["variants"]]
 
 
-def test_a_deleted_fold_is_the_only_one_rerun(sweep_file: Path, tmp_path: Path):
-    out = tmp_path / "sweep"
-    assert medclf("sweep", str(sweep_file), "--out", str(out)).returncode == 0
+def test_a_deleted_fold_is_the_only_one_rerun(sequential, sweep_file: Path, tmp_path: Path):
+    out = _copy_sweep(sequential[0], tmp_path / "sweep")
     first = json.loads((out / "comparison.json").read_text())
     run_dir = out / first["variants"][1]["run_dir"]
     (run_dir / "fold-1" / "metrics.json").unlink()  # as if the sweep died while fold 1 ran
@@ -190,9 +221,9 @@ def test_random_search_never_scores_test_during_trials_then_scores_the_best(tiny
     assert set(best["test"]) >= set(HEADLINE) and best["ensemble_test"] is not None
     assert json.loads((out / "sweep.json").read_text())["best"]["run_dir"] == best["run_dir"]
 
-    # a rerun replays the finished trials into the sampler from sweep.json and trains nothing
-    again = medclf("sweep", str(path), "--out", str(out))
-    assert again.returncode == 0, again.stderr
+    # a rerun replays the finished trials into the sampler from sweep.json and trains nothing (so in-process)
+    again = CliRunner().invoke(app, ["sweep", str(path), "--out", str(out)])
+    assert again.exit_code == 0, again.output
     assert "resumed: 2 finished trials replayed into the random sampler" in again.stdout and " done (" not in again.stdout
     assert json.loads((out / "best.json").read_text())["trial"] == best["trial"]
 
@@ -201,15 +232,17 @@ def test_sweep_errors_are_one_paragraph(sweep_file: Path, tmp_path: Path):
     cfg = yaml.safe_load(sweep_file.read_text())
     cfg["sweep"]["variants"]["sgd"]["training.optimiser.name"] = "sgd"
     sweep_file.write_text(yaml.safe_dump(cfg))
-    done = medclf("sweep", str(sweep_file), "--out", str(tmp_path / "x"))
-    assert done.returncode == 2 and "variant 'sgd'" in done.stderr and "optimiser" in done.stderr
+    runner = CliRunner()  # in-process: both are refused before anything is trained
+    done = runner.invoke(app, ["sweep", str(sweep_file), "--out", str(tmp_path / "x")])
+    assert done.exit_code == 2 and "variant 'sgd'" in done.stderr and "optimiser" in done.stderr
     plain = tmp_path / "plain.yaml"
     plain.write_text(yaml.safe_dump({k: v for k, v in cfg.items() if k != "sweep"}))
-    done = medclf("sweep", str(plain))
-    assert done.returncode == 2 and "has no sweep: section" in done.stderr
+    done = runner.invoke(app, ["sweep", str(plain)])
+    assert done.exit_code == 2 and "has no sweep: section" in done.stderr
 
 
-def test_a_ray_worker_lost_mid_task_gets_its_task_retried(sweep_file: Path, tmp_path: Path, monkeypatch):
+def test_a_ray_worker_lost_mid_task_gets_its_task_retried(sequential, sweep_file: Path, tmp_path: Path,
+                                                          monkeypatch):
     """Every task's first worker dies (os._exit, as a killed node would); Ray retries it and the sweep completes."""
     import medclf.experiments.sweep as sweep_module
     from medclf.experiments import load_sweep, run_sweep
@@ -232,6 +265,4 @@ def test_a_ray_worker_lost_mid_task_gets_its_task_retried(sweep_file: Path, tmp_
     comparison = run_sweep(load_sweep(sweep_file), tmp_path / "sweep", executor="ray")
     assert len(list(markers.iterdir())) == 4  # 2 variants x 2 folds: each task's first worker was lost
     assert all(len(v["metrics"]["accuracy"]["folds"]) == 2 for v in comparison["variants"])
-    reference = medclf("sweep", str(sweep_file), "--out", str(tmp_path / "reference"))
-    assert reference.returncode == 0, reference.stderr
-    assert _close(_check_sweep_folder(tmp_path / "sweep"), _check_sweep_folder(tmp_path / "reference"))
+    assert _close(_check_sweep_folder(tmp_path / "sweep"), _check_sweep_folder(sequential[0]))
