@@ -349,8 +349,11 @@ def image_grid_figure(
     """Images (C, H, W uint8, one or three channels) in a grid, each with a short title."""
     ncols = max(1, min(ncols, len(images)))
     nrows = -(-len(images) // ncols)
+    # each cell as wide as 1.75 in of image height times the widest image's aspect (an image beside its overlay
+    # is twice as wide as tall), plus room for the two-line title
+    aspect = max((np.asarray(i).shape[-1] / np.asarray(i).shape[-2] for i in images), default=1.0)
     with _style():
-        fig = _new_figure(1.75 * ncols, 2.05 * nrows)
+        fig = _new_figure(1.75 * ncols, (1.75 / aspect + 0.3) * nrows)
         axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
         for k, ax in enumerate(axes):
             ax.set_axis_off()
