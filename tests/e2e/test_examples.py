@@ -49,7 +49,9 @@ def _tiny(raw: dict) -> dict:
     """
     raw = dict(raw)
     size = 64 if raw.get("model", {}).get("name") == "layers" else 32  # the radiograph nets need 64 px
-    raw["data"] = dict(raw["data"], image_size=size,
+    # the synthetic phantoms have their own classes: an example's class order or positive class cannot apply
+    data = {k: v for k, v in raw["data"].items() if k not in ("classes", "positive_class")}
+    raw["data"] = dict(data, image_size=size,
                        source={"type": "synthetic", "n_patients": 40, "slices_per_patient": 1, "image_size": 32})
     training = dict(raw.get("training", {}), epochs=1, batch_size=16)
     if training.get("stages"):
