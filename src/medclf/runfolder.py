@@ -540,21 +540,28 @@ def write_gallery(run_dir: Path, ids: Sequence[str], images: np.ndarray, overlay
     atomic_write_bytes(Path(run_dir) / GALLERY, buffer.getvalue())
 
 
+def _gallery_arrays(run_dir: Path, name: str, *, optional: bool = False) -> dict[str, np.ndarray]:
+    """Array ``name`` of :data:`GALLERY` by image id (``optional``: empty when the file was kept without it)."""
+    path = Path(run_dir) / GALLERY
+    if not path.exists():
+        raise RunFolderError(f"{path} is missing")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if optional and name not in archive.files:  # overlays: kept before medclf explained the gallery
+                return {}
+            ids, arrays = archive["ids"], archive[name]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        raise RunFolderError(f"{path} cannot be read ({error})") from None
+    return {str(i): array for i, array in zip(ids.tolist(), arrays)}
+
+
 def read_gallery(run_dir: Path) -> dict[str, np.ndarray]:
     """The images of :data:`GALLERY` by id: uint8 (C, H, W) each.
 
     Raises:
         RunFolderError: the file is missing or unreadable (naming it).
     """
-    path = Path(run_dir) / GALLERY
-    if not path.exists():
-        raise RunFolderError(f"{path} is missing")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            ids, images = archive["ids"], archive["images"]
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as error:
-        raise RunFolderError(f"{path} cannot be read ({error})") from None
-    return {str(i): image for i, image in zip(ids.tolist(), images)}
+    return _gallery_arrays(run_dir, "images")
 
 
 def read_gallery_overlays(run_dir: Path) -> dict[str, np.ndarray]:
@@ -563,17 +570,7 @@ def read_gallery_overlays(run_dir: Path) -> dict[str, np.ndarray]:
     Raises:
         RunFolderError: the file is missing or unreadable (naming it).
     """
-    path = Path(run_dir) / GALLERY
-    if not path.exists():
-        raise RunFolderError(f"{path} is missing")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            if "overlays" not in archive.files:  # kept before medclf explained the gallery
-                return {}
-            ids, overlays = archive["ids"], archive["overlays"]
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as error:
-        raise RunFolderError(f"{path} cannot be read ({error})") from None
-    return {str(i): image for i, image in zip(ids.tolist(), overlays)}
+    return _gallery_arrays(run_dir, "overlays", optional=True)
 
 
 # ------------------------------------------------------------------------------------------- operating points
