@@ -35,7 +35,10 @@ def tiny_splits(tmp_path_factory) -> Path:
 
 
 def _train(config: dict, root: Path) -> Path:
-    """Run the real ``medclf run`` on ``config`` into ``root/run`` and return the finished run folder."""
+    """Run the real ``medclf run`` on ``config`` into ``root/run`` and return the finished run folder.
+
+    What the command printed is kept beside the folder, in ``root/run.stdout`` (``run.parent / "run.stdout"``).
+    """
     import subprocess
     import sys
 
@@ -45,6 +48,7 @@ def _train(config: dict, root: Path) -> Path:
     done = subprocess.run([sys.executable, "-m", "medclf", "run", str(path), "--out", str(out), "--quiet"],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
+    (root / "run.stdout").write_text(done.stdout)
     return out
 
 

@@ -1,6 +1,9 @@
 """The real ``medclf sweep`` on tiny data: local (sequential and --parallel), Ray, resume after kill -9, search.
 
 The sequential sweep is run once per module (``sequential``); a test that reruns or damages it works on a copy.
+The Ray tests share one local Ray (``local_ray``): a RayExecutor uses a Ray already running in its process rather
+than starting one, so the start-up (seconds) is paid once. Sweeps whose point is not a separate process (nothing
+killed) run in-process through CliRunner; their folds still run in worker processes where the executor says so.
 """
 
 from __future__ import annotations
@@ -16,17 +19,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from medclf.cli import app
 
 HEADLINE = ["accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "auc_macro", "loss"]
-
-
-def medclf(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = os.environ | {"OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "medclf", *args], capture_output=True, text=True, timeout=timeout,
-                          env=env)
 
 
 def _write_sweep_file(tiny_config: Path, folder: Path) -> Path:
@@ -46,8 +43,8 @@ def sweep_file(tiny_config: Path, tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def sequential(tiny_splits: Path, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """The sweep of ``sweep_file`` run once, sequentially, by the real command: (its folder, the process).
+def sequential(tiny_splits: Path, tmp_path_factory) -> tuple[Path, Result]:
+    """The sweep of ``sweep_file`` run once, sequentially, by the CLI in-process: (its folder, CliRunner's result).
 
     Read it, never write into it: a test that reruns or damages the sweep works on ``_copy_sweep``. Its config
     differs from ``sweep_file``'s only in ``data.cache_dir``, which is not part of a variant's fingerprint.
@@ -64,10 +61,33 @@ def sequential(tiny_splits: Path, tmp_path_factory) -> tuple[Path, subprocess.Co
     }))
     out = root / "sweep"
     start = time.perf_counter()
-    done = medclf("sweep", str(_write_sweep_file(config, root)), "--out", str(out))
+    done = in_process("sweep", str(_write_sweep_file(config, root)), "--out", str(out))
     print(f"local sweep wall time {time.perf_counter() - start:.1f} s")
-    assert done.returncode == 0, done.stderr
+    assert done.exit_code == 0, done.output
     return out, done
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray of 2 CPUs for this module's Ray tests, started once and shut down after the module."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def in_process(*args: str):
+    """``medclf <args>`` through CliRunner, torch on one thread as in the sweep's workers and the killed sweep's
+    process (OMP_NUM_THREADS=1): folds trained here are compared with folds trained there to 1e-6."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return CliRunner().invoke(app, list(args))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _copy_sweep(sweep: Path, target: Path) -> Path:
@@ -131,18 +151,6 @@ def test_local_sweep_end_to_end_then_rerun_skips_everything(sequential, sweep_fi
     assert _comparable(json.loads((out / "comparison.json").read_text())) == _comparable(first)
 
 
-def test_parallel_and_ray_sweeps_give_the_sequential_comparison(sequential, sweep_file: Path, tmp_path: Path):
-    parallel = medclf("sweep", str(sweep_file), "--out", str(tmp_path / "par"), "--parallel", "2")
-    assert parallel.returncode == 0, parallel.stderr
-    start = time.perf_counter()
-    ray = medclf("sweep", str(sweep_file), "--out", str(tmp_path / "ray"), "--executor", "ray", "--parallel", "2")
-    print(f"ray sweep wall time {time.perf_counter() - start:.1f} s")
-    assert ray.returncode == 0, ray.stderr
-    reference = _check_sweep_folder(sequential[0])
-    for other in ("par", "ray"):
-        assert _close(_check_sweep_folder(tmp_path / other), reference)
-
-
 def _close(a: dict, b: dict) -> bool:
     """Same variants in the same order with the same fold values (floating-point noise aside)."""
     assert [v["name"] for v in a["variants"]] == [v["name"] for v in b["variants"]]
@@ -168,8 +176,8 @@ def test_a_sweep_killed_mid_run_resumes_to_the_same_comparison(sequential, sweep
     finished = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/fold-*/complete.json")}
     assert 1 <= len(finished) < 4 and not (out / "comparison.json").exists()
 
-    resumed = medclf("sweep", str(sweep_file), "--out", str(out))
-    assert resumed.returncode == 0, resumed.stderr
+    resumed = in_process("sweep", str(sweep_file), "--out", str(out))  # the kill needed a process, the resume not
+    assert resumed.exit_code == 0, resumed.output
     assert "already complete, skipped" in resumed.stdout
     assert all(p.stat().st_mtime_ns == t for p, t in finished.items())  # finished folds were not rerun
     assert len(list(out.glob("runs/*/fold-*/complete.json"))) == 4
@@ -183,8 +191,8 @@ def test_a_deleted_fold_is_the_only_one_rerun(sequential, sweep_file: Path, tmp_
     first = json.loads((out / "comparison.json").read_text())
     run_dir = out / first["variants"][1]["run_dir"]
     (run_dir / "fold-1" / "metrics.json").unlink()  # as if the sweep died while fold 1 ran
-    again = medclf("sweep", str(sweep_file), "--out", str(out))
-    assert again.returncode == 0, again.stderr
+    again = in_process("sweep", str(sweep_file), "--out", str(out))
+    assert again.exit_code == 0, again.output
     assert again.stdout.count(" done (") == 1 and f"{first['variants'][1]['name']}: fold 1 done" in again.stdout
     assert _close(_comparable(json.loads((out / "comparison.json").read_text())), _comparable(first))
 
@@ -204,8 +212,8 @@ def test_random_search_never_scores_test_during_trials_then_scores_the_best(tiny
     path = tmp_path / "search.yaml"
     path.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "search"
-    done = medclf("sweep", str(path), "--out", str(out))
-    assert done.returncode == 0, done.stderr
+    done = in_process("sweep", str(path), "--out", str(out))
+    assert done.exit_code == 0, done.output
     comparison = json.loads((out / "comparison.json").read_text())
     assert sorted(v["name"] for v in comparison["variants"]) == ["base", "trial-000", "trial-001"]
     assert comparison["baseline"] == "base"
@@ -241,8 +249,25 @@ def test_sweep_errors_are_one_paragraph(sweep_file: Path, tmp_path: Path):
     assert done.exit_code == 2 and "has no sweep: section" in done.stderr
 
 
+# the Ray tests come last: the module's local Ray then runs only while they do
+def test_parallel_and_ray_sweeps_give_the_sequential_comparison(sequential, sweep_file: Path, tmp_path: Path,
+                                                                 local_ray):
+    # in-process: the folds run in spawned workers (--parallel) or Ray workers (the module's local Ray)
+    parallel = in_process("sweep", str(sweep_file), "--out", str(tmp_path / "par"), "--parallel", "2")
+    assert parallel.exit_code == 0, parallel.output
+    assert parallel.stdout.count(" done (") == 4
+    start = time.perf_counter()
+    ray = in_process("sweep", str(sweep_file), "--out", str(tmp_path / "ray"), "--executor", "ray", "--parallel", "2")
+    print(f"ray sweep wall time {time.perf_counter() - start:.1f} s")
+    assert ray.exit_code == 0, ray.output
+    assert ray.stdout.count(" done (") == 4
+    reference = _check_sweep_folder(sequential[0])
+    for other in ("par", "ray"):
+        assert _close(_check_sweep_folder(tmp_path / other), reference)
+
+
 def test_a_ray_worker_lost_mid_task_gets_its_task_retried(sequential, sweep_file: Path, tmp_path: Path,
-                                                          monkeypatch):
+                                                          monkeypatch, local_ray):
     """Every task's first worker dies (os._exit, as a killed node would); Ray retries it and the sweep completes."""
     import medclf.experiments.sweep as sweep_module
     from medclf.experiments import load_sweep, run_sweep
