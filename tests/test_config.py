@@ -163,3 +163,66 @@ def test_load_checked_config_names_the_file_and_run_study_checks_before_reading_
     with pytest.raises(ConfigError, match=r"^config is not a valid medclf config: training\.optimizer\.name: Unknown"):
         run_study(config, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------------- enum values: did you mean
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"data": {"source": {"type": "fold", "path": "x"}}},
+     r"data\.source\.type: 'fold' is not a data source type\. Did you mean 'folds'\? Choose one of: folder, splits, "
+     r"npz, csv, synthetic, folds, patients\.$"),
+    ({"data": {"source": {"path": "x"}}},
+     r"data\.source\.type: required key is missing\. Choose one of: folder, splits, npz, csv, synthetic, folds"),
+    (MINIMAL | {"training": {"device": "metal"}},
+     r"training\.device: 'metal' is not an accepted value\. Choose one of: auto, cpu, cuda\.$"),
+    (MINIMAL | {"training": {"device": "cuda:1"}},
+     r"training\.device: 'cuda:1' is not an accepted value\. Did you mean 'cuda'\? Choose one of: auto, cpu, cuda\.$"),
+    (MINIMAL | {"data": {"source": MINIMAL["data"]["source"], "resize": "padd"}},
+     r"data\.resize: 'padd' is not an accepted value\. Did you mean 'pad'\? Choose one of: resize, pad\.$"),
+    (MINIMAL | {"model": {"name": "layers", "layers": [{"type": "conv", "filters": 4}, {"type": "maxpol"}]}},
+     r"model\.layers\.1\.type: 'maxpol' is not a layer type\. Did you mean 'maxpool'\? Choose one of: conv, maxpool"),
+])
+def test_enum_values_and_variant_types_suggest_the_closest(raw: dict, message: str):
+    with pytest.raises(ConfigError, match=r"^config is not a valid medclf config: " + message):
+        parse_config(raw)
+
+
+# ------------------------------------------------------------------------- overrides index into lists
+STAGED = MINIMAL | {
+    "model": {"name": "layers", "layers": [{"type": "conv", "filters": 4}, {"type": "maxpool"}, {"type": "flatten"}]},
+    "training": {"stages": [{"epochs": 1, "freeze": "backbone"}, {"epochs": 2}]},
+}
+
+
+def test_dotted_overrides_index_into_lists(tmp_path: Path):
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(STAGED))
+    cfg = load_config(path, ["training.stages.0.optimizer.lr=0.01", "model.layers.1.type=avgpool",
+                             "training.stages.1.epochs=3", "model.layers.0={type: conv, filters: 8}"])
+    assert [s.optimizer.lr for s in cfg.training.stages] == [0.01, 1e-3]
+    assert [s.epochs for s in cfg.training.stages] == [1, 3] and cfg.training.stages[0].freeze == "backbone"
+    assert [layer.type for layer in cfg.model.layers] == ["conv", "avgpool", "flatten"]
+    assert cfg.model.layers[0].filters == 8
+    assert load_config(path, ["training.stages.1.lr=0.05"]).training.stages[1].optimizer.lr == 0.05  # the issue's
+    assert yaml.safe_load(path.read_text()) == STAGED  # the file's own lists are left as written
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("training.stages.2.optimizer.lr=0.01", r"^Override 'training\.stages\.2\.optimizer\.lr=0\.01': training\.stages "
+                                            r"has 2 element\(s\), so there is no index 2; valid indices: 0, 1\.$"),
+    ("training.stages.first.epochs=1", r"^Override 'training\.stages\.first\.epochs=1': training\.stages is a list of 2 "
+                                       r"element\(s\), indexed by position, not by 'first'; valid indices: 0, 1\.$"),
+    ("model.layers.-1.type=pool", r"model\.layers is a list of 3 element\(s\), indexed by position, not by '-1'; "
+                                  r"valid indices: 0, 1, 2\.$"),
+    ("model.layers.3=x", r"model\.layers has 3 element\(s\), so there is no index 3"),
+    ("data.classes.0=a", r"data\.classes is an empty list, so it has no element '0' to set; write the whole list"),
+])
+def test_an_override_indexing_a_list_wrongly_names_its_length_and_valid_indices(override: str, message: str):
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides(STAGED | {"data": {"source": {"type": "synthetic"}, "classes": []}}, [override])
+
+
+def test_an_index_into_a_list_the_config_does_not_write_says_so():
+    # no training.stages in the YAML: the override makes a mapping, which validation names as a missed list
+    with pytest.raises(ConfigError, match=r"training\.stages: an override set training\.stages\.<index> but the config "
+                                          r"writes no list training\.stages to index .*set the whole list"):
+        parse_config(apply_overrides(MINIMAL, ["training.stages.0.lr=0.01"]))

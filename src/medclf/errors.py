@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["MedclfError", "ConfigError", "DataError", "ModelError", "RunFolderError", "StorageError"]
+__all__ = ["MedclfError", "ConfigError", "ConfigWarning", "DataError", "ModelError", "RunFolderError", "StorageError"]
 
 
 class MedclfError(Exception):
@@ -17,6 +17,14 @@ class MedclfError(Exception):
 
 class ConfigError(MedclfError, ValueError):
     """The configuration is invalid: names the field, the value and what would be accepted."""
+
+
+class ConfigWarning(UserWarning):
+    """A key the user wrote that the study will not use (the layout or mode ignores it); the run goes on.
+
+    Raised with ``warnings.warn(message, ConfigWarning)`` at the config boundary; the CLI prints it as one
+    ``warning:`` line. ``-W error::medclf.errors.ConfigWarning`` (or a test's filter) turns it into an error.
+    """
 
 
 class DataError(MedclfError, ValueError):

@@ -177,3 +177,112 @@ def test_benchmark_chooses_the_best_recall_among_precise_thresholds() -> None:
     chosen = bench.choose_defaults(results, min_precision=0.95)
     assert (chosen["max_distance"], chosen["min_correlation"]) == (8, 0.99)
     assert bench.choose_defaults(results, min_precision=0.999) is None
+
+
+# ------------------------------------------------------- issue 15: copies the layout expects, and the fix named
+def _no_fold(test: np.ndarray, train: np.ndarray, index: int = 0) -> Fold:
+    return Fold(index, train, np.array([], dtype=np.int64), np.array([], dtype=np.int64), test)
+
+
+def _write_fold_tree(root: Path) -> None:
+    """Fold0..Fold2 of the same 12 noise images (2 classes), rotated through test/valid/train, copied byte for byte."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    pixels = [rng.integers(0, 256, (16, 16), dtype=np.uint8) for _ in range(12)]
+    for k in range(3):
+        for i, image in enumerate(pixels):
+            split = ("test", "valid", "train")[(i // 4 - k) % 3]
+            path = root / f"Fold{k}" / split / "ab"[i % 2] / f"img{i:02d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(path)
+
+
+def test_an_image_in_every_fold_is_no_copy_and_a_copy_inside_one_fold_is_found(tmp_path: Path, make_config) -> None:
+    import shutil
+
+    from medclf.config import CVConfig
+    from medclf.data import load_dataset
+    from medclf.data.splitting import make_folds
+
+    root = tmp_path / "folds"
+    _write_fold_tree(root)
+    data = load_dataset(make_config({"type": "folds", "path": str(root)}))
+    assert len(data) == 36 and data.duplicates == []  # 12 images seen through 3 folds: 24 entries repeat, no copy
+    folds = make_folds(data, CVConfig(), seed=0)
+    result = audit_dataset(data, folds)  # near duplicates searched too: every fold compared within itself
+    assert result.report["exact_duplicates"]["count"] == 0 and result.report["near_duplicates"]["count"] == 0
+    assert apply_leakage_policy(data, folds, result, "warn")[1] == []
+
+    # one byte-identical copy of fold 1's test image in fold 1's own train: one copy, one leak, in fold 1 only
+    shutil.copyfile(root / "Fold1" / "test" / "a" / "img04.png", root / "Fold1" / "train" / "a" / "copy.png")
+    data = load_dataset(make_config({"type": "folds", "path": str(root)}))
+    assert data.duplicates == [["Fold1/test/a/img04.png", "Fold1/train/a/copy.png"]]
+    folds = make_folds(data, CVConfig(), seed=0)
+    result = audit_dataset(data, folds)
+    assert result.report["exact_duplicates"]["across"] == 1
+    assert [f["exact"] for f in result.report["folds"]] == [0, 1, 0]
+    _, lines = apply_leakage_policy(data, folds, result, "warn")
+    assert lines[0].startswith("fold 1: evaluation images leaking from training: 1 exact ") and len(lines) == 2
+    assert "set audit.leakage: drop_duplicates" in lines[1]
+
+
+def test_find_duplicates_counts_a_copy_once_whatever_the_folds_hold() -> None:
+    from medclf.data.sources import find_duplicates
+
+    ids = ["F0/a", "F0/b", "F0/c", "F1/a", "F1/b", "F1/c", "F1/d"]
+    digests = ["x", "x", "y", "x", "x", "y", "x"]  # a and b are one picture; fold 1 also holds a third copy, d
+    assert find_duplicates(ids, digests, fold_ids=[0, 0, 0, 1, 1, 1, 1]) == [["F1/a", "F1/b", "F1/d"]]
+    assert find_duplicates(ids[:3], digests[:3], fold_ids=[0, 0, 0]) == [["F0/a", "F0/b"]]
+    assert find_duplicates(ids, digests) == [["F0/a", "F0/b", "F1/a", "F1/b", "F1/d"], ["F0/c", "F1/c"]]  # no folds
+    assert find_duplicates(["F0/a", "F1/a"], ["x", "x"], fold_ids=[0, 1]) == []  # one image, two folds
+
+
+def test_a_patient_leak_names_the_fix_that_fits_where_the_patients_come_from() -> None:
+    groups = np.array([f"p{i}" for i in range(12)])
+    groups[8] = "p0"  # the data's own test split shares patient p0 with train
+    data = _dataset(groups)
+    fold = _no_fold(np.arange(8, 12), np.arange(8))
+    result = audit_dataset(data, [fold])
+    _, lines = apply_leakage_policy(data, [fold], result, "warn")
+    assert lines[-1] == (
+        "to fix the leaks: set audit.leakage: drop_duplicates (drops the duplicates from the evaluation splits), or "
+        "remove the files audit.json names; the data's own splits share 1 patient: set cv.resplit_by_patient: true "
+        "(re-splits them grouped by patient); audit.leakage: fail refuses a run that leaks")
+    _, lines = apply_leakage_policy(data, [fold], result, "drop_duplicates")  # the duplicates are gone: patient only
+    assert lines[0].endswith("1 patient (exact/near duplicates of a training image, images of a training patient)"
+                             "; the exact and near ones dropped (audit.leakage: drop_duplicates); see audit.json")
+    assert lines[-1] == ("to fix the leaks: the data's own splits share 1 patient: set cv.resplit_by_patient: true "
+                         "(re-splits them grouped by patient)")
+    with pytest.raises(DataError, match=r"To fix it: .*set cv\.resplit_by_patient: true \(re-splits them grouped by "
+                                        r"patient\); or set audit\.leakage: warn"):
+        apply_leakage_policy(data, [fold], result, "fail")
+
+    # every image in train: the folds themselves split patient p0 (cv.grouped: false)
+    data.splits[:] = "train"
+    result = audit_dataset(data, [fold])
+    assert apply_leakage_policy(data, [fold], result, "drop_duplicates")[1][-1] == (
+        "to fix the leaks: set cv.grouped: true (keeps each patient's images on one side of every split)")
+    # a manifest's fold column put p0 in two folds
+    data.holdout_folds = np.array([0] * 8 + [1] * 4)
+    assert apply_leakage_policy(data, [fold], result, "drop_duplicates")[1][-1] == (
+        "to fix the leaks: give every image of a patient the same fold in the manifest's fold column")
+    # predefined fold folders: only moving the files fixes them
+    data.holdout_folds, data.fold_ids, data.splits = None, np.zeros(12, dtype=np.int64), np.array(
+        ["train"] * 8 + ["test"] * 4)
+    result = audit_dataset(data, [fold])
+    assert apply_leakage_policy(data, [fold], result, "drop_duplicates")[1][-1] == (
+        "to fix the leaks: the fold folders put patients in two splits of one fold: move each one's images into one "
+        "split of that fold (audit.json lists them); cv.resplit_by_patient cannot change fold folders")
+
+
+def test_a_clean_dataset_gives_no_warning_line() -> None:
+    data = _dataset()
+    data.images[9] = 255 - data.images[1]  # no exact copy, no near one: img9, img10, img11 made unrelated
+    data.images[10] = 255 - data.images[2]
+    data.images[11] = np.roll(data.images[3], 16, axis=1)
+    fold = _no_fold(np.arange(8, 12), np.arange(8))
+    result = audit_dataset(data, [fold])
+    assert result.report["folds"] == [{"fold": 0, "exact": 0, "near": 0, "patient": 0}]
+    kept, lines = apply_leakage_policy(data, [fold], result, "warn")
+    assert kept[0] is fold and lines == []

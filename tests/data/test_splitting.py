@@ -98,3 +98,147 @@ def test_a_holdout_too_small_for_every_class_is_a_data_error_not_a_sklearn_one()
     data = _imageset(n=12, groups=False)  # 3 classes, 12 images: 10% holds out 2, fewer than the classes
     with pytest.raises(DataError, match=r"cv.val_fraction = 0.1 of 12 images holds out 2 and keeps 10, but each side needs at least one image of each of the 3 classes"):
         make_folds(data, CVConfig(mode="holdout", val_fraction=0.1, test_fraction=0.0), seed=0)
+
+
+# ------------------------------------------------------------------------------ re-split by patient
+from medclf.config import Config  # noqa: E402
+from medclf.data.splitting import (  # noqa: E402
+    resplit_by_patient,
+    resplit_data,
+    resplit_moves,
+    select_folds,
+)
+from medclf.errors import ConfigError  # noqa: E402
+
+
+def _given_splits(leaking=(1, 2, 3, 4, 6, 7), n_patients=90):
+    """90 patients of two images each (3 classes): 20 % test, val every fifth patient; ``leaking`` patients have
+    one image in train and the other in test."""
+    patients = np.repeat(np.arange(n_patients), 2)
+    splits = np.where(patients < int(n_patients * 0.8), "train", "test").astype(object)
+    splits[(patients % 5 == 0) & (splits == "train")] = "val"
+    for p in leaking:
+        splits[2 * p], splits[2 * p + 1] = "train", "test"
+    return splits.astype(str), (patients % 3).astype(np.int64), np.array([f"P{p}" for p in patients])
+
+
+def _spanning(splits, groups):
+    """Patients with images in more than one split."""
+    return {g for g in set(groups) if len(set(splits[groups == g])) > 1}
+
+
+@pytest.mark.parametrize("one_image_patients", [False, True])
+def test_resplit_moves_whole_patients_and_keeps_each_split_stratified_and_about_its_share(one_image_patients):
+    splits, labels, groups = _given_splits()
+    if one_image_patients:  # only the leaking patients have two images: the split can be exact per class
+        leaking = np.isin(groups, [f"P{p}" for p in (1, 2, 3, 4, 6, 7)])
+        groups = np.where(leaking, groups, [f"I{i}" for i in range(len(groups))])
+    assert len(_spanning(splits, groups)) == 6
+    for seed in range(4):
+        new = resplit_by_patient(splits, labels, groups, seed=seed)
+        assert not _spanning(new, groups)  # no patient is split
+        for split in ("test", "val"):
+            per_class = np.bincount(labels[new == split], minlength=3)
+            # stratified: within one image per class, or one patient's two images when every patient has two
+            assert per_class.max() - per_class.min() <= (1 if one_image_patients else 2)
+            # about its given share: 42 of 180 test images (23 %: a quarter), val 30 of 138 (22 %: a fifth)
+            share = (splits == split).mean() if split == "test" else 30 / 138
+            expected = (new != "test").sum() / round(1 / share) if split == "val" else len(new) / round(1 / share)
+            assert abs(per_class.sum() - expected) <= 4
+
+
+def test_resplit_keeps_a_clean_test_split_exactly_and_re_splits_train_and_val():
+    splits, labels, groups = _given_splits(leaking=())
+    splits[groups == "P5"] = ["train", "val"]  # one patient spans train and val only: test stays clean
+    new = resplit_by_patient(splits, labels, groups, seed=0)
+    np.testing.assert_array_equal(new == "test", splits == "test")
+    assert not _spanning(new, groups)
+    per_class = np.bincount(labels[new == "val"], minlength=3)
+    assert per_class.max() - per_class.min() <= 1 and abs(per_class.sum() - (splits == "val").sum()) <= 4
+    moves = resplit_moves(splits, new, groups)
+    assert moves["test_unchanged"] is True and moves["splits"]["test"]["images_in"] == 0
+    assert moves["n_images_moved"] == (new != splits).sum() > 0
+    assert moves["splits"]["val"]["before"] == (splits == "val").sum()
+    assert moves["splits"]["val"]["after"] == (new == "val").sum()
+
+
+def test_resplit_changes_nothing_when_no_patient_spans_two_splits_and_is_deterministic_in_seed():
+    splits, labels, groups = _given_splits(leaking=())
+    np.testing.assert_array_equal(resplit_by_patient(splits, labels, groups, seed=0), splits)
+    splits, labels, groups = _given_splits()
+    a, b = (resplit_by_patient(splits, labels, groups, seed=3) for _ in range(2))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, resplit_by_patient(splits, labels, groups, seed=4))
+    np.testing.assert_array_equal(resplit_by_patient(a, labels, groups, seed=9), a)  # idempotent
+    moves = resplit_moves(splits, a, groups)
+    assert moves["test_unchanged"] is False
+    assert moves["n_patients_moved"] == len(set(groups[a != splits]))
+    assert sum(s["images_in"] for s in moves["splits"].values()) == moves["n_images_moved"]
+
+
+def test_resplit_of_multilabel_data_keeps_patients_whole():
+    splits, labels, groups = _given_splits()
+    multi = np.stack([labels == 0, labels != 1], axis=1).astype(np.int64)
+    new = resplit_by_patient(splits, multi, groups, seed=0)
+    assert not _spanning(new, groups) and set(new) == {"train", "val", "test"}
+
+
+def test_resplit_data_needs_patient_ids_and_given_splits():
+    data = _imageset(groups=False, test=20)
+    cv = CVConfig(resplit_by_patient=True)
+    with pytest.raises(ConfigError, match=r"cv.resplit_by_patient: true .* no patient ids\. .*data.source.patient_column"):
+        resplit_data(data, cv, seed=0)
+    assert resplit_data(data, CVConfig(), seed=0) is data  # off: nothing read
+    folds = _imageset(test=20)
+    folds.fold_ids = np.zeros(len(folds), dtype=np.int64)
+    with pytest.raises(ConfigError, match="predefined fold folders"):
+        resplit_data(folds, cv, seed=0)
+
+
+def test_make_folds_with_resplit_by_patient_keeps_test_patients_out_of_training():
+    splits, labels, groups = _given_splits()
+    n = len(labels)
+    data = ImageSet(images=np.zeros((n, 1, 4, 4), dtype=np.uint8), labels=labels,
+                    ids=np.array([f"img{i}" for i in range(n)]), splits=splits, class_names=["a", "b", "c"],
+                    groups=groups)
+    leaky = make_folds(data, CVConfig(n_folds=3, grouped=True), seed=0)
+    assert set(groups[leaky[0].test]) & set(groups[leaky[0].train])  # the given test split leaks
+    for fold in make_folds(data, CVConfig(n_folds=3, resplit_by_patient=True), seed=0):
+        assert not set(groups[fold.test]) & set(groups[np.concatenate([fold.train, fold.val, fold.holdout])])
+
+
+# ------------------------------------------------------------------------------------ a subset of folds
+def test_select_folds_returns_the_full_studys_folds_and_names_the_valid_indices():
+    data = _imageset(groups=False)
+    folds = make_folds(data, CVConfig(n_folds=5), seed=1)
+    chosen = select_folds(folds, [3, 0])
+    assert [f.index for f in chosen] == [0, 3]
+    assert all(np.array_equal(c.holdout, folds[c.index].holdout) for c in chosen)
+    assert select_folds(folds, None) is folds
+    with pytest.raises(ConfigError, match=r"asks for fold 5, 7, but the study has 5 folds, numbered 0 to 4\."):
+        select_folds(folds, [0, 5, 7])
+
+
+def test_cv_folds_parses_the_command_lines_text_and_rejects_bad_input():
+    assert CVConfig(folds="0, 3").folds == [0, 3] and CVConfig(folds=2).folds == [2]
+    assert CVConfig(folds=[3, 0, 3]).folds == [0, 3]
+    with pytest.raises(ConfigError, match=r"cv.folds: takes fold indices separated by commas.*0 to 9 with cv.n_folds: 10.*got '0,x'"):
+        from medclf.config import parse_config
+
+        parse_config({"data": {"source": {"type": "synthetic"}}, "cv": {"n_folds": 10, "folds": "0,x"}})
+    assert Config.model_fields["cv"].default.folds is None
+
+
+def test_select_folds_picks_predefined_and_manifest_folds_by_their_index():
+    data = _imageset(groups=False)
+    data.holdout_folds = np.arange(len(data)) % 3  # a CSV's fold column: folds 0, 1, 2
+    folds = make_folds(data, CVConfig(n_folds=5), seed=0)
+    (chosen,) = select_folds(folds, [2])
+    assert chosen.index == 2 and np.array_equal(chosen.holdout, np.flatnonzero(data.holdout_folds == 2))
+    with pytest.raises(ConfigError, match=r"asks for fold 3, but the study has 3 folds, numbered 0 to 2\."):
+        select_folds(folds, [3])
+    fold_set = _imageset(n=48, groups=False)
+    fold_set.fold_ids = np.repeat([0, 1], 24)  # two fold folders, each with train/val/test inside
+    fold_set.splits = np.tile(np.repeat(["train", "val", "test"], 8), 2)
+    (second,) = select_folds(make_folds(fold_set, CVConfig(), seed=0), [1])
+    assert second.index == 1 and set(second.holdout) == set(range(40, 48))

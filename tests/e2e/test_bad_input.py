@@ -96,3 +96,88 @@ def test_audit_finds_a_patient_whose_folders_sit_in_two_splits(tmp_path: Path) -
     assert done.exit_code == 0, done.output
     overlap = json.loads(done.stdout)["patient_overlap"]
     assert overlap["patients"] == {"P1": ["test", "train"]} and overlap["n_patients"] == 5
+
+
+# ------------------------------------------------------------ medclf validate: what is checked before training
+def _fold_folders(root: Path) -> Path:
+    for k in range(3):
+        for split in ("train", "valid", "test"):
+            for cls in ("glaucoma", "normal"):
+                (root / f"Fold{k}" / split / cls).mkdir(parents=True)
+                (root / f"Fold{k}" / split / cls / f"{k}.png").write_bytes(b"")  # validate lists folders only
+    return root
+
+
+def _validate(tmp_path: Path, config: dict, *args: str):
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return runner.invoke(app, ["validate", str(path), *args])
+
+
+@pytest.mark.parametrize(("problem", "expected"), [
+    ("missing path", "data.source.path: '{tmp}/nowhere' does not exist; data.source.type 'folder' reads a folder with "
+                     "one sub-folder of images per class (root/<class>/<image>)."),
+    ("folds as folder", "data.source.type: 'folder' reads a folder with one sub-folder of images per class "
+                        "(root/<class>/<image>), but '{tmp}/fundus' looks like a 'folds' layout (Fold0..Fold2, each "
+                        "with train/valid/test): write data.source.type: folds."),
+    ("label_columns", "data.source.label_columns: ['effusion', 'nodule'] and data.source.label_column 'findings' are "
+                      "both set;"),
+    ("n_folds with folds", "cv.n_folds: 2 is not used: the study runs every one of the data's own folds "
+                           "(data.source.type: folds). To run some of them set cv.folds (medclf run --folds 0,3); "
+                           "remove cv.n_folds."),
+    ("cuda", "training.device: 'cuda' is not on this machine (no CUDA device is available). Available here: auto, cpu."),
+    ("type typo", "data.source.type: 'fold' is not a data source type. Did you mean 'folds'? Choose one of: folder, "
+                  "splits, npz, csv, synthetic, folds, patients."),
+    ("override index", "Override 'training.stages.2.lr=0.01': training.stages has 2 element(s), so there is no index "
+                       "2; valid indices: 0, 1."),
+])
+def test_validate_prints_each_problem_as_one_paragraph(tmp_path: Path, monkeypatch, problem: str, expected: str):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same answer on a machine with a GPU
+    folds = {"type": "folds", "path": str(_fold_folders(tmp_path / "fundus"))}
+    csv = tmp_path / "labels.csv"
+    csv.write_text("path,effusion,nodule,findings\n")
+    config, args = {"data": {"source": folds}}, []
+    if problem == "missing path":
+        config["data"]["source"] = {"type": "folder", "path": "nowhere"}  # relative to the config's folder
+    elif problem == "folds as folder":
+        config["data"]["source"] = folds | {"type": "folder"}
+    elif problem == "label_columns":
+        config["data"]["source"] = {"type": "csv", "path": str(csv), "label_columns": ["effusion", "nodule"],
+                                    "label_column": "findings", "multilabel": True}
+    elif problem == "n_folds with folds":
+        config["cv"] = {"n_folds": 2}
+    elif problem == "cuda":
+        config["training"] = {"device": "cuda"}
+    elif problem == "type typo":
+        config["data"]["source"] = folds | {"type": "fold"}
+    else:
+        config["training"] = {"stages": [{"epochs": 1}, {"epochs": 1}]}
+        args = ["-o", "training.stages.2.lr=0.01"]
+    done = _validate(tmp_path, config, *args)
+    assert done.exit_code == 2, done.output
+    assert done.stdout == "" and "Traceback" not in done.output
+    paragraph = done.stderr.strip()
+    assert "\n" not in paragraph and paragraph.startswith("error: ")
+    assert expected.format(tmp=tmp_path) in paragraph
+
+
+def test_validate_names_a_key_the_layout_ignores_and_still_passes(tmp_path: Path):
+    config = {"data": {"source": {"type": "folds", "path": str(_fold_folders(tmp_path / "fundus"))}},
+              "cv": {"val_fraction": 0.3}}
+    with pytest.warns(Warning, match=r"^cv\.val_fraction: 0\.3 is not used with predefined folds") as caught:
+        done = _validate(tmp_path, config)
+    assert done.exit_code == 0, done.output
+    assert [w.category.__name__ for w in caught] == ["ConfigWarning"]
+    assert "type: folds" in done.stdout and "val_fraction: 0.3" in done.stdout
+
+
+def test_validate_with_an_index_into_a_list_prints_the_changed_element(tmp_path: Path):
+    config = {"data": {"source": {"type": "synthetic"}},
+              "model": {"name": "layers", "layers": [{"type": "conv", "filters": 4}, {"type": "maxpool"},
+                                                     {"type": "flatten"}]}}
+    done = _validate(tmp_path, config, "-o", "model.layers.1.type=avgpool")
+    assert done.exit_code == 0, done.output
+    layers = yaml.safe_load(done.stdout)["model"]["layers"]
+    assert [layer["type"] for layer in layers] == ["conv", "avgpool", "flatten"]

@@ -97,6 +97,20 @@ def install(spec: str) -> None:
         os.fsync = fsync
 
 
+def _skip_reports(cli) -> None:
+    """No report from ``medclf run``/``sweep``: the CLI's report step (sweeps), and the report
+    ``medclf.api.run_study`` writes (``medclf run`` calls it)."""
+    import medclf.api as api
+
+    cli._report = lambda folder: None
+    run_study = api.run_study
+
+    def without_report(*args, **kwargs):
+        return run_study(*args, **{**kwargs, "report": False})
+
+    api.run_study = without_report
+
+
 def run_cli(argv: list[str]) -> int:
     """``medclf <argv>`` in this process, with ``$MEDCLF_FAULT`` installed; the exit code."""
     spec = os.environ.get("MEDCLF_FAULT")
@@ -105,7 +119,7 @@ def run_cli(argv: list[str]) -> int:
     import medclf.cli
 
     if os.environ.get("MEDCLF_FAULT_NO_REPORT") == "1":
-        medclf.cli._report = lambda folder: None
+        _skip_reports(medclf.cli)
     sys.argv = ["medclf", *argv]
     try:
         medclf.cli.main()
@@ -124,7 +138,8 @@ def run_cli(argv: list[str]) -> int:
 def _preload() -> None:
     """Import what every command needs; a module that fails to import (mid-edit) is imported by the child."""
     for name in ("medclf.cli", "medclf.config", "medclf.data", "medclf.models", "medclf.training",
-                 "medclf.experiments", "medclf.experiments.sweep", "medclf.inference", "medclf.reporting"):
+                 "medclf.experiments", "medclf.experiments.sweep", "medclf.inference", "medclf.reporting",
+                 "medclf.api"):
         try:
             __import__(name)
         except Exception:  # noqa: BLE001 - the child imports it again and reports the error itself

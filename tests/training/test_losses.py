@@ -104,7 +104,7 @@ def _checked_loss(**loss) -> LossConfig:
     """``training.loss`` through the config boundary, where the keys a loss reads are checked."""
     from medclf.experiments.validation import parse_checked_config
 
-    raw = {"data": {"source": {"type": "npz", "path": "d.npz"}}, "training": {"loss": loss}}
+    raw = {"data": {"source": {"type": "synthetic"}}, "training": {"loss": loss}}  # no path: nothing to exist
     return parse_checked_config(raw).training.loss
 
 

@@ -8,6 +8,7 @@ traceback. Every command that writes a run or sweep folder holds its lock (:mod:
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 import warnings
 from collections.abc import Callable
@@ -27,10 +28,10 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
 
 from medclf import __version__
 from medclf.atomic import storage_error
+from medclf.cli._tables import Column, print_fitted, under_common_folder
 from medclf.errors import MedclfError
 from medclf.locking import hold_run_folder
 
@@ -96,6 +97,7 @@ def _root(
     ] = False,
 ) -> None:
     """Turn a folder of labelled medical images into a rigorous, reproducible classification study."""
+    _log_to_console()  # every command (here rather than in main(), so in-process calls print the same lines)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -122,29 +124,37 @@ def _fmt(stats: dict[str, Any] | float | None) -> str:
     return "n/a" if stats is None else f"{stats:.3f}"
 
 
-def print_summary(summary: dict[str, Any], out: Path) -> None:
-    """The headline metrics of a study: mean ± std across folds per split, and the fold ensemble."""
-    from medclf.evaluation import SUMMARY_METRICS
+def _folds_title(summary: dict[str, Any]) -> str:
+    """"2 fold(s)", or "folds 0, 3 of 10" when the summary covers only some of the study's folds."""
+    folds = summary.get("folds") or {}
+    ran, n_folds = folds.get("run"), folds.get("n_folds")
+    if ran is not None and n_folds is not None and list(ran) != list(range(n_folds)):
+        return f"folds {', '.join(map(str, ran))} of {n_folds}"
+    return f"{len(summary['best_epochs'])} fold(s)"
 
-    splits = list(summary["metrics"])
-    table = Table(title=f"{summary['name']}: {len(summary['best_epochs'])} fold(s), mean ± std", title_justify="left")
-    table.add_column("metric")
-    for split in splits:
-        table.add_column(split, justify="right")
-    for split in summary["ensemble"]:
-        table.add_column(f"ensemble {split}", justify="right")
+
+def print_summary(summary: dict[str, Any], out: Path) -> None:
+    """The headline metrics of a study: mean ± std across folds per split, and the fold ensemble.
+
+    Printed as :mod:`medclf.cli._tables` fits it to the terminal: the ensemble's columns continue in a second
+    table with the metric names when all the splits do not fit beside each other.
+    """
+    from medclf.evaluation import SUMMARY_METRICS
     from medclf.evaluation.multilabel import MULTILABEL_SUMMARY
 
+    splits, ensemble = list(summary["metrics"]), list(summary["ensemble"])
+    rows = []
     for name in MULTILABEL_SUMMARY if summary.get("task") == "multilabel" else SUMMARY_METRICS:
-        cells = [_fmt(summary["metrics"][s].get(name)) for s in splits]
-        cells += [_fmt(summary["ensemble"][s].get(name)) for s in summary["ensemble"]]
-        table.add_row(name, *cells)
+        rows.append([name, *[_fmt(summary["metrics"][s].get(name)) for s in splits],
+                     *[_fmt(summary["ensemble"][s].get(name)) for s in ensemble]])
     for level in ("patient", "study"):  # unit-level rows, when the data has patient or study ids
         if all(level in summary["metrics"][s] for s in splits) and splits:
             for name in ("accuracy", "f1_macro", "auc_macro"):
-                cells = [_fmt(summary["metrics"][s][level].get(name)) for s in splits]
-                table.add_row(f"{level} {name}", *cells, *[""] * len(summary["ensemble"]))
-    console.print(table)
+                rows.append([f"{level} {name}", *[_fmt(summary["metrics"][s][level].get(name)) for s in splits],
+                             *[""] * len(ensemble)])
+    values = [Column(s) for s in splits] + [Column(f"ensemble {s}") for s in ensemble]
+    print_fitted(console, f"{summary['name']}: {_folds_title(summary)}, mean ± std", [Column("metric", "left")],
+                 values, rows)
     positive = summary.get("data", {}).get("positive_class")
     if positive is not None:  # binary metrics, curves and thresholds all read this class as the positive one
         console.print(f"positive class: {positive}", highlight=False)
@@ -152,18 +162,38 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
 
 
 def _run(config: Any, out: Path, *, overwrite: bool, quiet: bool) -> None:
-    from medclf.experiments import run_study
+    from medclf.api import run_study
 
-    progress = _progress(quiet)
+    progress = _progress(quiet)  # --quiet: no bars; the log lines (fold results, warnings) are still printed
     # locked before run_study reads (or, with --overwrite, deletes) anything in the folder, until the report is out
     with hold_run_folder(out, command=_command_line()):
         with progress if progress is not None else nullcontext():
-            summary = run_study(
-                config, out, overwrite=overwrite, progress=progress,
-                log=lambda msg: console.print(msg, highlight=False),
-            )
+            summary = run_study(config, out, overwrite=overwrite, progress=progress)  # and the report
         print_summary(summary, out)
-        _report(out)
+        console.print(f"report {out / 'report.html'}", highlight=False)
+
+
+def _log_to_console() -> None:
+    """Print the ``medclf`` loggers' records (INFO and up) on ``console``, one plain line each.
+
+    The progress bars draw on the same console, so a line printed while they run goes above them.
+    """
+    from rich.highlighter import NullHighlighter
+    from rich.logging import RichHandler
+
+    class LineHandler(RichHandler):
+        def render(self, *, record: logging.LogRecord, traceback: Any, message_renderable: Any) -> Any:
+            return message_renderable  # the message alone: no time, level or path columns padding it to the width
+
+    global _LOG_HANDLER
+    logger = logging.getLogger("medclf")
+    if _LOG_HANDLER is None:
+        _LOG_HANDLER = LineHandler(console=console, markup=False, highlighter=NullHighlighter(), keywords=[])
+        logger.addHandler(_LOG_HANDLER)
+    logger.setLevel(logging.INFO)
+
+
+_LOG_HANDLER: logging.Handler | None = None  # installed once per process, by the first command
 
 
 def _report(folder: Path) -> None:
@@ -193,11 +223,16 @@ def run(
     out: Annotated[Path | None, typer.Option("--out", help="Run folder (default: runs/<name>).")] = None,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
+    folds: Annotated[str | None, typer.Option(
+        "--folds", help="Run only these folds, e.g. 0,3 (the same as -o cv.folds=[0,3]); a later run resumes.")] = None,
 ) -> None:
     """Run (or resume) a cross-validated study and write its run folder."""
+    import json
+
     from medclf.experiments.validation import load_checked_config
 
-    cfg = load_checked_config(config, override or [])
+    fold_override = [f"cv.folds={json.dumps(folds)}"] if folds is not None else []  # a YAML string: cv.folds parses it
+    cfg = load_checked_config(config, [*(override or []), *fold_override])
     _run(cfg, out or Path("runs") / cfg.name, overwrite=overwrite, quiet=quiet)
 
 
@@ -260,6 +295,20 @@ def report(
         _report(run_dir)
 
 
+def _print_image_rows(rows: list[dict[str, Any]], what: str, *, lead: tuple[str, ...] = ()) -> None:
+    """The first 20 of ``rows`` (one per image, ``path`` first) as fitted tables: paths relative to the folder
+    they share (named in the title), the ``lead`` columns next to them, numbers right-aligned."""
+    shown = rows[:20]
+    folder, paths = under_common_folder([str(row["path"]) for row in shown])
+    title = f"{len(rows)} image(s)" + (f" in {folder}" if folder else "") + what
+    title += f"; the first {len(shown)}" if len(shown) < len(rows) else ""
+    columns = [*lead, *[c for c in rows[0] if c != "path" and c not in lead]]
+    cells = [[path, *[f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c]) for c in columns]]
+             for path, row in zip(paths, shown)]
+    values = [Column(c, "right" if isinstance(rows[0][c], int | float) else "left") for c in columns]
+    print_fitted(console, title, [Column("path", "left")], values, cells)
+
+
 @app.command(epilog="Example: medclf predict runs/demo new_scans/ --out predictions.csv")
 @_friendly_errors
 def predict(
@@ -280,32 +329,25 @@ def predict(
     from medclf.inference import predict_inputs
 
     result = predict_inputs(run_dir, inputs, fold=fold, out=out, engine=engine, model=model)
-    rows = result.rows
     if not quiet:
-        table = Table(title=f"{len(rows)} image(s)", title_justify="left")
-        for column in rows[0]:
-            table.add_column(column, justify="left" if column in ("path", "predicted") else "right")
-        for row in rows[:20]:
-            table.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()])
-        console.print(table)
+        _print_image_rows(result.rows, "", lead=("predicted",))
     console.print(f"wrote {', '.join(map(str, result.written))} ({result.engine} engine)", highlight=False)
 
 
 def print_comparison(comparison: dict[str, Any], out: Path) -> None:
     """The sweep's ranking: the chosen metric with its 95 % interval, and each variant's test against the baseline."""
     metric, split = comparison["metric"], comparison["split"]
-    table = Table(title=f"{metric} on {split}, {comparison['n_folds']} folds per variant; baseline "
-                  f"{comparison['baseline']}", title_justify="left")
-    for column in ("rank", "variant", "mean ± std", "95 % CI", "Δ", "p (t)", "p (Wilcoxon)", "train s"):
-        table.add_column(column, justify="left" if column == "variant" else "right")
+    rows = []
     for v in comparison["variants"]:
         m, vs = v["metrics"][metric], v["vs_baseline"] or {}
         ci = "n/a" if m["ci_low"] is None else f"{m['ci_low']:.3f}-{m['ci_high']:.3f}"
         diff = vs.get("diff_mean")
-        table.add_row(str(v["rank"]), v["name"], _fmt(m), ci, "" if diff is None else f"{diff:+.3f}",
-                      _fmt(vs.get("p_corrected_t")) if vs else "", _fmt(vs.get("p_wilcoxon")) if vs else "",
-                      f"{v['train_time_s']:.0f}")
-    console.print(table)
+        rows.append([str(v["rank"]), v["name"], _fmt(m), ci, "" if diff is None else f"{diff:+.3f}",
+                     _fmt(vs.get("p_corrected_t")) if vs else "", _fmt(vs.get("p_wilcoxon")) if vs else "",
+                     f"{v['train_time_s']:.0f}"])
+    values = [Column(c) for c in ("mean ± std", "95 % CI", "Δ", "p (t)", "p (Wilcoxon)", "train s")]
+    print_fitted(console, f"{metric} on {split}, {comparison['n_folds']} folds per variant; baseline "
+                 f"{comparison['baseline']}", [Column("rank"), Column("variant", "left")], values, rows)
     for v in comparison["variants"]:
         if v["vs_baseline"]:
             console.print(f"{v['name']}: {v['vs_baseline']['verdict']}", highlight=False)
@@ -332,11 +374,11 @@ def sweep(
         raise ConfigError(f"--executor must be local or ray, got {executor!r}.")
     if address and executor != "ray":
         raise ConfigError("--address joins a Ray cluster; give it with --executor ray.")
-    plan = load_sweep(config)
+    # a Ray cluster's workers train (and check training.device there); this head may have no GPU
+    plan = load_sweep(config, check_device=address is None)
     folder = out or Path("runs") / f"sweep-{plan.base.get('name', 'study')}"
     with hold_run_folder(folder, command=_command_line()):  # one lock for the sweep folder and every variant in it
-        comparison = run_sweep(plan, folder, executor=executor, parallel=parallel, address=address,
-                               log=lambda msg: console.print(msg, highlight=False))
+        comparison = run_sweep(plan, folder, executor=executor, parallel=parallel, address=address)
         print_comparison(comparison, folder)
         _report(folder)
 
@@ -386,27 +428,16 @@ def inspect(
     """Describe a dataset: counts per split, class and fold, patients, image sizes, unreadable files."""
     import json
 
-    from medclf.data.inspect import inspect_dataset, unreadable_summary
+    from medclf.data.inspect import inspect_dataset, report_lines, unreadable_summary
 
     report = inspect_dataset(_study_config(target, override or []).data, out=out)
     if as_json:
         print(json.dumps(report, indent=2))
         return
-    console.print(f"{report['source']} source, {report['n_images']} images, {report['task']}, classes "
-                  f"{report['classes']}, imbalance ratio {_fmt(report['imbalance_ratio'])}", highlight=False)
-    for split, counts in report["counts"]["by_split"].items():
-        console.print(f"  {split}: {counts}", highlight=False)
-    for fold, splits in report["counts"].get("by_fold", {}).items():
-        console.print(f"  fold {fold}: {splits}", highlight=False)
-    if report["n_patients"] is not None:
-        console.print(f"  patients: {report['n_patients']}, per class {report['patients_per_class']}",
-                      highlight=False)
-    files = report["files"]
-    if files:
-        console.print(f"  sizes {files['sizes']} ({files['n_distinct_sizes']} distinct), modes {files['modes']}, "
-                      f"bit depths {files['bit_depths']}", highlight=False)
-    if (unreadable := unreadable_summary(report)) is not None:
-        console.print(f"  {unreadable}", highlight=False, soft_wrap=True)
+    for line in report_lines(report):
+        console.print(line, highlight=False, markup=False)
+    if (unreadable := unreadable_summary(report)) is not None:  # soft-wrapped: each named file stays whole
+        console.print(f"  {unreadable}", highlight=False, markup=False, soft_wrap=True)
     console.print(f"wrote {out / 'inspect.json'} and {len(report['samples'])} sample grids", highlight=False)
 
 
@@ -421,12 +452,12 @@ def audit(
     import json
 
     from medclf.data import load_dataset
-    from medclf.data.audit import audit_dataset
-    from medclf.data.splitting import make_folds
+    from medclf.data.audit import audit_dataset, leak_remedies
+    from medclf.data.splitting import make_folds, resplit_data
     from medclf.errors import DataError
 
     cfg = _study_config(target, override or [])
-    data = load_dataset(cfg.data)
+    data = resplit_data(load_dataset(cfg.data), cfg.cv, seed=cfg.seed)  # the splits the study would use
     try:
         folds = make_folds(data, cfg.cv, seed=cfg.seed)
     except DataError as error:  # too little data for cv: the data's own splits are still audited
@@ -438,8 +469,8 @@ def audit(
     if as_json:
         print(json.dumps(report))
         return
-    console.print(f"{report['n_images']} images in {report['locations']} ({report['timing_s']:.1f} s)",
-                  highlight=False)
+    where = ", ".join(f"{name} {n}" for name, n in report["locations"].items())
+    console.print(f"{report['n_images']} images ({where}; {report['timing_s']:.1f} s)", highlight=False)
     exact, near = report["exact_duplicates"], report["near_duplicates"]
     console.print(f"exact duplicates: {exact['count']} ({exact['within']} within a split, {exact['across']} across "
                   f"splits) in {len(exact['groups'])} groups", highlight=False)
@@ -451,10 +482,20 @@ def audit(
         console.print(f"  {pair['ids'][0]} ~ {pair['ids'][1]} ({pair['splits'][0]}, {pair['splits'][1]}; "
                       f"distance {pair['distance']}, correlation {pair['correlation']})", highlight=False)
     overlap = report["patient_overlap"]
-    console.print(f"patients in several splits: {overlap['count']} {overlap['pairs']}", highlight=False)
+    where = ", ".join(f"{pair} {n}" for pair, n in overlap["pairs"].items())  # "train|test 3": plain, not a dict
+    console.print(f"patients in several splits: {overlap['count']}" + (f" ({where})" if where else ""),
+                  highlight=False)
     for fold in report.get("folds", []):
         console.print(f"fold {fold['fold']}: evaluation images duplicating training: {fold['exact']} exact, "
                       f"{fold['near']} near; of training patients: {fold['patient']}", highlight=False)
+    folds = report.get("folds", [])
+    kinds = {kind for kind, found in (
+        ("exact", exact["across"] or any(f["exact"] for f in folds)),
+        ("near", near["across"] or any(f["near"] for f in folds)),
+        ("patient", overlap["count"] or any(f["patient"] for f in folds)),
+    ) if found}
+    if kinds:  # the same remedies a run's leak warning names
+        console.print("to fix: " + "; ".join(leak_remedies(data, report, kinds)), highlight=False, soft_wrap=True)
 
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,

@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from medclf.cli import QuietOpt, _friendly_errors, app, console
+from medclf.cli import QuietOpt, _friendly_errors, _print_image_rows, app, console
 
 
 @app.command(epilog="Example: medclf explain runs/demo scans/ --out explanations/")
@@ -29,10 +28,8 @@ def explain(
 
     rows = explain_images(run_dir, inputs, out=out, fold=fold, class_name=class_name)
     if not quiet:
-        table = Table(title=f"{len(rows)} image(s), Grad-CAM of {rows[0]['target_layer']}", title_justify="left")
-        for column in ("path", "predicted", "probability", "explained", "png"):
-            table.add_column(column, justify="right" if column == "probability" else "left")
-        for row in rows[:20]:
-            table.add_row(row["path"], row["predicted"], f"{row['probability']:.3f}", row["explained"], row["png"])
-        console.print(table)
+        # the explained class is the predicted one, or --class for every image: said once, in the title
+        target = f"class {class_name}" if class_name else "the predicted class"
+        shown = [{k: row[k] for k in ("path", "predicted", "probability", "png")} for row in rows]
+        _print_image_rows(shown, f", Grad-CAM of {rows[0]['target_layer']} for {target}", lead=("predicted",))
     console.print(f"wrote {len(rows)} PNG(s) and explanations.csv to {out}", highlight=False)

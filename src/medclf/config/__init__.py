@@ -34,6 +34,7 @@ from medclf.config.loading import (
 )
 from medclf.config.model import LAYER_TYPES, HeadConfig, ModelConfig
 from medclf.config.study import AuditConfig, Config, CVConfig, EvaluationConfig
+from medclf.config.tracking import TrackingConfig
 from medclf.config.training import (
     RECIPES,
     AugmentationConfig,
@@ -73,6 +74,7 @@ __all__ = [
     "SchedulerConfig",
     "SplitsSource",
     "SyntheticSource",
+    "TrackingConfig",
     "TrainingConfig",
     "VolumeConfig",
     "config_fingerprint",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,14 @@ def _parse_value(text: str) -> Any:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``dotted.key=value`` overrides (values parsed as YAML) to a raw config dict."""
+    """Apply ``dotted.key=value`` overrides (values parsed as YAML) to a raw config dict.
+
+    A part that meets a list written in the config is an index into it: ``training.stages.0.lr=0.01`` sets the
+    first stage's ``lr``, ``model.layers.1={type: maxpool}`` replaces the second layer.
+
+    Raises:
+        ConfigError: an override is not ``key=value``, or indexes a list with a non-integer or out of range.
+    """
     data = copy.deepcopy(data)
     for item in overrides:
         key, sep, raw = item.partition("=")
@@ -52,14 +60,41 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             raise ConfigError(
                 f"Override {item!r} is not of the form dotted.key=value (for example training.epochs=3)."
             )
-        node = data
         parts = key.strip().split(".")
-        for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
-                node[part] = {}
-            node = node[part]
-        node[parts[-1]] = _parse_value(raw)
+        node: Any = data
+        for depth, part in enumerate(parts[:-1]):
+            if isinstance(node, list):
+                index = _list_index(item, parts[:depth], node, part)
+                if not isinstance(node[index], (dict, list)):
+                    node[index] = {}
+                node = node[index]
+            else:
+                if not isinstance(node.get(part), (dict, list)):
+                    node[part] = {}
+                node = node[part]
+        if isinstance(node, list):
+            node[_list_index(item, parts[:-1], node, parts[-1])] = _parse_value(raw)
+        else:
+            node[parts[-1]] = _parse_value(raw)
     return data
+
+
+def _list_index(override: str, where: list[str], values: list[Any], part: str) -> int:
+    """``part`` as an index into the list at dotted key ``where``; a ConfigError naming the valid indices."""
+    dotted = ".".join(where)
+    if not values:
+        raise ConfigError(f"Override {override!r}: {dotted} is an empty list, so it has no element {part!r} to "
+                          f"set; write the whole list instead (-o '{dotted}=[...]').")
+    n = len(values)
+    valid = "the valid index is 0" if n == 1 else f"valid indices: {', '.join(map(str, range(n)))}" if n <= 4 \
+        else f"valid indices: 0 to {n - 1}"
+    if not part.isdigit():
+        raise ConfigError(f"Override {override!r}: {dotted} is a list of {n} element(s), indexed by position, not "
+                          f"by {part!r}; {valid}.")
+    if int(part) >= n:
+        raise ConfigError(f"Override {override!r}: {dotted} has {n} element(s), so there is no index "
+                          f"{part}; {valid}.")
+    return int(part)
 
 
 def _section_fields(loc: tuple[Any, ...]) -> list[str]:
@@ -97,7 +132,8 @@ def _format_errors(error: ValidationError, origin: str) -> str:
     lines = []
     for err in error.errors():
         loc = tuple(err["loc"])
-        tag_free = [str(p) for p in loc if not _is_tag(p)]
+        # a union's tag, unless it is a field's own name there (cv.folds is a key, "folds" also a source type)
+        tag_free = [str(p) for i, p in enumerate(loc) if not (_is_tag(p) and p not in _section_fields(loc[:i]))]
         where = ".".join(tag_free) or "(top level)"
         if err["type"] == "extra_forbidden":
             valid = [f for f in _section_fields(loc[:-1]) if f != "type"] or _section_fields(loc[:-1])
@@ -106,9 +142,38 @@ def _format_errors(error: ValidationError, origin: str) -> str:
             lines.append(f"{where}: unknown key.{did_you_mean} Valid keys here: {', '.join(valid)}.")
         elif err["type"] == "missing":
             lines.append(f"{where}: required key is missing.")
+        elif err["type"] in ("literal_error", "union_tag_invalid", "union_tag_not_found"):
+            lines.append(_choice_line(err, tag_free))
+        elif err["type"] == "list_type" and _indexed_by_override(err.get("input")):
+            lines.append(f"{where}: an override set {where}.<index> but the config writes no list {where} to index "
+                         f"(got {err['input']!r}); write the list in the YAML, or set the whole list "
+                         f"(-o '{where}=[...]').")
         else:
             lines.append(_problem_line(where, err["msg"].removeprefix("Value error, "), err.get("input")))
     return f"{origin} is not a valid medclf config: " + " ".join(lines)
+
+
+def _indexed_by_override(value: Any) -> bool:
+    """A mapping whose keys are all positions: what ``-o key.0.x=...`` makes where the config has no list."""
+    return isinstance(value, dict) and bool(value) and all(str(k).isdigit() for k in value)
+
+
+def _choice_line(err: dict[str, Any], tag_free: list[str]) -> str:
+    """An enum value or a variant's ``type`` that is not one of the choices, worded as an unknown key is."""
+    if err["type"] == "literal_error":
+        where, value = ".".join(tag_free), err.get("input")
+        choices = [c.strip().strip("'") for c in re.split(r", | or ", err["ctx"]["expected"])]
+        what = "an accepted value"
+    else:  # a discriminated union's tag: the location is the variant's section, the key its `type`
+        where, value = ".".join([*tag_free, "type"]), (err.get("input") or {}).get("type")
+        section = next((p for p in reversed(tag_free) if not p.isdigit()), "")
+        choices = _SOURCE_TYPES if section == "source" else _LAYER_TYPES
+        what = "a data source type" if section == "source" else "a layer type"
+        if err["type"] == "union_tag_not_found":
+            return f"{where}: required key is missing. Choose one of: {', '.join(choices)}."
+    hint = closest(value, choices) if isinstance(value, str) else None
+    did_you_mean = f" Did you mean {hint!r}?" if hint else ""
+    return f"{where}: {value!r} is not {what}.{did_you_mean} Choose one of: {', '.join(choices)}."
 
 
 def _problem_line(where: str, message: str, value: Any) -> str:
@@ -131,6 +196,10 @@ _TAGGED = (
     FolderSource, SplitsSource, NpzSource, CsvSource, SyntheticSource, FoldsSource, PatientsSource,
     ConvLayer, PoolLayer, BatchNormLayer, DropoutLayer, FlattenLayer, GlobalPoolLayer, DenseLayer, ResidualLayer,
 )
+
+
+_SOURCE_TYPES = [t for m in _TAGGED[:7] for t in m.model_fields["type"].annotation.__args__]
+_LAYER_TYPES = [t for m in _TAGGED[7:] for t in m.model_fields["type"].annotation.__args__]
 
 
 def _is_tag(part: Any) -> bool:
@@ -177,6 +246,12 @@ RUNTIME_ONLY_KEYS = (
     "training.device",
     "training.num_threads",
     "training.eval_batch_size",
+    "cv.folds",  # which folds run, not what each computes: running the rest later resumes the folder
+    # where a study is also logged, not what it computes (the emptied section is dropped from the fingerprint)
+    "tracking.tensorboard",
+    "tracking.mlflow",
+    "tracking.mlflow_uri",
+    "tracking.experiment",
 )
 
 
@@ -192,6 +267,7 @@ def config_fingerprint(config: Config) -> str:
         for part in parents:
             node = node.get(part, {})
         node.pop(leaf, None)
+    data = {k: v for k, v in data.items() if v != {}}  # tracking: left out whole, so older runs keep their hash
     canonical = json.dumps(data, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from medclf.config._base import _Section
 from medclf.config.data import DataConfig
 from medclf.config.model import ModelConfig
+from medclf.config.tracking import TrackingConfig
 from medclf.config.training import TrainingConfig
 
 
@@ -20,6 +21,40 @@ class CVConfig(_Section):
     test_fraction: float = Field(0.0, ge=0, lt=1)  # carve a test split when the data has none
     pool: list[Literal["train", "val"]] = ["train"]  # the splits whose images are cross-validated
     grouped: bool = True  # keep every image of a patient on one side of every split (when ids exist)
+    # which folds to run (null: all); a runtime key, so running the rest later into the same folder resumes
+    folds: list[int] | None = None
+    # move whole patients so that none spans the data's given train/val/test splits (a clean test stays as given)
+    resplit_by_patient: bool = False
+
+    @field_validator("folds", mode="before")
+    @classmethod
+    def _fold_list(cls, v: object, info: ValidationInfo) -> object:
+        """``--folds 0,3`` arrives as the text "0,3" (and ``--folds 3`` as the number 3): both mean [0, 3] / [3]."""
+        if isinstance(v, str):
+            parts = [p.strip() for p in v.strip().strip("[]").split(",")]
+            if not all(p.isdigit() for p in parts):
+                raise ValueError(f"takes fold indices separated by commas, such as 0,3 or [0, 3]; "
+                                 f"{_valid_folds(info)} (got {v!r})")
+            return [int(p) for p in parts]
+        if isinstance(v, list) and any(isinstance(k, bool) for k in v):
+            raise ValueError(f"takes fold indices, not true/false; {_valid_folds(info)} (got {v!r})")
+        return [v] if isinstance(v, int) and not isinstance(v, bool) else v
+
+    @field_validator("folds")
+    @classmethod
+    def _distinct_indices(cls, v: list[int] | None, info: ValidationInfo) -> list[int] | None:
+        if v is None:
+            return None
+        if not v or any(k < 0 for k in v):
+            raise ValueError(f"lists fold indices, or is null for every fold; {_valid_folds(info)} (got {v})")
+        return sorted(set(v))
+
+
+def _valid_folds(info: ValidationInfo) -> str:
+    """Which indices cv.folds accepts, as far as the config knows (predefined folds are counted on the data)."""
+    n = info.data.get("n_folds")
+    kfold = f"folds are numbered from 0: 0 to {n - 1} with cv.n_folds: {n}" if n else "folds are numbered from 0"
+    return f"{kfold} (predefined folds: 0 to their number - 1; holdout: 0)"
 
 
 class OperatingPointsConfig(_Section):
@@ -75,4 +110,5 @@ class Config(_Section):
     cv: CVConfig = CVConfig()
     audit: AuditConfig = AuditConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    tracking: TrackingConfig = TrackingConfig()  # runtime only: not in the config fingerprint
 

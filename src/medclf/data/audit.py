@@ -38,6 +38,7 @@ __all__ = [
     "apply_leakage_policy",
     "audit_dataset",
     "fold_leaks",
+    "leak_remedies",
     "near_duplicate_candidates",
     "perceptual_hashes",
 ]
@@ -296,30 +297,66 @@ def apply_leakage_policy(
 ) -> tuple[list[Fold], list[str]]:
     """Apply ``audit.leakage`` to the folds: (the folds to run, warning lines).
 
-    ``warn`` keeps the folds and returns one line per leaking fold; ``fail`` raises when any fold leaks;
-    ``drop_duplicates`` removes exact and near duplicates of training images from each fold's evaluation
-    splits (a patient overlap is still only warned about: dropping whole patients would change the design).
+    ``warn`` keeps the folds and returns one line per leaking fold, then one line saying what would fix the
+    leaks (:func:`leak_remedies`); ``fail`` raises when any fold leaks; ``drop_duplicates`` removes exact and near
+    duplicates of training images from each fold's evaluation splits (a patient overlap is still only warned
+    about: dropping whole patients would change the design).
 
     Raises:
         DataError: with ``fail``, when a fold's evaluation images duplicate or share patients with its training.
     """
-    lines, kept = [], []
+    lines, kept, kinds = [], [], set()
+    dropping = policy == "drop_duplicates"
     for fold in folds:
         leaks = fold_leaks(data, fold, result)
         parts = [f"{len(v)} {k}" for k, v in leaks.items() if len(v)]
+        kinds |= {k for k, v in leaks.items() if len(v)}
         if parts:
+            dropped = "; the exact and near ones dropped (audit.leakage: drop_duplicates)" if dropping and (
+                len(leaks["exact"]) or len(leaks["near"])) else ""
             lines.append(
                 f"fold {fold.index}: evaluation images leaking from training: {', '.join(parts)} "
-                "(exact/near duplicates of a training image, images of a training patient); see audit.json"
+                f"(exact/near duplicates of a training image, images of a training patient){dropped}; see audit.json"
             )
-        if policy == "drop_duplicates":
+        if dropping:
             drop = np.concatenate([leaks["exact"], leaks["near"]])
             fold = Fold(fold.index, fold.train, *(np.setdiff1d(p, drop) for p in (fold.val, fold.holdout, fold.test)))
         kept.append(fold)
+    remedies = leak_remedies(data, result.report, kinds - ({"exact", "near"} if dropping else set()))
     if policy == "fail" and lines:
         raise DataError(
             "the leakage audit found evaluation images that duplicate training images or share their patients "
-            f"({'; '.join(lines)}). Remove the duplicates, fix the patient ids or splits, or set audit.leakage to "
-            "warn or drop_duplicates"
+            f"({'; '.join(lines)}). To fix it: {'; '.join(remedies)}; or set audit.leakage: warn to score them as "
+            "they are"
         )
+    if remedies:
+        refuse = "; audit.leakage: fail refuses a run that leaks" if policy == "warn" else ""
+        lines.append(f"to fix the leaks: {'; '.join(remedies)}{refuse}")
     return kept, lines
+
+
+def leak_remedies(data: ImageSet, report: dict[str, Any], kinds: set[str]) -> list[str]:
+    """What would fix each kind of fold leak found (``kinds``, of "exact", "near", "patient"), one clause each.
+
+    Duplicates: ``audit.leakage: drop_duplicates`` or removing the files. Shared patients: where they come
+    from decides the fix: the data's own splits (``cv.resplit_by_patient``), predefined fold folders (only
+    moving the files), a manifest's fold column (editing it), or folds made without patient groups (``cv.grouped``).
+    """
+    out = []
+    if kinds & {"exact", "near"}:
+        out.append("set audit.leakage: drop_duplicates (drops the duplicates from the evaluation splits), or remove "
+                   "the files audit.json names")
+    if "patient" in kinds:
+        shared = report["patient_overlap"]["count"]
+        patients = f"{shared} patient{'s' if shared != 1 else ''}"
+        if data.fold_ids is not None:
+            out.append("the fold folders put patients in two splits of one fold: move each one's images into one "
+                       "split of that fold (audit.json lists them); cv.resplit_by_patient cannot change fold folders")
+        elif shared:
+            out.append(f"the data's own splits share {patients}: set cv.resplit_by_patient: true (re-splits them "
+                       "grouped by patient)")
+        elif data.holdout_folds is not None:
+            out.append("give every image of a patient the same fold in the manifest's fold column")
+        else:
+            out.append("set cv.grouped: true (keeps each patient's images on one side of every split)")
+    return out

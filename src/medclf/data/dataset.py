@@ -99,7 +99,9 @@ class ImageSet:
             (-1: none); else None.
         skipped: (path, reason) of every file left out because it could not be read (``on_bad_image: skip``).
         fingerprint: content hash of the pixels, labels, splits and preprocessing (changes iff the data does).
-        duplicates: groups of ids whose source files (or arrays) are byte-identical, first id first.
+        duplicates: groups of ids whose source files (or arrays) are byte-identical, first id first; for
+            predefined fold folders only copies inside one fold (an image in every fold is no copy), each
+            group listed once (see :func:`medclf.data.sources.find_duplicates`).
         root: the folder ids are relative to, when ids are paths.
         original_sizes: (N, 2) int64, each image's own (height, width) in pixels before resizing, or None.
         small_images: ids of the images preprocessing enlarges more than :data:`SMALL_IMAGE_FACTOR` times,

@@ -91,7 +91,7 @@ def load_dataset(cfg: DataConfig) -> ImageSet:
         class_names=list(listing.class_names),
         groups=None if listing.groups is None else np.asarray(listing.groups, dtype=str),
         fingerprint=dataset_fingerprint(digests, listing, prep, checksums=checksums),
-        duplicates=find_duplicates(listing.ids, digests),
+        duplicates=find_duplicates(listing.ids, digests, fold_ids=listing.fold_ids),
         root=None if listing.root is None else str(listing.root),
         studies=None if listing.studies is None else np.asarray(listing.studies, dtype=str),
         fold_ids=None if listing.fold_ids is None else np.asarray(listing.fold_ids, dtype=np.int64),
@@ -138,12 +138,26 @@ def dataset_fingerprint(
     return h.hexdigest()[:16]
 
 
-def find_duplicates(ids: Sequence[str], digests: Sequence[str]) -> list[list[str]]:
-    """Groups of ids with identical content digests, each in dataset order, groups ordered by first member."""
-    by_digest: dict[str, list[str]] = {}
-    for id_, digest in zip(ids, digests):
-        by_digest.setdefault(digest, []).append(id_)
-    return [group for group in by_digest.values() if len(group) > 1]
+def find_duplicates(
+    ids: Sequence[str], digests: Sequence[str], *, fold_ids: Sequence[int] | None = None
+) -> list[list[str]]:
+    """Groups of ids with identical content digests, each in dataset order, groups ordered by first member.
+
+    With predefined fold folders (``fold_ids``), every fold holds each image once by design, so entries of
+    different folds with identical content are one image seen through several folds, not copies: only entries
+    of one fold are grouped, and of one content's groups in several folds the largest (on a tie, the one met
+    first) stands for them all. A real copy is then counted once, not once per fold.
+    """
+    folds = [0] * len(ids) if fold_ids is None else list(fold_ids)
+    by_content: dict[tuple[int, str], list[str]] = {}
+    for id_, digest, fold in zip(ids, digests, folds, strict=True):
+        by_content.setdefault((fold, digest), []).append(id_)
+    largest: dict[str, list[str]] = {}
+    for (_, digest), group in by_content.items():
+        if len(group) > len(largest.get(digest, ())):
+            largest[digest] = group
+    position = {id_: k for k, id_ in enumerate(ids)}
+    return sorted((g for g in largest.values() if len(g) > 1), key=lambda g: position[g[0]])
 
 
 # --------------------------------------------------------------------------------------------- prediction

@@ -6,9 +6,11 @@ Every split is stratified by class; when patient ids are given, it is also group
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sklearn.model_selection import (
@@ -19,9 +21,20 @@ from sklearn.model_selection import (
 
 from medclf.config import CVConfig
 from medclf.data.dataset import ImageSet
-from medclf.errors import DataError
+from medclf.errors import ConfigError, DataError
 
-__all__ = ["Fold", "make_folds", "manifest_folds", "predefined_folds", "stratified_holdout", "stratified_kfold"]
+__all__ = [
+    "Fold",
+    "make_folds",
+    "manifest_folds",
+    "predefined_folds",
+    "resplit_by_patient",
+    "resplit_data",
+    "resplit_moves",
+    "select_folds",
+    "stratified_holdout",
+    "stratified_kfold",
+]
 
 
 @dataclass(frozen=True)
@@ -166,15 +179,17 @@ def _check_holdout_size(labels: np.ndarray, fraction: float, setting: str) -> No
 
 
 def make_folds(data: ImageSet, cv: CVConfig, *, seed: int) -> list[Fold]:
-    """The folds of a study, deterministic in ``seed``.
+    """The folds of a study, deterministic in ``seed`` (every fold, whatever ``cv.folds`` selects).
 
     k-fold mode cross-validates the images of the ``cv.pool`` splits and always carves each fold's validation
     split from its training part (the data's own val split is used only when "val" is in ``cv.pool``).
     Holdout mode uses the data's own train/val splits as one fold, carving val from train when there is none.
-    A test split is carved first when ``cv.test_fraction`` > 0 and the data has none.
+    A test split is carved first when ``cv.test_fraction`` > 0 and the data has none. With
+    ``cv.resplit_by_patient`` the data's splits are first re-split by patient (:func:`resplit_data`).
     """
     if data.fold_ids is not None:
         return predefined_folds(data)
+    data = resplit_data(data, cv, seed=seed)  # idempotent: a caller that already re-split the data changes nothing
     groups = data.groups if cv.grouped else None
     test = data.split_indices("test")
     candidates = np.flatnonzero(data.splits != "test")
@@ -241,3 +256,129 @@ def _carve_val(
 
 def _sub(groups: np.ndarray | None, idx: np.ndarray) -> np.ndarray | None:
     return None if groups is None else groups[idx]
+
+
+# ------------------------------------------------------------------------------------ a subset of folds
+def select_folds(folds: list[Fold], wanted: Sequence[int] | None) -> list[Fold]:
+    """The folds whose index ``wanted`` (``cv.folds``) lists, in fold order; every fold when it is None.
+
+    The folds are made in full first, so fold k of a subset is fold k of the whole study.
+
+    Raises:
+        ConfigError: ``wanted`` names a fold the study does not have, listing the indices it has.
+    """
+    if wanted is None:
+        return folds
+    have = [f.index for f in folds]
+    missing = sorted(set(wanted) - set(have))
+    if missing:
+        raise ConfigError(
+            f"cv.folds (--folds) asks for fold {', '.join(map(str, missing))}, but the study has "
+            f"{len(have)} fold{'s' if len(have) != 1 else ''}, numbered {_index_range(have)}. Give indices among "
+            "those, or leave cv.folds out to run every fold."
+        )
+    return [f for f in folds if f.index in set(wanted)]
+
+
+def _index_range(indices: list[int]) -> str:
+    if indices == list(range(indices[0], indices[0] + len(indices))) and len(indices) > 2:
+        return f"{indices[0]} to {indices[-1]}"
+    return ", ".join(map(str, indices))
+
+
+# ------------------------------------------------------------------------------ re-split by patient
+def resplit_by_patient(splits: np.ndarray, labels: np.ndarray, groups: np.ndarray, *, seed: int) -> np.ndarray:
+    """The given splits with whole patients moved so that no patient spans two of train, val and test.
+
+    The test split is kept exactly when none of its patients has an image elsewhere; otherwise it is carved
+    again from every image, grouped by patient and stratified by class, with about its given share. The other
+    images keep their train/val split when test was kept and no patient spans train and val; otherwise they are
+    pooled and re-split the same way, val keeping about its given share of them. Splits that share no patient
+    come back unchanged, so applying this twice changes nothing the second time.
+
+    Args:
+        splits: (N,) "train", "val" or "test" per image.
+        labels: (N,) class indices, or (N, L) multi-hot labels.
+        groups: (N,) patient ids.
+        seed: the seed of the grouped, stratified splits.
+
+    Returns:
+        (N,) the new split of every image, as text.
+
+    Raises:
+        DataError: a class has too few patients for the grouped split of about the given share.
+    """
+    labels, groups = np.asarray(labels), np.asarray(groups).astype(str)
+    given = np.asarray(splits).astype(str)
+    new = given.astype(object)  # not given's fixed-width text: "test"/"val" data would cut "train" to "trai"
+    is_test = given == "test"
+    test_kept = not np.isin(groups[is_test], groups[~is_test]).any()
+    if not test_kept:
+        everything = np.arange(len(given))
+        new[:] = "train"
+        new[_held_out(everything, labels, groups, share=is_test.mean(), seed=seed)] = "test"
+    rest = np.flatnonzero(new != "test")
+    is_val = given[rest] == "val"
+    val_patients, train_patients = groups[rest][is_val], groups[rest][~is_val]
+    if is_val.any() and not (test_kept and not np.isin(val_patients, train_patients).any()):
+        new[rest] = "train"
+        share = (given == "val").sum() / np.isin(given, ["train", "val"]).sum()
+        new[_held_out(rest, labels, groups, share=share, seed=seed + 1)] = "val"
+    return new.astype(str)
+
+
+def _held_out(idx: np.ndarray, labels: np.ndarray, groups: np.ndarray, *, share: float, seed: int) -> np.ndarray:
+    """The images of ``idx`` a grouped, stratified holdout of about ``share`` of them puts aside."""
+    _, held = stratified_holdout(labels[idx], fraction=float(share), seed=seed, groups=groups[idx],
+                                 setting="cv.resplit_by_patient")
+    return idx[held]
+
+
+def resplit_moves(given: np.ndarray, new: np.ndarray, groups: np.ndarray) -> dict[str, Any]:
+    """What :func:`resplit_by_patient` moved (splits.json's ``resplit``): per split, the images and patients
+    that moved in and out, and the sizes before and after."""
+    given, new, groups = np.asarray(given).astype(str), np.asarray(new).astype(str), np.asarray(groups).astype(str)
+    moved = given != new
+    per_split = {}
+    for split in sorted(set(given) | set(new), key=("train", "val", "test").index):
+        into, out_of = moved & (new == split), moved & (given == split)
+        per_split[str(split)] = {
+            "before": int((given == split).sum()), "after": int((new == split).sum()),
+            "images_in": int(into.sum()), "images_out": int(out_of.sum()),
+            "patients_in": int(len(np.unique(groups[into]))), "patients_out": int(len(np.unique(groups[out_of]))),
+        }
+    return {
+        "n_images_moved": int(moved.sum()),
+        "n_patients_moved": int(len(np.unique(groups[moved]))),
+        "test_unchanged": bool(np.array_equal(given == "test", new == "test")),
+        "splits": per_split,
+    }
+
+
+def resplit_data(data: ImageSet, cv: CVConfig, *, seed: int) -> ImageSet:
+    """``data`` with its splits re-split by patient when ``cv.resplit_by_patient`` is on (else ``data`` itself).
+
+    The fingerprint stays the data's: the re-split follows from the data, the key and the seed.
+
+    Raises:
+        ConfigError: the key is on but the data has no patient ids, or has predefined fold folders.
+    """
+    if not cv.resplit_by_patient:
+        return data
+    if data.fold_ids is not None:
+        raise ConfigError(
+            "cv.resplit_by_patient: true re-splits the data's own train/val/test splits, but this data has "
+            "predefined fold folders (data.source.type: folds), whose splits are fixed by design. Remove the key, "
+            "or give the images with their splits (type: splits or csv) to have them re-split by patient."
+        )
+    if data.groups is None:
+        raise ConfigError(
+            "cv.resplit_by_patient: true moves whole patients between the data's splits, but the data has no "
+            "patient ids. Give them: a CSV's patient column (data.source.patient_column, default 'patient_id'), "
+            "a patient/study tree (type: patients), or data.patient_ids (header or folder) for DICOM; or remove "
+            "the key."
+        )
+    new = resplit_by_patient(data.splits, data.labels, data.groups, seed=seed)
+    if np.array_equal(new, data.splits.astype(str)):
+        return data
+    return dataclasses.replace(data, splits=new)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,19 +26,20 @@ from medclf.runfolder import fold_dir, read_json
 __all__ = ["build_comparison", "metric_stats", "read_fold_results", "verdict", "write_comparison"]
 
 
-def read_fold_results(run_dir: Path, n_folds: int) -> list[dict[str, Any]]:
-    """Every fold's ``metrics.json`` of a run folder, in fold order; each fold's files are verified first.
+def read_fold_results(run_dir: Path, folds: int | Sequence[int]) -> list[dict[str, Any]]:
+    """The ``metrics.json`` of the folds ``folds`` (indices, or a count: 0 to n - 1), in order; each verified first.
 
     Raises:
         RunFolderError: a fold is not complete (unfinished, or a file missing, truncated or altered).
     """
-    states = [runfolder.check_fold(run_dir, k) for k in range(n_folds)]
+    indices = list(range(folds) if isinstance(folds, int) else folds)
+    states = [runfolder.check_fold(run_dir, k) for k in indices]
     missing = [s for s in states if not s.complete]
     if missing:
         why = "; ".join(f"fold {s.index}: {s.reason or 'not started'}" for s in missing)
         raise RunFolderError(f"{run_dir} has folds that are not complete ({why}); rerun the sweep to train them "
                              "(complete folds are kept).")
-    return [read_json(fold_dir(run_dir, k) / "metrics.json") for k in range(n_folds)]
+    return [read_json(fold_dir(run_dir, k) / "metrics.json") for k in indices]
 
 
 def metric_stats(values: list[float | None]) -> dict[str, Any]:

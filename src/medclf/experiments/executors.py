@@ -40,6 +40,7 @@ class FoldTask:
     data_fingerprint: str
     score_test: bool = True
     n_folds: int | None = None  # the study's folds, recorded in each fold's complete.json
+    folds_run: tuple[int, ...] | None = None  # the folds the sweep runs (cv.folds), recorded there too
 
 
 def available_cores() -> int:
@@ -95,7 +96,8 @@ def execute_fold_task(task: FoldTask, num_threads: int | None = None) -> dict[st
         raise DataError(f"the data changed while the sweep ran (fingerprint {data.fingerprint}, planned with "
                         f"{task.data_fingerprint}); rerun the sweep to replan it.", path=task.run_dir)
     study = PreparedStudy(data=data, data_info={}, folds=[task.fold], start=time.perf_counter(), data_s=0.0)
-    return run_fold(config, study, task.fold.index, task.run_dir, score_test=task.score_test, n_folds=task.n_folds)
+    return run_fold(config, study, task.fold.index, task.run_dir, score_test=task.score_test, n_folds=task.n_folds,
+                    folds_run=list(task.folds_run) if task.folds_run else None)
 
 
 @contextlib.contextmanager

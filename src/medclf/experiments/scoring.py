@@ -35,6 +35,7 @@ __all__ = [
     "split_intervals",
     "summary_operating_points",
     "summary_spread",
+    "copies_warning",
     "run_audit",
     "score_split",
     "split_summary",
@@ -63,11 +64,15 @@ def run_audit(config: Config, data: ImageSet, folds: list[Fold], out: Path, log:
     )
     report = result.report | {"policy": cfg.leakage, "dropped": {}}
     runfolder.write_json(out / runfolder.AUDIT, report)  # first: a refused run still shows why
-    exact, near = report["exact_duplicates"], report["near_duplicates"]
-    if exact["count"] or near["count"] or report["patient_overlap"]["count"]:
-        log(f"audit: {exact['count']} exact duplicates ({exact['across']} across splits), {near['count']} "
-            f"near-duplicate pairs ({near['across']} across), {report['patient_overlap']['count']} patients in several "
-            "splits; see audit.json")
+    exact, near, shared = report["exact_duplicates"], report["near_duplicates"], report["patient_overlap"]["count"]
+    if exact["count"] or near["count"] or shared:
+        leaking = any(f["exact"] or f["near"] or f["patient"] for f in report.get("folds", []))
+        scope = " (each fold folder on its own)" if data.fold_ids is not None else ""  # an image in 3 folds counts 3x
+        log(f"audit{scope}: {_plural(exact['count'], 'exact duplicate')} ({exact['across']} across splits), "
+            f"{_plural(near['count'], 'near-duplicate pair')} ({near['across']} across), "
+            f"{_plural(shared, 'patient')} in several splits; see audit.json"
+            + ("" if leaking else "; none of them leaks: no fold is evaluated on a copy of its training images or "
+               "on its training patients"))
     kept, lines = apply_leakage_policy(data, folds, result, cfg.leakage)
     for line in lines:
         log(f"warning: {line}")
@@ -78,6 +83,38 @@ def run_audit(config: Config, data: ImageSet, folds: list[Fold], out: Path, log:
         }
         runfolder.write_json(out / runfolder.AUDIT, report)
     return kept
+
+
+def copies_warning(data: ImageSet) -> str | None:
+    """prepare_study's warning about byte-identical source files (``data.duplicates``), or None when there are none.
+
+    An image of a fold-folder set seen through several folds is no copy (see
+    :func:`medclf.data.sources.find_duplicates`), so such a set warns only about copies inside one fold.
+    """
+    if not data.duplicates:
+        return None
+    where = dict(zip(data.ids.tolist(), _locations(data)))
+    n_copies = sum(len(g) - 1 for g in data.duplicates)
+    across = sum(where[i] != where[g[0]] for g in data.duplicates for i in g[1:])
+    text = (f"warning: {_plural(n_copies, 'image')} {'is a' if n_copies == 1 else 'are'} byte-identical "
+            f"cop{'y' if n_copies == 1 else 'ies'} of another ({_plural(len(data.duplicates), 'group')}, listed in "
+            "data.json under duplicates). A copy in the same split as its original is no leak, it only counts that "
+            "image twice")
+    if across:
+        who = "it is" if n_copies == 1 else f"{across} of them {'is' if across == 1 else 'are'}"
+        text += f"; {who} in another split than the original, which the leakage audit checks per fold (audit.json)"
+    return text
+
+
+def _locations(data: ImageSet) -> list[str]:
+    """Where each image sits: its split, or ``Fold<k>/<split>`` for predefined fold folders."""
+    if data.fold_ids is None:
+        return data.splits.astype(str).tolist()
+    return [f"Fold{k}/{s}" for k, s in zip(data.fold_ids.tolist(), data.splits.astype(str).tolist())]
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def write_skipped(data: ImageSet, out: Path, log: Any) -> None:

@@ -10,7 +10,7 @@ names to their folders.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +35,15 @@ def variant_dir(sweep_dir: Path, key: str) -> Path:
 
 
 def completed_folds(
-    run_dir: Path, n_folds: int, *, expect: dict[str, Any] | None = None, log: Callable[[str], None] = lambda msg: None
+    run_dir: Path, folds: int | Iterable[int], *, expect: dict[str, Any] | None = None,
+    log: Callable[[str], None] = lambda msg: None,
 ) -> list[int]:
-    """Indices of the complete folds (:func:`medclf.runfolder.check_fold`); a damaged one is logged as a warning."""
-    return runfolder.complete_folds(run_dir, range(n_folds), expect=expect, log=log)
+    """Indices of the complete folds among ``folds`` (indices, or a count: 0 to n - 1); a damaged one is logged.
+
+    Completeness is :func:`medclf.runfolder.check_fold`'s.
+    """
+    indices = range(folds) if isinstance(folds, int) else folds
+    return runfolder.complete_folds(run_dir, indices, expect=expect, log=log)
 
 
 def write_sweep_index(sweep_dir: Path, index: dict[str, Any]) -> None:

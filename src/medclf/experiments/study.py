@@ -7,9 +7,10 @@ a study interrupted after fold 2 resumes at fold 3 and ends with the same summar
 from __future__ import annotations
 
 import dataclasses
+import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,20 +19,22 @@ import numpy as np
 import torch
 
 from medclf import __version__, runfolder
-from medclf.config import Config, config_fingerprint, dump_config
+from medclf.config import Config, CVConfig, config_fingerprint, dump_config
 from medclf.data import ImageSet, load_dataset, preprocessing_from_config
 from medclf.data.classes import positive_class
-from medclf.data.splitting import Fold, make_folds
+from medclf.data.splitting import Fold, make_folds, resplit_data, resplit_moves, select_folds
 from medclf.errors import RunFolderError
 from medclf.evaluation.metrics import (
     classification_metrics,
     confusion,
 )
 from medclf.evaluation.multilabel import cooccurrence, multilabel_metrics
+from medclf.experiments.callbacks import EpochRelay, Log, StudyCallback, log_to
 from medclf.experiments.environment import run_environment
 from medclf.experiments.gallery import write_gallery
 from medclf.experiments.scoring import (
     LEVELS,
+    copies_warning,
     fold_spread,
     folds_csv_columns,
     folds_csv_extras,
@@ -57,12 +60,18 @@ _RESULT_FILES = (runfolder.DATA, runfolder.SPLITS, runfolder.SUMMARY, runfolder.
                  runfolder.SKIPPED, runfolder.GALLERY)
 _RUN_FILES = (runfolder.CONFIG, runfolder.RUN, *_RESULT_FILES)
 
-Log = Callable[[str], None]
+_log = log_to(logging.getLogger(__name__))  # the default `log`: status lines as log records
 _RERUN = "run the same command again: the fold is then trained again"
 
 
 def run_study(
-    config: Config, out: Path, *, overwrite: bool = False, progress: Any = None, log: Log = lambda msg: None
+    config: Config,
+    out: Path,
+    *,
+    overwrite: bool = False,
+    progress: Any = None,
+    log: Log = _log,
+    callbacks: Sequence[StudyCallback] = (),
 ) -> dict[str, Any]:
     """Run (or resume) the cross-validated study ``config`` into the run folder ``out``.
 
@@ -71,7 +80,10 @@ def run_study(
         out: the run folder; created when missing.
         overwrite: replace a run of a different config instead of refusing.
         progress: a ``rich.progress.Progress`` to draw fold, epoch and batch bars on, or None.
-        log: receives one-line status messages.
+        log: receives one-line status messages (default: the ``medclf.experiments.study`` logger; those that
+            start with ``warning:`` at WARNING level, the others at INFO).
+        callbacks: study callbacks, called in this order (:class:`~medclf.experiments.callbacks.StudyCallback`
+            documents the hooks). Tracking is not added here: :func:`medclf.run_study` adds it.
 
     Returns:
         The summary written to ``out/summary.json``.
@@ -83,21 +95,40 @@ def run_study(
     check_config(config)  # the Python API's boundary: before any data is read
     out = Path(out)
     study = prepare_study(config, out, overwrite=overwrite, log=log)
+    for callback in callbacks:
+        callback.on_study_start(config, out)
     fold_task = progress.add_task("folds", total=len(study.folds)) if progress is not None else None
     done = set(runfolder.complete_folds(out, [f.index for f in study.folds], expect=fold_facts(config, study.data),
                                         log=log))
     results = []
     for fold in study.folds:
-        if fold.index in done:
-            log(f"fold {fold.index}: already complete, skipped")
-            results.append(read_json(fold_dir(out, fold.index) / runfolder.METRICS, fix=_RERUN))
-        else:
-            callbacks = [RichProgress(progress, f"fold {fold.index}")] if progress is not None else []
-            results.append(run_fold(config, study, fold.index, out, callbacks=callbacks))
-            log(_fold_line(results[-1]))
+        results.append(_study_fold(config, study, fold.index, out, skip=fold.index in done, progress=progress,
+                                   log=log, callbacks=callbacks))
         if progress is not None:
             progress.update(fold_task, advance=1)
-    return summarize_study(config, study, out, results)
+    summary = summarize_study(config, study, out, results)
+    for callback in callbacks:
+        callback.on_study_end(summary)
+    return summary
+
+
+def _study_fold(config: Config, study: PreparedStudy, index: int, out: Path, *, skip: bool, progress: Any,
+                log: Log, callbacks: Sequence[StudyCallback]) -> dict[str, Any]:
+    """Fold ``index`` of :func:`run_study`: read back when ``skip`` (complete already), else trained; its hooks."""
+    if skip:
+        log(f"fold {index}: already complete, skipped")
+        result = read_json(fold_dir(out, index) / runfolder.METRICS, fix=_RERUN)
+    else:
+        for callback in callbacks:
+            callback.on_fold_start(index)
+        fit_callbacks: list[Callback] = [RichProgress(progress, f"fold {index}")] if progress is not None else []
+        if callbacks:
+            fit_callbacks.append(EpochRelay(callbacks, index))
+        result = run_fold(config, study, index, out, callbacks=fit_callbacks)
+        log(_fold_line(result))
+    for callback in callbacks:
+        callback.on_fold_end(index, result)
+    return result
 
 
 @dataclass
@@ -106,13 +137,22 @@ class PreparedStudy:
 
     data: ImageSet
     data_info: dict[str, Any]
-    folds: list[Fold]
+    folds: list[Fold]  # the folds to run: every fold, or those cv.folds selects
     start: float  # time.perf_counter() when the study started
     data_s: float  # seconds spent loading the data
+    n_folds: int = 0  # the folds the study has (cv.folds may run fewer); 0: len(folds)
+
+    def __post_init__(self) -> None:
+        self.n_folds = self.n_folds or len(self.folds)
+
+    @property
+    def indices(self) -> list[int]:
+        """The indices of the folds to run, in order."""
+        return [f.index for f in self.folds]
 
 
 def prepare_study(
-    config: Config, out: Path, *, overwrite: bool = False, data: ImageSet | None = None, log: Log = lambda msg: None
+    config: Config, out: Path, *, overwrite: bool = False, data: ImageSet | None = None, log: Log = _log
 ) -> PreparedStudy:
     """Check or create the run folder ``out``, load the data (unless given), make the folds.
 
@@ -130,19 +170,21 @@ def prepare_study(
     _check_same_data(out, data, overwrite=overwrite, log=log)
     data_info = _describe_data(data)
     runfolder.write_json(out / runfolder.DATA, data_info)
-    if data.duplicates:
-        n_extra = sum(len(g) - 1 for g in data.duplicates)
-        log(f"warning: {n_extra} images are byte-identical copies of others ({len(data.duplicates)} groups); "
-            "see data.json")
+    if copies := copies_warning(data):  # none for an image that a fold-folder set holds in every fold
+        log(copies)
     if data.small_images:
         small = data.small_images_summary(limit=3)
         log(f"warning: {small['count']} images are enlarged more than {small['factor']:g}x to data.image_size "
             f"(e.g. {', '.join(small['first'])}), so they hold less detail than the model's input; see data.json")
     write_skipped(data, out, log)
-    folds = make_folds(data, config.cv, seed=config.seed)
+    given = data
+    data = resplit_data(data, config.cv, seed=config.seed)  # before the audit, which then sees the new splits
+    all_folds = make_folds(data, config.cv, seed=config.seed)
+    folds = select_folds(all_folds, config.cv.folds)  # made in full first: fold k is the whole study's fold k
     folds = run_audit(config, data, folds, out, log)  # audit.json; may refuse the run or drop leaking images
-    runfolder.write_json(out / runfolder.SPLITS, _describe_splits(data, folds))
-    return PreparedStudy(data=data, data_info=data_info, folds=folds, start=start, data_s=data_s)
+    runfolder.write_json(out / runfolder.SPLITS, _describe_splits(data, folds, given=given, cv=config.cv))
+    return PreparedStudy(data=data, data_info=data_info, folds=folds, start=start, data_s=data_s,
+                         n_folds=len(all_folds))
 
 
 def run_fold(
@@ -154,12 +196,14 @@ def run_fold(
     callbacks: list[Callback] | None = None,
     score_test: bool = True,
     n_folds: int | None = None,
+    folds_run: list[int] | None = None,
 ) -> dict[str, Any]:
     """Fit and evaluate fold ``index`` into ``out/fold-<index>/``; its ``complete.json`` is written last.
 
     Whatever the fold's folder held (an unfinished or damaged attempt) is removed first.
     ``score_test=False`` leaves the test split unpredicted (a search scores its trials on validation only).
-    ``n_folds`` is the study's number of folds (default: ``len(study.folds)``), recorded in ``complete.json``.
+    ``n_folds`` is the study's number of folds (default: ``study.n_folds``) and ``folds_run`` the folds this run
+    trains (default: ``study.indices``), both recorded in ``complete.json`` (predict expects those folds).
 
     Raises:
         ModelError: the trained model gives non-finite probabilities (training diverged).
@@ -169,7 +213,8 @@ def run_fold(
         fold = dataclasses.replace(fold, test=np.empty(0, dtype=np.int64))
     runfolder.clear_fold(out, index)
     result = _run_fold(config, study.data, fold, Path(out), callbacks=list(callbacks or []))
-    facts = fold_facts(config, study.data) | {"fold": index, "n_folds": n_folds or len(study.folds)}
+    facts = fold_facts(config, study.data) | {"fold": index, "n_folds": n_folds or study.n_folds,
+                                              "folds": list(folds_run or study.indices)}
     runfolder.record_complete(fold_dir(out, index), **facts, medclf_version=__version__)
     return result
 
@@ -182,7 +227,8 @@ def fold_facts(config: Config, data: ImageSet) -> dict[str, str]:
 def summarize_study(config: Config, study: PreparedStudy, out: Path, results: list[dict]) -> dict[str, Any]:
     """Write ``summary.json`` and ``folds.csv`` from the folds' results (their ``metrics.json``)."""
     timing = {"data_s": study.data_s, "start": study.start}
-    return _summarize(Path(out), config, study.data, study.data_info, results, timing=timing)
+    return _summarize(Path(out), config, study.data, study.data_info, results, timing=timing,
+                      n_folds=study.n_folds)
 
 
 # ------------------------------------------------------------------------------------------ run folder
@@ -292,6 +338,7 @@ def _clear_results(out: Path) -> None:
     for child in out.glob("fold-*"):
         shutil.rmtree(child)
     shutil.rmtree(out / "ensemble", ignore_errors=True)
+    shutil.rmtree(out / "tensorboard", ignore_errors=True)  # tracking.tensorboard's curves of the replaced run
 
 
 def _check_same_data(out: Path, data: ImageSet, *, overwrite: bool, log: Log) -> None:
@@ -324,9 +371,12 @@ def _describe_data(data: ImageSet) -> dict[str, Any]:
     } | ({"cooccurrence": cooccurrence(data.labels, data.class_names)} if data.multilabel else {})
 
 
-def _describe_splits(data: ImageSet, folds: list[Fold]) -> dict[str, Any]:
+def _describe_splits(data: ImageSet, folds: list[Fold], *, given: ImageSet, cv: CVConfig) -> dict[str, Any]:
+    """splits.json: each fold's image ids per part, and what ``cv.resplit_by_patient`` moved (null when off)."""
+    resplit = resplit_moves(given.splits, data.splits, data.groups) if cv.resplit_by_patient else None
     return {
-        "folds": [{"fold": f.index} | {k: data.ids[v].tolist() for k, v in f.parts().items()} for f in folds]
+        "folds": [{"fold": f.index} | {k: data.ids[v].tolist() for k, v in f.parts().items()} for f in folds],
+        "resplit": resplit,
     }
 
 
@@ -437,7 +487,8 @@ def _fold_line(result: dict) -> str:
 
 # -------------------------------------------------------------------------------------------- summary
 def _summarize(
-    out: Path, config: Config, data: ImageSet, data_info: dict, results: list[dict], *, timing: dict
+    out: Path, config: Config, data: ImageSet, data_info: dict, results: list[dict], *, timing: dict,
+    n_folds: int | None = None,
 ) -> dict[str, Any]:
     splits = [s for s in EVAL_SPLITS if all(s in r["metrics"] for r in results)]
     metrics = {s: split_summary([r["metrics"][s] for r in results]) for s in splits}
@@ -451,6 +502,8 @@ def _summarize(
         "ensemble": {s: e["metrics"] for s, e in ensemble.items()},
         "ensemble_confusion": {s: e["confusion"] for s, e in ensemble.items()},
         "best_epochs": [r["best_epoch"] for r in results],
+        # the folds summarised and how many the study has: cv.folds (--folds) may run a subset
+        "folds": {"run": [r["fold"] for r in results], "n_folds": n_folds or len(results)},
         "timing": {
             "total_s": time.perf_counter() - timing["start"],
             "data_s": timing["data_s"],

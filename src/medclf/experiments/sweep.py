@@ -18,6 +18,7 @@ the previous ``DIR/sweep.json`` lists whose folds all finished, and replays them
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from medclf.config import Config
 from medclf.data import ImageSet, load_dataset
 from medclf.errors import ConfigError
 from medclf.evaluation.metrics import higher_is_better
+from medclf.experiments.callbacks import log_to
 from medclf.experiments.comparison import build_comparison, read_fold_results, write_comparison
 from medclf.experiments.executors import FoldTask, LocalExecutor, RayExecutor
 from medclf.experiments.search import in_space, make_sampler
@@ -40,6 +42,7 @@ from medclf.runfolder import read_json
 __all__ = ["make_executor", "run_sweep"]
 
 Log = Callable[[str], None]
+_log = log_to(logging.getLogger(__name__))  # the default `log`: status lines as log records
 
 
 def make_executor(
@@ -89,7 +92,7 @@ class _Store:
             run_dir = self.dirs[v.name]
             config, study = self.studies[run_dir]
             if run_dir not in checked:  # variants sharing a folder: verify (and warn) once
-                checked[run_dir] = completed_folds(run_dir, len(study.folds), expect=fold_facts(config, study.data),
+                checked[run_dir] = completed_folds(run_dir, study.indices, expect=fold_facts(config, study.data),
                                                    log=self.log)
             done = checked[run_dir]
             if done:
@@ -98,11 +101,11 @@ class _Store:
                 if fold.index not in done and (run_dir, fold.index) not in seen:
                     seen.add((run_dir, fold.index))
                     tasks.append(FoldTask(v.name, v.config, run_dir, fold, study.data.fingerprint, v.score_test,
-                                          n_folds=len(study.folds)))
+                                          n_folds=study.n_folds, folds_run=tuple(study.indices)))
         self.executor.run(tasks, run_inline=self._inline, log=self.log)
         for run_dir in {self.dirs[v.name] for v in variants}:
             config, study = self.studies[run_dir]
-            summarize_study(config, study, run_dir, read_fold_results(run_dir, len(study.folds)))
+            summarize_study(config, study, run_dir, read_fold_results(run_dir, study.indices))
 
     def fold_ids(self, run_dir: Path) -> list[dict[str, np.ndarray]]:
         """Per fold, the sorted image ids of each part (train, val, holdout, test) of a prepared run folder."""
@@ -155,16 +158,15 @@ class _Store:
 
     def _inline(self, task: FoldTask) -> dict[str, Any]:
         _, study = self.studies[task.run_dir]
-        result = run_fold(task.config, study, task.fold.index, task.run_dir, score_test=task.score_test,
-                          n_folds=len(study.folds))
+        result = run_fold(task.config, study, task.fold.index, task.run_dir, score_test=task.score_test)
         self.log(f"{task.variant}: fold {task.fold.index} done ({result['timing']['train_s']:.0f} s)")
         return result
 
     def entry(self, variant: Variant) -> dict[str, Any]:
         run_dir = self.dirs[variant.name]
-        n_folds = len(self.studies[run_dir][1].folds)
+        indices = self.studies[run_dir][1].indices  # cv.folds may run a subset: the same one for every variant
         return {"name": variant.name, "overrides": variant.overrides, "run_dir": str(run_dir.relative_to(self.out)),
-                "folds": read_fold_results(run_dir, n_folds)}
+                "folds": read_fold_results(run_dir, indices)}
 
     def score(self, variant: Variant) -> float | None:
         """Mean of ``sweep.metric`` on ``sweep.split`` across folds (None when undefined on every fold)."""
@@ -213,7 +215,7 @@ def _finished_trials(plan: SweepPlan, store: _Store, previous: dict[str, Any] | 
     """
     if not previous or previous.get("search") != plan.sweep.search:
         return []
-    n_folds = len(store.studies[store.dirs[plan.baseline]][1].folds)
+    indices = store.studies[store.dirs[plan.baseline]][1].indices
     recorded = [v for v in previous.get("variants", []) if str(v.get("name", "")).startswith("trial-")]
     finished = []
     for i, entry in enumerate(recorded[:plan.sweep.trials]):
@@ -221,7 +223,7 @@ def _finished_trials(plan: SweepPlan, store: _Store, previous: dict[str, Any] | 
             break
         trial = plan.make_variant(entry["name"], entry["overrides"], score_test=False)
         key = run_key(trial.config, store.load(trial.config).fingerprint, score_test=False)
-        if len(completed_folds(variant_dir(store.out, key), n_folds)) < n_folds:
+        if len(completed_folds(variant_dir(store.out, key), indices)) < len(indices):
             break
         finished.append(trial)
     return finished
@@ -287,7 +289,7 @@ def _previous_index(out: Path, log: Log) -> dict[str, Any] | None:
 
 def run_sweep(
     plan: SweepPlan, out: Path, *, executor: str = "local", parallel: int = 1, address: str | None = None,
-    log: Log = lambda msg: None,
+    log: Log = _log,
 ) -> dict[str, Any]:
     """Run (or resume) the sweep ``plan`` into ``out`` and write its comparison.
 
@@ -298,7 +300,7 @@ def run_sweep(
         executor: ``local`` or ``ray``.
         parallel: folds at once (local), or the CPUs of a local Ray.
         address: a Ray cluster to join (``ray`` only).
-        log: receives one-line status messages.
+        log: receives one-line status messages (default: this module's logger; ``warning:`` lines at WARNING).
 
     Returns:
         The comparison written to ``out/comparison.json``.

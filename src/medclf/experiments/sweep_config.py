@@ -170,11 +170,13 @@ class SweepPlan:
     base_dir: Path
     origin: str
     variants: list[Variant] = field(default_factory=list)
+    check_device: bool = True  # False: a Ray cluster trains the variants, not the machine that checks them
 
     def make_variant(self, name: str, overrides: dict[str, Any], *, score_test: bool = True) -> Variant:
         """The base with ``overrides`` applied, validated; an error names the variant."""
         raw = apply_dotted(self.base, overrides)
-        config = parse_checked_config(raw, base_dir=self.base_dir, origin=f"variant {name!r} of {self.origin}")
+        config = parse_checked_config(raw, base_dir=self.base_dir, origin=f"variant {name!r} of {self.origin}",
+                                      check_device=self.check_device)
         return Variant(name=name, overrides=dict(overrides), config=config, score_test=score_test)
 
     @property
@@ -259,7 +261,7 @@ def _format_sweep_errors(error: ValidationError, origin: str) -> str:
     return f"{origin} is not a valid sweep config: " + " ".join(lines)
 
 
-def load_sweep(path: str | Path) -> SweepPlan:
+def load_sweep(path: str | Path, *, check_device: bool = True) -> SweepPlan:
     """Read a sweep file (a medclf config plus a ``sweep:`` section), validate it and expand its variants.
 
     Raises:
@@ -275,7 +277,8 @@ def load_sweep(path: str | Path) -> SweepPlan:
         section = SweepSection.model_validate(raw["sweep"])
     except ValidationError as error:
         raise ConfigError(_format_sweep_errors(error, str(path))) from None
-    plan = SweepPlan(sweep=section, base=base, base_dir=path.parent.absolute(), origin=str(path))
+    plan = SweepPlan(sweep=section, base=base, base_dir=path.parent.absolute(), origin=str(path),
+                     check_device=check_device)
     if section.search == "grid":
         plan.variants = expand_variants(plan)
         if section.baseline is not None and section.baseline not in {v.name for v in plan.variants}:
@@ -312,4 +315,5 @@ def _probe_space(plan: SweepPlan) -> None:
     for key, p in plan.sweep.space.items():
         for value in _probe_values(p):
             parse_checked_config(apply_dotted(plan.base, {key: value}), base_dir=plan.base_dir,
-                                 origin=f"sweep.space value {key}: {_short(value)} of {plan.origin}")
+                                 origin=f"sweep.space value {key}: {_short(value)} of {plan.origin}",
+                                 check_device=plan.check_device)

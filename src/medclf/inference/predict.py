@@ -56,8 +56,11 @@ def _usable_folds(run_dir: Path, fold: int | None) -> list[int]:
     if not present:
         raise RunFolderError(f"{run_dir} holds no trained model (no fold-<k>/ folder). Run a study first.")
     states = [runfolder.check_fold(run_dir, k) for k in present]
-    n_folds = max((s.record or {}).get("n_folds") or 0 for s in states)
-    absent = [runfolder.check_fold(run_dir, k) for k in range(n_folds) if k not in present]
+    expected: set[int] = set()  # the folds the runs trained (cv.folds may select some), else all of the study's
+    for s in states:
+        record = s.record or {}
+        expected |= set(record.get("folds") or range(record.get("n_folds") or 0))
+    absent = [runfolder.check_fold(run_dir, k) for k in sorted(expected) if k not in present]
     damaged = [s for s in states if not s.complete] + absent
     if damaged:
         usable = [s.index for s in states if s.complete]

@@ -90,7 +90,7 @@ def build_report(run: RunData) -> Page:
                                   Preformatted(run.config_text)]),
         Section("Environment", [environment_table(run)]),
     ]
-    n = len(run.folds)
+    n = (run.summary.get("folds") or {}).get("n_folds") or len(run.folds)  # cv.folds may have run fewer
     mode = run.config.get("cv", {}).get("mode", "kfold")
     subtitle = f"{n}-fold cross-validation" if mode == "kfold" and n > 1 else "holdout (one fold)"
     subtitle += f" of {run.summary.get('model', {}).get('architecture', '?')} on {run.data.get('n_images')} images"
@@ -106,7 +106,7 @@ def _overview(run: RunData, bootstrap: dict) -> Section:
         ("classes" if not run.multilabel else "labels", ", ".join(classes)),
         *_positive_class(run),
         ("model", str(run.summary.get("model", {}).get("architecture"))),
-        ("folds", f"{len(run.folds)} complete"),
+        ("folds", _folds_run(run)),
         ("monitor", str(run.folds[0].metrics.get("monitor"))),
         ("config fingerprint", str(run.summary.get("config_fingerprint"))),
     ]
@@ -114,6 +114,14 @@ def _overview(run: RunData, bootstrap: dict) -> Section:
     if run.splits:
         blocks.append(overview_figure(run, bootstrap))
     return Section("Overview", blocks)
+
+
+def _folds_run(run: RunData) -> str:
+    """"2 complete", or "folds 0, 3 of 10" when cv.folds (--folds) ran a subset of the study's folds."""
+    n_folds = (run.summary.get("folds") or {}).get("n_folds")
+    if n_folds is None or len(run.folds) >= n_folds:
+        return f"{len(run.folds)} complete"
+    return f"folds {', '.join(str(f.index) for f in run.folds)} of {n_folds} (cv.folds)"
 
 
 def _positive_class(run: RunData) -> list[tuple[str, str]]:

@@ -414,11 +414,25 @@ def audit_warning(audit: dict[str, Any]) -> Paragraph | None:
                  "evaluation splits before scoring")
         if not totals["patient"]:
             return Paragraph(text + "; the scores above are free of them.", "note")
-        text += "; the images of shared patients were kept and still inflate the scores."
+        text += ("; the images of shared patients were kept and still inflate the scores. To fix it: "
+                 f"{_patient_fix(audit)}.")
     else:
-        text += (f" audit.leakage is {policy or 'not recorded'}: they were scored as they are. Fix the splits or "
-                 "patient ids, or set audit.leakage to drop_duplicates or fail.")
+        fixes = ["set audit.leakage: drop_duplicates (or fail), or remove the duplicated files"] if (
+            totals["exact"] or totals["near"]) else []
+        fixes += [_patient_fix(audit)] if totals["patient"] else []
+        text += (f" audit.leakage is {policy or 'not recorded'}: they were scored as they are. To fix it: "
+                 f"{'; '.join(fixes)}.")
     return Paragraph(text, "warning")
+
+
+def _patient_fix(audit: dict[str, Any]) -> str:
+    """What keeps a fold's evaluation images off its training patients, by where the shared patients come from
+    (the same advice as the run's warning, medclf.data.audit.leak_remedies)."""
+    if any(str(location).startswith("Fold") for location in audit.get("locations", {})):
+        return "move each shared patient's images into one split of its fold folder"
+    if audit.get("patient_overlap", {}).get("count"):
+        return "set cv.resplit_by_patient: true (re-splits the data's own splits grouped by patient)"
+    return "keep each patient in one fold (cv.grouped: true; in a manifest, one fold per patient)"
 
 
 def audit_blocks(audit: dict[str, Any]) -> list[Block]:

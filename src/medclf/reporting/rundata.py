@@ -83,12 +83,14 @@ def _complete_folds(run_dir: Path, summary: dict[str, Any]) -> list[tuple[int, P
     Raises:
         RunFolderError: a fold is missing or not complete, naming it, the file and what to do.
     """
-    n_folds = len(summary.get("best_epochs") or []) or len(runfolder.fold_indices(run_dir))
-    states = [runfolder.check_fold(run_dir, k) for k in range(n_folds)]
+    indices = (summary.get("folds") or {}).get("run")  # cv.folds may have run a subset (older runs: 0 to n - 1)
+    if indices is None:
+        indices = range(len(summary.get("best_epochs") or []) or len(runfolder.fold_indices(run_dir)))
+    states = [runfolder.check_fold(run_dir, k) for k in indices]
     damaged = [s for s in states if not s.complete]
     if damaged:
         raise RunFolderError(runfolder.describe_damage(run_dir, damaged, "medclf report") + ".")
-    return [(k, runfolder.fold_dir(run_dir, k)) for k in range(n_folds)]
+    return [(k, runfolder.fold_dir(run_dir, k)) for k in indices]
 
 
 def _read_ensemble(run_dir: Path, classes: list[str]) -> Predictions | None:

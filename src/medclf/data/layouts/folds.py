@@ -22,9 +22,10 @@ from medclf.data.layouts.base import (
 )
 from medclf.errors import DataError
 
-__all__ = ["folds_layout"]
+__all__ = ["FOLD_NAME", "folds_layout"]
 
-_FOLD_NAME = re.compile(r"^fold[_\- ]?(\d+)$", re.IGNORECASE)
+# a fold folder: Fold0, fold_1, Fold 2 (also read by layouts.detect)
+FOLD_NAME = re.compile(r"^fold[_\- ]?(\d+)$", re.IGNORECASE)
 
 
 def folds_layout(source: FoldsSource, prep: Preprocessing) -> SourceListing:
@@ -32,7 +33,7 @@ def folds_layout(source: FoldsSource, prep: Preprocessing) -> SourceListing:
     is scored on its test folder (the fold's held-out part)."""
     expected = "root/Fold0 .. FoldN/{train,valid,test}/<class>/<image>"
     root = require_dir(source.path, expected)
-    fold_dirs = {int(m.group(1)): p for p in subdirs(root) if (m := _FOLD_NAME.match(p.name))}
+    fold_dirs = {int(m.group(1)): p for p in subdirs(root) if (m := FOLD_NAME.match(p.name))}
     if len(fold_dirs) < 2:
         raise DataError(
             f"found {len(fold_dirs)} fold folders (Fold0, Fold1, ...), cross-validation needs at least 2; "
