@@ -111,6 +111,15 @@ def test_apply_dotted_copies_and_creates_parents():
     assert raw == {"training": {"epochs": 1}}
 
 
+def test_apply_dotted_indexes_a_list_the_base_writes_as_an_override_does():
+    raw = {"training": {"stages": [{"epochs": 1}, {"epochs": 2}]}}
+    out = apply_dotted(raw, {"training.stages.1.lr": 0.01})
+    assert out["training"]["stages"] == [{"epochs": 1}, {"epochs": 2, "lr": 0.01}]
+    assert raw["training"]["stages"][1] == {"epochs": 2}  # the base is left as written
+    with pytest.raises(ConfigError, match=r"^sweep key 'training\.stages\.2\.lr': training\.stages has 2 element"):
+        apply_dotted(raw, {"training.stages.2.lr": 0.01})
+
+
 @pytest.mark.parametrize(("space", "match"), [
     ({"training.optimiser.lr": {"low": 1e-4, "high": 1e-2, "log": True}},
      r"sweep.space value training.optimiser.lr: 0.0001 of .*sweep.yaml is not a valid medclf config: "

@@ -60,39 +60,50 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             raise ConfigError(
                 f"Override {item!r} is not of the form dotted.key=value (for example training.epochs=3)."
             )
-        parts = key.strip().split(".")
-        node: Any = data
-        for depth, part in enumerate(parts[:-1]):
-            if isinstance(node, list):
-                index = _list_index(item, parts[:depth], node, part)
-                if not isinstance(node[index], (dict, list)):
-                    node[index] = {}
-                node = node[index]
-            else:
-                if not isinstance(node.get(part), (dict, list)):
-                    node[part] = {}
-                node = node[part]
-        if isinstance(node, list):
-            node[_list_index(item, parts[:-1], node, parts[-1])] = _parse_value(raw)
-        else:
-            node[parts[-1]] = _parse_value(raw)
+        set_dotted(data, key.strip(), _parse_value(raw), origin=f"Override {item!r}")
     return data
 
 
-def _list_index(override: str, where: list[str], values: list[Any], part: str) -> int:
+def set_dotted(data: dict[str, Any], key: str, value: Any, *, origin: str) -> None:
+    """Set ``dotted.key`` in ``data`` in place: missing sections are created, a number indexes a written list.
+
+    ``origin`` opens the error (``Override 'a.b=1'``, a sweep's key...).
+
+    Raises:
+        ConfigError: a part indexes a list with a non-integer or out of range.
+    """
+    parts = key.split(".")
+    node: Any = data
+    for depth, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            index = _list_index(origin, parts[:depth], node, part)
+            if not isinstance(node[index], (dict, list)):
+                node[index] = {}
+            node = node[index]
+        else:
+            if not isinstance(node.get(part), (dict, list)):
+                node[part] = {}
+            node = node[part]
+    if isinstance(node, list):
+        node[_list_index(origin, parts[:-1], node, parts[-1])] = value
+    else:
+        node[parts[-1]] = value
+
+
+def _list_index(origin: str, where: list[str], values: list[Any], part: str) -> int:
     """``part`` as an index into the list at dotted key ``where``; a ConfigError naming the valid indices."""
     dotted = ".".join(where)
     if not values:
-        raise ConfigError(f"Override {override!r}: {dotted} is an empty list, so it has no element {part!r} to "
+        raise ConfigError(f"{origin}: {dotted} is an empty list, so it has no element {part!r} to "
                           f"set; write the whole list instead (-o '{dotted}=[...]').")
     n = len(values)
     valid = "the valid index is 0" if n == 1 else f"valid indices: {', '.join(map(str, range(n)))}" if n <= 4 \
         else f"valid indices: 0 to {n - 1}"
     if not part.isdigit():
-        raise ConfigError(f"Override {override!r}: {dotted} is a list of {n} element(s), indexed by position, not "
+        raise ConfigError(f"{origin}: {dotted} is a list of {n} element(s), indexed by position, not "
                           f"by {part!r}; {valid}.")
     if int(part) >= n:
-        raise ConfigError(f"Override {override!r}: {dotted} has {n} element(s), so there is no index "
+        raise ConfigError(f"{origin}: {dotted} has {n} element(s), so there is no index "
                           f"{part}; {valid}.")
     return int(part)
 

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from medclf.config import Config, read_yaml
+from medclf.config.loading import set_dotted
 from medclf.errors import ConfigError
 from medclf.experiments.validation import parse_checked_config
 from medclf.registry import closest
@@ -185,16 +186,11 @@ class SweepPlan:
 
 
 def apply_dotted(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """A deep copy of ``raw`` with each ``dotted.key: value`` of ``overrides`` set (parents created)."""
+    """A deep copy of ``raw`` with each ``dotted.key: value`` of ``overrides`` set, as ``-o`` sets it (parents
+    created; a number indexes a list the base config writes: ``training.stages.0.lr``)."""
     out = copy.deepcopy(raw)
     for key, value in overrides.items():
-        node = out
-        *parents, leaf = key.split(".")
-        for part in parents:
-            if not isinstance(node.get(part), dict):
-                node[part] = {}
-            node = node[part]
-        node[leaf] = copy.deepcopy(value)
+        set_dotted(out, key, copy.deepcopy(value), origin=f"sweep key {key!r}")
     return out
 
 
