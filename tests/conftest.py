@@ -16,7 +16,7 @@ os.environ.setdefault("MEDCLF_CACHE", os.path.join(os.path.dirname(__file__), ".
 
 sys.path.insert(0, os.path.dirname(__file__))  # shared helper modules of the tests (dicom_files)
 
-from tiny_data import CLASSES, _draw  # noqa: E402  (after the sys.path line above)
+from tiny_data import CLASSES, _draw, tiny_study  # noqa: E402  (after the sys.path line above)
 
 
 @pytest.fixture(scope="session")
@@ -52,19 +52,6 @@ def _train(config: dict, root: Path) -> Path:
     return out
 
 
-def _tiny_study(source: Path, cache: Path, **sections: dict) -> dict:
-    config = {
-        "name": "tiny", "seed": 0,
-        "data": {"source": {"type": "splits", "path": str(source)}, "image_size": 16, "cache_dir": str(cache)},
-        "model": {"name": "test_resnet"},
-        "training": {"epochs": 2, "batch_size": 8, "device": "cpu"},
-        "cv": {"n_folds": 2, "val_fraction": 0.25},
-    }
-    for key, value in sections.items():
-        config[key] = config.get(key, {}) | value
-    return config
-
-
 @pytest.fixture(scope="session")
 def trained_run(tiny_splits: Path, tmp_path_factory) -> Path:
     """A finished three-class run (2 folds, test split) of ``tiny_config``'s study, trained once per session.
@@ -72,7 +59,7 @@ def trained_run(tiny_splits: Path, tmp_path_factory) -> Path:
     Read it, never write into it: a test that changes a run folder works on a copy (``copy_run``).
     """
     root = tmp_path_factory.mktemp("trained")
-    return _train(_tiny_study(tiny_splits, root / "cache"), root)
+    return _train(tiny_study(tiny_splits, root / "cache"), root)
 
 
 @pytest.fixture(scope="session")
@@ -92,7 +79,7 @@ def binary_splits(tiny_splits: Path, tmp_path_factory) -> Path:
 def binary_run(binary_splits: Path, tmp_path_factory) -> Path:
     """A finished two-class run (abnormal/normal, 2 folds, test split), trained once per session; read only."""
     root = tmp_path_factory.mktemp("binary_run")
-    return _train(_tiny_study(binary_splits, root / "cache"), root)
+    return _train(tiny_study(binary_splits, root / "cache"), root)
 
 
 @pytest.fixture()

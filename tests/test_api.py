@@ -14,6 +14,7 @@ import pytest
 import medclf
 from medclf.config import Config
 from medclf.errors import ConfigError
+from tiny_data import tiny_study
 
 
 class Recorder(medclf.StudyCallback):
@@ -57,14 +58,7 @@ def _read(path: Path) -> Any:
 
 
 def test_run_study_calls_every_hook_in_order_with_its_arguments(tiny_splits: Path, tmp_path: Path):
-    config = {
-        "name": "api", "seed": 0,
-        "data": {"source": {"type": "splits", "path": str(tiny_splits)}, "image_size": 16,
-                 "cache_dir": str(tmp_path / "cache")},
-        "model": {"name": "test_resnet"},
-        "training": {"epochs": 1, "batch_size": 8, "device": "cpu"},
-        "cv": {"n_folds": 2, "val_fraction": 0.25},
-    }
+    config = tiny_study(tiny_splits, tmp_path / "cache", name="api", training={"epochs": 1})
     recorder = Recorder()
     out = tmp_path / "run"
     summary = medclf.run_study(config, out, callbacks=[recorder], report=False)

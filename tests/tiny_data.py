@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 
 CLASSES = ("circle", "square", "blank")
@@ -15,3 +18,18 @@ def _draw(kind: str, rng: np.random.Generator, size: int = 16) -> np.ndarray:
     elif kind == "square":
         img[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 200
     return img
+
+
+def tiny_study(source: Path, cache: Path, *, name: str = "tiny", **sections: dict[str, Any]) -> dict[str, Any]:
+    """The tiny study every end-to-end test runs: ``source`` a root/{train,test}/<class>/ tree, 16 px,
+    ``test_resnet``, 2 epochs, 2 folds; ``sections`` update the sections they name (``training={"epochs": 1}``)."""
+    config: dict[str, Any] = {
+        "name": name, "seed": 0,
+        "data": {"source": {"type": "splits", "path": str(source)}, "image_size": 16, "cache_dir": str(cache)},
+        "model": {"name": "test_resnet"},
+        "training": {"epochs": 2, "batch_size": 8, "device": "cpu"},
+        "cv": {"n_folds": 2, "val_fraction": 0.25},
+    }
+    for key, value in sections.items():
+        config[key] = config.get(key, {}) | value
+    return config

@@ -7,20 +7,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tiny_data import CLASSES, _draw  # noqa: F401  (tests/reliability reads the image generator from here)
+from tiny_data import CLASSES, _draw, tiny_study  # noqa: F401  (tests/reliability reads the image generator from here)
 
 
 @pytest.fixture()
 def tiny_config(tiny_splits: Path, tmp_path: Path) -> Path:
-    cfg = {
-        "name": "tiny",
-        "seed": 0,
-        "data": {"source": {"type": "splits", "path": str(tiny_splits)}, "image_size": 16,
-                 "cache_dir": str(tmp_path / "cache")},
-        "model": {"name": "test_resnet"},
-        "training": {"epochs": 2, "batch_size": 8, "device": "cpu"},
-        "cv": {"n_folds": 2, "val_fraction": 0.25},
-    }
     path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path.write_text(yaml.safe_dump(tiny_study(tiny_splits, tmp_path / "cache")))
     return path

@@ -14,6 +14,7 @@ from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
 from medclf.cli import app
+from tiny_data import tiny_study
 
 runner = CliRunner()  # in-process: a fresh interpreter importing torch would cost more than the tiny run
 
@@ -63,14 +64,7 @@ def test_the_default_positive_class_is_the_second_in_sorted_order(binary_run: Pa
 
 @pytest.fixture()
 def binary_config(binary_splits: Path, tmp_path: Path) -> Path:
-    config = {
-        "name": "binary", "seed": 0,
-        "data": {"source": {"type": "splits", "path": str(binary_splits)}, "image_size": 16,
-                 "cache_dir": str(tmp_path / "cache")},
-        "model": {"name": "test_resnet"},
-        "training": {"epochs": 1, "batch_size": 8, "device": "cpu"},
-        "cv": {"n_folds": 2, "val_fraction": 0.25},
-    }
+    config = tiny_study(binary_splits, tmp_path / "cache", name="binary", training={"epochs": 1})
     path = tmp_path / "binary.yaml"
     path.write_text(yaml.safe_dump(config))
     return path

@@ -22,6 +22,7 @@ import yaml
 from typer.testing import CliRunner, Result
 
 from medclf.cli import app
+from tiny_data import tiny_study
 
 HEADLINE = ["accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "auc_macro", "loss"]
 
@@ -51,14 +52,7 @@ def sequential(tiny_splits: Path, tmp_path_factory) -> tuple[Path, Result]:
     """
     root = tmp_path_factory.mktemp("sequential")
     config = root / "tiny.yaml"
-    config.write_text(yaml.safe_dump({
-        "name": "tiny", "seed": 0,
-        "data": {"source": {"type": "splits", "path": str(tiny_splits)}, "image_size": 16,
-                 "cache_dir": str(root / "cache")},
-        "model": {"name": "test_resnet"},
-        "training": {"epochs": 2, "batch_size": 8, "device": "cpu"},
-        "cv": {"n_folds": 2, "val_fraction": 0.25},
-    }))
+    config.write_text(yaml.safe_dump(tiny_study(tiny_splits, root / "cache")))
     out = root / "sweep"
     start = time.perf_counter()
     done = in_process("sweep", str(_write_sweep_file(config, root)), "--out", str(out))
@@ -198,13 +192,7 @@ def test_a_deleted_fold_is_the_only_one_rerun(sequential, sweep_file: Path, tmp_
 
 
 def test_random_search_never_scores_test_during_trials_then_scores_the_best(tiny_splits: Path, tmp_path: Path):
-    cfg = {
-        "name": "search",
-        "data": {"source": {"type": "splits", "path": str(tiny_splits)}, "image_size": 16,
-                 "cache_dir": str(tmp_path / "cache")},
-        "model": {"name": "test_resnet"},
-        "training": {"epochs": 1, "batch_size": 8, "device": "cpu"},
-        "cv": {"n_folds": 2, "val_fraction": 0.25},
+    cfg = tiny_study(tiny_splits, tmp_path / "cache", name="search", training={"epochs": 1}) | {
         "sweep": {"search": "random", "trials": 2, "seed": 1,
                   "space": {"training.optimizer.lr": {"low": 1e-4, "high": 1e-2, "log": True},
                             "training.batch_size": [8, 16]}},

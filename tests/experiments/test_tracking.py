@@ -13,17 +13,11 @@ import pytest
 import medclf
 from medclf.config import config_fingerprint, parse_config
 from medclf.experiments.tracking import default_mlflow_uri, fold_finals, summary_means
+from tiny_data import tiny_study
 
 
 def _study(tiny_splits: Path, cache: Path, **tracking: object) -> dict:
-    return {
-        "name": "tracked", "seed": 0,
-        "data": {"source": {"type": "splits", "path": str(tiny_splits)}, "image_size": 16, "cache_dir": str(cache)},
-        "model": {"name": "test_resnet"},
-        "training": {"epochs": 1, "batch_size": 8, "device": "cpu"},
-        "cv": {"n_folds": 2, "val_fraction": 0.25},
-        "tracking": tracking,
-    }
+    return tiny_study(tiny_splits, cache, name="tracked", training={"epochs": 1}, tracking=tracking)
 
 
 def _history(path: Path) -> list[dict[str, float]]:

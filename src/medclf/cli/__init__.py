@@ -211,6 +211,8 @@ OverridesOpt = Annotated[
     typer.Option("--override", "-o", help="Set a config key: dotted.key=value (repeatable)."),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars (for CI logs).")]
+RunDirArg = Annotated[Path, typer.Argument(help="A run folder written by medclf run.")]
+InputsArg = Annotated[list[str], typer.Argument(help="Image files, folders or CSV files of paths.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace a run of a different config in --out.")]
 
 
@@ -312,8 +314,8 @@ def _print_image_rows(rows: list[dict[str, Any]], what: str, *, lead: tuple[str,
 @app.command(epilog="Example: medclf predict runs/demo new_scans/ --out predictions.csv")
 @_friendly_errors
 def predict(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder written by medclf run.")],
-    inputs: Annotated[list[str], typer.Argument(help="Image files, folders or CSV files of paths.")],
+    run_dir: RunDirArg,
+    inputs: InputsArg,
     out: Annotated[Path, typer.Option("--out", help="CSV of probabilities and predictions.")] = Path(
         "predictions.csv"
     ),

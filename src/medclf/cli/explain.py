@@ -7,14 +7,14 @@ from typing import Annotated
 
 import typer
 
-from medclf.cli import QuietOpt, _friendly_errors, _print_image_rows, app, console
+from medclf.cli import InputsArg, QuietOpt, RunDirArg, _friendly_errors, _print_image_rows, app, console
 
 
 @app.command(epilog="Example: medclf explain runs/demo scans/ --out explanations/")
 @_friendly_errors
 def explain(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder written by medclf run.")],
-    inputs: Annotated[list[str], typer.Argument(help="Image files, folders or CSV files of paths.")],
+    run_dir: RunDirArg,
+    inputs: InputsArg,
     out: Annotated[Path, typer.Option("--out", help="Folder for the PNGs and explanations.csv (created).")] = Path(
         "explanations"
     ),

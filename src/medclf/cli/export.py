@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from medclf.cli import _command_line, _friendly_errors, app, console
+from medclf.cli import RunDirArg, _command_line, _friendly_errors, app, console
 from medclf.errors import ConfigError
 from medclf.locking import hold_run_folder
 
@@ -17,7 +17,7 @@ FORMATS = ("onnx",)
 @app.command(epilog="Example: medclf export runs/demo --format onnx")
 @_friendly_errors
 def export(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder written by medclf run.")],
+    run_dir: RunDirArg,
     format: Annotated[str, typer.Option("--format", help="The export format (onnx).")] = "onnx",
     fold: Annotated[int | None, typer.Option("--fold", help="Export one fold's model, not the ensemble.")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Folder for model.onnx and export.json "

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from medclf.cli import _friendly_errors, app, console
+from medclf.cli import RunDirArg, _friendly_errors, app, console
 from medclf.errors import ConfigError
 
 
 @app.command(epilog="Example: medclf serve runs/demo --port 8000 --operating-point sensitivity_0.95")
 @_friendly_errors
 def serve(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder written by medclf run.")],
+    run_dir: RunDirArg,
     host: Annotated[str, typer.Option("--host", help="Address to listen on (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to listen on (0: any free port).")] = 8000,
     fold: Annotated[int | None, typer.Option("--fold", help="Serve one fold's model, not the ensemble.")] = None,
