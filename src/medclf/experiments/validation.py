@@ -243,7 +243,7 @@ def _key_problems(config: Config) -> Iterator[Problem]:
         yield ("cv.n_folds", f"{cv.n_folds} is not used: the study runs every one of the data's own folds "
                f"({predefined}). To run some of them set cv.folds (medclf run --folds 0,3); remove cv.n_folds",
                cv.n_folds)
-    if source.type == "folds" and getattr(cv, "resplit_by_patient", False):
+    if source.type == "folds" and cv.resplit_by_patient:
         # an error: the leak it is meant to fix would stay
         yield ("cv.resplit_by_patient", "true re-splits the data's own train/val/test splits, but predefined fold "
                "folders (data.source.type: folds) are fixed by design. Remove the key, or give the images with "
