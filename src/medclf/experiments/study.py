@@ -24,29 +24,17 @@ from medclf.data import ImageSet, load_dataset, preprocessing_from_config
 from medclf.data.classes import positive_class
 from medclf.data.splitting import Fold, make_folds, resplit_data, resplit_moves, select_folds
 from medclf.errors import RunFolderError
-from medclf.evaluation.metrics import (
-    classification_metrics,
-    confusion,
-)
 from medclf.evaluation.multilabel import cooccurrence, multilabel_metrics
 from medclf.experiments.callbacks import EpochRelay, Log, StudyCallback, log_to
-from medclf.experiments.environment import run_environment
-from medclf.experiments.gallery import write_gallery
 from medclf.experiments.scoring import (
-    LEVELS,
     copies_warning,
     fold_spread,
-    folds_csv_columns,
-    folds_csv_extras,
-    operating_point_cells,
-    operating_point_columns,
     run_audit,
     score_split,
-    split_summary,
-    summary_spread,
     unit_prediction_columns,
     write_skipped,
 )
+from medclf.experiments.summary import EVAL_SPLITS, write_summary
 from medclf.experiments.validation import check_config
 from medclf.models import build_model, count_parameters
 from medclf.runfolder import fold_dir, read_json, save_weights
@@ -55,7 +43,6 @@ from medclf.training.losses import n_outputs
 
 __all__ = ["EVAL_SPLITS", "PreparedStudy", "prepare_study", "run_fold", "run_study", "summarize_study"]
 
-EVAL_SPLITS = ("val", "holdout", "test")  # the parts of a fold that are predicted and scored
 _RESULT_FILES = (runfolder.DATA, runfolder.SPLITS, runfolder.SUMMARY, runfolder.FOLDS_CSV, runfolder.AUDIT,
                  runfolder.SKIPPED, runfolder.GALLERY)
 _RUN_FILES = (runfolder.CONFIG, runfolder.RUN, *_RESULT_FILES)
@@ -227,7 +214,7 @@ def fold_facts(config: Config, data: ImageSet) -> dict[str, str]:
 def summarize_study(config: Config, study: PreparedStudy, out: Path, results: list[dict]) -> dict[str, Any]:
     """Write ``summary.json`` and ``folds.csv`` from the folds' results (their ``metrics.json``)."""
     timing = {"data_s": study.data_s, "start": study.start}
-    return _summarize(Path(out), config, study.data, study.data_info, results, timing=timing,
+    return write_summary(Path(out), config, study.data, study.data_info, results, timing=timing,
                       n_folds=study.n_folds)
 
 
@@ -483,119 +470,3 @@ def _fold_line(result: dict) -> str:
             if "patient" in m:
                 parts.append(f"{split} patient acc {m['patient']['accuracy']:.3f}")
     return ", ".join(parts) + f" ({result['timing']['train_s']:.0f} s)"
-
-
-# -------------------------------------------------------------------------------------------- summary
-def _summarize(
-    out: Path, config: Config, data: ImageSet, data_info: dict, results: list[dict], *, timing: dict,
-    n_folds: int | None = None,
-) -> dict[str, Any]:
-    splits = [s for s in EVAL_SPLITS if all(s in r["metrics"] for r in results)]
-    metrics = {s: split_summary([r["metrics"][s] for r in results]) for s in splits}
-    ensemble: dict[str, Any] = {}
-    if "test" in splits and len(results) > 1:
-        ensemble["test"] = _ensemble_test(out, data, [r["fold"] for r in results], _mean_thresholds(results))
-    summary = {
-        "name": config.name,
-        "task": "multilabel" if data.multilabel else "multiclass",
-        "metrics": metrics,
-        "ensemble": {s: e["metrics"] for s, e in ensemble.items()},
-        "ensemble_confusion": {s: e["confusion"] for s, e in ensemble.items()},
-        "best_epochs": [r["best_epoch"] for r in results],
-        # the folds summarised and how many the study has: cv.folds (--folds) may run a subset
-        "folds": {"run": [r["fold"] for r in results], "n_folds": n_folds or len(results)},
-        "timing": {
-            "total_s": time.perf_counter() - timing["start"],
-            "data_s": timing["data_s"],
-            "fold_train_s": [r["timing"]["train_s"] for r in results],
-        },
-        "data": {k: v for k, v in data_info.items() if k != "duplicates"}
-        | {"n_duplicates": data_info["duplicates"]["count"]},
-        "model": {"architecture": config.model.name, "parameters": results[0]["parameters"]},
-        "runtime": results[0]["runtime"],
-        "environment": run_environment(results[0]["runtime"]),
-        "config_fingerprint": config_fingerprint(config),
-        "medclf_version": __version__,
-    }
-    summary |= summary_spread(results, data, evaluation=config.evaluation, seed=config.seed,
-                              ensemble=ensemble.get("test"))
-    runfolder.write_json(out / runfolder.SUMMARY, summary)
-    _write_folds_csv(out, data, results, summary)
-    write_gallery(out, data, [r["fold"] for r in results])
-    return summary
-
-
-def _mean_thresholds(results: list[dict]) -> np.ndarray | None:
-    """Multi-label: the mean over folds of each label's threshold; None for single-label studies."""
-    if not all("thresholds" in r for r in results):
-        return None
-    return np.mean([list(r["thresholds"].values()) for r in results], axis=0)
-
-
-def _ensemble_test(
-    out: Path, data: ImageSet, fold_indices: list[int], thresholds: np.ndarray | None = None
-) -> dict[str, Any]:
-    """Each test image's mean probabilities over the folds that predicted it, read back from their predictions.csv.
-
-    Multi-label: a label is predicted at the mean of the folds' thresholds for it.
-
-    Raises:
-        RunFolderError: a fold's prediction row is not a probability vector (names the fold, file and image).
-    """
-    names = data.class_names
-    parts = []
-    for k in fold_indices:
-        path = fold_dir(out, k) / runfolder.PREDICTIONS
-        test = runfolder.read_predictions(path, names).get("test")
-        if test is not None:
-            parts.append((k, path, test))
-    ids, labels, probs = runfolder.ensemble_mean(parts, multilabel=data.multilabel)
-    shutil.rmtree(out / runfolder.ENSEMBLE, ignore_errors=True)  # its record must list only this ensemble's files
-    if data.multilabel:
-        y = np.array([[int(c in label.split("|")) for c in names] for label in labels])
-        t = thresholds if thresholds is not None else np.full(len(names), 0.5)
-        rows = [
-            {"split": "test", "id": i, "label": label, "predicted": "|".join(c for c, v in zip(names, p >= t) if v)}
-            | {runfolder.prob_column(c): float(v) for c, v in zip(names, p)}
-            for i, label, p in zip(ids, labels, probs)
-        ]
-        _write_ensemble(out, rows, names)
-        return {"metrics": multilabel_metrics(y, probs, class_names=names, thresholds=t), "confusion": [],
-                "y": y, "probs": probs, "thresholds": t}  # y, probs: for the intervals and operating points
-    y = np.array([names.index(label) for label in labels])
-    rows = [
-        {"split": "test", "id": i, "label": label, "predicted": names[int(p.argmax())]}
-        | {runfolder.prob_column(c): float(v) for c, v in zip(names, p)}
-        for i, label, p in zip(ids, labels, probs)
-    ]
-    _write_ensemble(out, rows, names)
-    return {
-        "metrics": classification_metrics(y, probs, class_names=names),
-        "confusion": confusion(y, probs, n_classes=len(names)),
-        "y": y, "probs": probs,
-    }
-
-
-def _write_ensemble(out: Path, rows: list[dict[str, Any]], names: list[str]) -> None:
-    runfolder.write_predictions(out / runfolder.ENSEMBLE / runfolder.PREDICTIONS, rows, names)
-    runfolder.record_complete(out / runfolder.ENSEMBLE, n_rows=len(rows))
-
-
-def _write_folds_csv(out: Path, data: ImageSet, results: list[dict], summary: dict) -> None:
-    levels = [level for level, attribute, *_ in LEVELS if getattr(data, attribute) is not None and not data.multilabel]
-    points = summary.get("operating_points") or {}
-    positive = points.get("positive_class")
-    names = points.get("points", [])
-    columns = folds_csv_columns(data.class_names, multilabel=data.multilabel, levels=levels)
-    columns += operating_point_columns(data.class_names, multilabel=data.multilabel, points=names)
-    rows = []
-    for r in results:
-        for split, m in r["metrics"].items():
-            cells = operating_point_cells(r.get("operating_points", {}).get("splits", {}).get(split), positive)
-            rows.append({"fold": r["fold"], "split": split, "n_images": r["n_images"][split],
-                         "best_epoch": r["best_epoch"]} | m | folds_csv_extras(m) | cells)
-    for split, m in summary["ensemble"].items():
-        n_test = results[0]["n_images"].get(split, "")
-        cells = operating_point_cells(points.get("ensemble", {}).get(split), positive)
-        rows.append({"fold": "ensemble", "split": split, "n_images": n_test, "best_epoch": ""} | m | cells)
-    runfolder.write_csv(out / runfolder.FOLDS_CSV, rows, columns)
