@@ -83,6 +83,15 @@ def binary_run(binary_splits: Path, tmp_path_factory) -> Path:
 
 
 @pytest.fixture()
+def figures_not_drawn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reports written in this test build each figure but do not draw it (see figure_stub.py): for tests of a
+    report's tables, text and files, whose figures other tests draw for real."""
+    from figure_stub import skip_drawing
+
+    skip_drawing(monkeypatch)
+
+
+@pytest.fixture()
 def copy_run(tmp_path: Path):
     """``copy_run(run)``: a private copy of a session run folder that a test may change."""
     import shutil

@@ -81,7 +81,8 @@ def test_run_then_predict_honours_the_run_folder_contract(trained_run: Path, tin
     assert len(_read_csv(tmp_path / "one.csv")) == 4
 
 
-def test_resume_skips_complete_folds_and_ends_with_the_same_summary(trained_run: Path, copy_run, tiny_config: Path):
+def test_resume_skips_complete_folds_and_ends_with_the_same_summary(trained_run: Path, copy_run, tiny_config: Path,
+                                                                   figures_not_drawn):
     out = copy_run(trained_run)  # trained from tiny_config's study: the same config fingerprint
     args = ["run", str(tiny_config), "--out", str(out), "--quiet"]
     first = json.loads((out / "summary.json").read_text())
@@ -95,7 +96,7 @@ def test_resume_skips_complete_folds_and_ends_with_the_same_summary(trained_run:
     assert second["metrics"] == first["metrics"] and second["ensemble"] == first["ensemble"]
 
 
-def test_a_different_config_is_refused_unless_overwrite(trained_run: Path, copy_run, tiny_config: Path):
+def test_a_different_config_is_refused_unless_overwrite(trained_run: Path, copy_run, tiny_config: Path, figures_not_drawn):
     out = copy_run(trained_run)  # a finished run of tiny_config's study
     other = ["run", str(tiny_config), "--out", str(out), "-o", "training.optimizer.lr=0.01"]
     refused = runner.invoke(app, other)

@@ -16,6 +16,7 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
+from figure_stub import skip_drawing
 from medclf.cli import app
 
 runner = CliRunner()
@@ -54,7 +55,9 @@ def test_a_subset_of_folds_runs_only_those_and_a_later_run_resumes_the_rest(
     assert predicted.exit_code == 0, predicted.output
 
     fold1 = {p.name: p.read_bytes() for p in (out / "fold-1").iterdir()}
-    second = runner.invoke(app, ["run", str(tiny_config), "--out", str(out), "--quiet", *fast])  # cv.folds: runtime
+    with pytest.MonkeyPatch.context() as patch:  # a whole 2-fold run's figures: trained_run draws them
+        skip_drawing(patch)
+        second = runner.invoke(app, ["run", str(tiny_config), "--out", str(out), "--quiet", *fast])  # cv.folds: runtime
     assert second.exit_code == 0, second.output
     assert {p.name: p.read_bytes() for p in (out / "fold-1").iterdir()} == fold1  # resumed, not retrained
     assert (out / "fold-0" / "complete.json").is_file()

@@ -83,7 +83,8 @@ def test_a_sweep_into_a_locked_sweep_folder_exits_2(held_folder, tiny_config: Pa
     assert _results(folder) == before
 
 
-def test_a_full_disk_mid_run_is_one_paragraph_and_a_rerun_resumes(tiny_config: Path, tmp_path: Path, monkeypatch):
+def test_a_full_disk_mid_run_is_one_paragraph_and_a_rerun_resumes(tiny_config: Path, tmp_path: Path, monkeypatch,
+                                                                  figures_not_drawn):
     out = tmp_path / "run"
     args = ["run", str(tiny_config), "--out", str(out), "--quiet", "-o", "training.epochs=1"]
     real_replace = os.replace

@@ -90,7 +90,7 @@ def test_non_finite_weights_are_refused_by_predict(finished: Path, tiny_splits: 
 
 
 def test_resume_retrains_a_damaged_fold_with_a_warning_and_ends_with_the_same_metrics(
-    finished: Path, tiny_config: Path
+    finished: Path, tiny_config: Path, figures_not_drawn
 ):
     first = json.loads((finished / "summary.json").read_text())
     ensemble = (finished / "ensemble" / "predictions.csv").read_text()

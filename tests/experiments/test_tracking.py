@@ -28,11 +28,15 @@ def _history(path: Path) -> list[dict[str, float]]:
 @pytest.fixture(scope="module")
 def tracked(tiny_splits: Path, tmp_path_factory) -> tuple[Path, Path, dict]:
     """A 2-fold, 1-epoch study run with MLflow (the default store, in a temporary working directory) and
-    TensorBoard on, without a report; then the same call again, all folds complete, with the report."""
+    TensorBoard on, without a report; then the same call again, all folds complete, with the report (its
+    figures built, not drawn: these tests look at which files are logged, not at their pixels)."""
+    from figure_stub import skip_drawing
+
     root = tmp_path_factory.mktemp("tracked")
     config = _study(tiny_splits, root / "cache", tensorboard=True, mlflow=True)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")  # the suite runs offline
+        skip_drawing(patch)
         patch.chdir(root)
         summary = medclf.run_study(config, root / "run", report=False)
         store = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"  # the same store, named by tracking.mlflow_uri

@@ -205,6 +205,16 @@ def reported_run(tmp_path_factory) -> Path:
     return run
 
 
+@pytest.fixture(scope="session")
+def patient_report(tmp_path_factory) -> Path:
+    """A fabricated run with patient-level results and its report, written once for the tests that read it."""
+    from medclf.reporting import write_report
+
+    run = build_run(tmp_path_factory.mktemp("patient") / "run", patient=True)
+    write_report(run)
+    return run
+
+
 def build_audit(*, leak: bool = True, policy: str = "warn") -> dict:
     """audit.json as a run writes it (medclf.experiments.scoring.run_audit): the real audit of tiny data.
 

@@ -134,7 +134,7 @@ def test_report_has_every_section_figure_and_table_and_stays_offline(reported_ru
     assert "early stop at epoch 4" in html and "kept epoch 3" in html
 
 
-def test_gallery_says_why_when_the_run_kept_no_images(fabricated_run, read_table):
+def test_gallery_says_why_when_the_run_kept_no_images(fabricated_run, read_table, figures_not_drawn):
     run = fabricated_run(gallery=False)
     html = write_report(run).read_text()
     assert "The images are not shown: the run folder has no gallery.npz" in html
@@ -158,16 +158,16 @@ def test_gallery_shows_the_images_the_run_kept(reported_run, read_table):
     assert probs == sorted(probs, reverse=True) and all(r["true"] != r["predicted"] for r in rows)
 
 
-def test_gallery_of_an_altered_file_says_why(fabricated_run):
+def test_gallery_of_an_altered_file_says_why(fabricated_run, figures_not_drawn):
     run = fabricated_run()
     (run / "gallery.npz").write_bytes(b"not a zip")
     html = write_report(run).read_text()
     assert "The images are not shown:" in html and "gallery.npz cannot be read" in html
 
 
-def test_patient_and_multilabel_sections_appear_when_the_run_has_them(fabricated_run, read_table):
-    run = fabricated_run(patient=True)
-    html = write_report(run).read_text()
+def test_patient_and_multilabel_sections_appear_when_the_run_has_them(patient_report, fabricated_run, read_table):
+    run = patient_report
+    html = (run / "report.html").read_text()
     assert "<h2>Patient level</h2>" in html
     rows = {r["metric"]: r for r in read_table(run, "patient-metrics-holdout")}
     assert _f(rows["accuracy"]["fold 2"]) == pytest.approx(0.7)
@@ -198,7 +198,7 @@ def _section(html: str, anchor: str) -> str:
     return html[start:html.index("<section", start + 1)]
 
 
-def test_audit_shows_each_fold_and_warns_when_a_fold_leaks(fabricated_run, read_table, real_audit):
+def test_audit_shows_each_fold_and_warns_when_a_fold_leaks(fabricated_run, read_table, real_audit, figures_not_drawn):
     run = fabricated_run(stopped=False)
     audit = real_audit(policy="warn")
     (run / "audit.json").write_text(json.dumps(audit))
@@ -231,7 +231,7 @@ def test_audit_shows_each_fold_and_warns_when_a_fold_leaks(fabricated_run, read_
     assert "early stop at epoch" not in html  # old runs without stopped_epoch
 
 
-def test_audit_after_drop_duplicates_and_without_leaks(fabricated_run, read_table, real_audit):
+def test_audit_after_drop_duplicates_and_without_leaks(fabricated_run, read_table, real_audit, figures_not_drawn):
     run = fabricated_run()
     (run / "audit.json").write_text(json.dumps(real_audit(policy="drop_duplicates")))
     section = _section(write_report(run).read_text(), "leakage-audit")
@@ -244,7 +244,7 @@ def test_audit_after_drop_duplicates_and_without_leaks(fabricated_run, read_tabl
     assert [r["exact"] for r in read_table(run, "audit-folds")] == ["0", "0", "0"]
 
 
-def test_rewriting_removes_figures_the_report_no_longer_has(fabricated_run):
+def test_rewriting_removes_figures_the_report_no_longer_has(fabricated_run, figures_not_drawn):
     run = fabricated_run()
     (run / "figures").mkdir()
     (run / "figures" / "confusion-holdout-fold-7.png").write_bytes(b"old")
@@ -263,7 +263,7 @@ def test_not_a_run_folder_is_a_clear_error(tmp_path: Path, fabricated_run):
         write_report(run)
 
 
-def test_a_damaged_or_edited_config_yaml_is_refused_by_name(fabricated_run):
+def test_a_damaged_or_edited_config_yaml_is_refused_by_name(fabricated_run, figures_not_drawn):
     run = fabricated_run()
     text = (run / "config.yaml").read_text()
     (run / "config.yaml").write_text(text[: len(text) // 2])  # truncated: still YAML, no longer this run's config
@@ -279,9 +279,9 @@ def test_a_damaged_or_edited_config_yaml_is_refused_by_name(fabricated_run):
     write_report(run)
 
 
-def test_environment_is_the_runs_and_old_runs_say_the_versions_are_the_reports(fabricated_run, read_table):
-    run = fabricated_run()
-    write_report(run)
+def test_environment_is_the_runs_and_old_runs_say_the_versions_are_the_reports(reported_run, fabricated_run, read_table,
+                                                                             figures_not_drawn):
+    run = reported_run
     recorded = _json(run / "summary.json")["environment"]
     rows = {r[""]: r for r in read_table(run, "environment")}
     assert rows["torch"]["value"] == "9.9.9" and rows["torch"]["source"] == "run"  # the run's, not this one's
@@ -368,10 +368,8 @@ def test_roc_panels_show_the_aucs_of_roc_auc_score(reported_run):
         assert mean.label == f"mean (AUC {np.mean(aucs):.3f} ± {np.std(aucs, ddof=1):.3f})"
 
 
-def test_patient_counts_have_no_decimals(fabricated_run):
-    run = fabricated_run(patient=True)
-    write_report(run)
-    md = (run / "tables" / "patient-metrics-holdout.md").read_text()
+def test_patient_counts_have_no_decimals(patient_report):
+    md = (patient_report / "tables" / "patient-metrics-holdout.md").read_text()
     (row,) = [line for line in md.splitlines() if line.startswith("| n_patients ")]
     assert row == "| n_patients | 8 | 8 | 8 | 8 ± 0.0 | – |"
 
