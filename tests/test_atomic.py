@@ -100,3 +100,17 @@ def test_other_os_errors_are_not_storage_errors(tmp_path, monkeypatch):
     with pytest.raises(OSError) as caught:
         atomic_write_text(tmp_path / "x.txt", "x")
     assert not isinstance(caught.value, StorageError)
+
+
+def test_the_ddp_guard_refuses_a_write_by_a_rank_but_0(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDCLF_DDP_GUARD", "1")
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(RuntimeError, match=r"rank 1 tried to write .*f\.json: under torchrun only rank 0 writes"):
+        atomic_write_json(tmp_path / "f.json", {})
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setenv("RANK", "0")
+    atomic_write_json(tmp_path / "f.json", {})
+    monkeypatch.delenv("MEDCLF_DDP_GUARD")
+    monkeypatch.setenv("RANK", "1")
+    atomic_write_json(tmp_path / "g.json", {})  # without the guard a write is a write (the guard is for tests)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.json", "g.json"]

@@ -226,3 +226,14 @@ def test_an_index_into_a_list_the_config_does_not_write_says_so():
     with pytest.raises(ConfigError, match=r"training\.stages: an override set training\.stages\.<index> but the config "
                                           r"writes no list training\.stages to index .*set the whole list"):
         parse_config(apply_overrides(MINIMAL, ["training.stages.0.lr=0.01"]))
+
+
+def test_data_memory_keys_are_checked_and_left_out_of_the_fingerprint(tmp_path: Path):
+    base = parse_config(MINIMAL, base_dir=tmp_path)
+    assert (base.data.memory, base.data.memory_share) == ("auto", 0.5)
+    mapped = parse_config({"data": MINIMAL["data"] | {"memory": "mmap", "memory_share": 0.25}}, base_dir=tmp_path)
+    assert config_fingerprint(mapped) == config_fingerprint(base)  # same pixels either way: runs resume
+    with pytest.raises(ConfigError, match=r"data\.memory.*'disk'"):
+        parse_config({"data": MINIMAL["data"] | {"memory": "disk"}})
+    with pytest.raises(ConfigError, match=r"data\.memory_share"):
+        parse_config({"data": MINIMAL["data"] | {"memory_share": 1.5}})

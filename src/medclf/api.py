@@ -13,9 +13,11 @@ from typing import Any
 from medclf.config import Config
 from medclf.experiments import study as _study
 from medclf.experiments.callbacks import StudyCallback
+from medclf.experiments.executors import Executor, RayExecutor
 from medclf.experiments.tracking import tracking
 from medclf.experiments.validation import load_checked_config, parse_checked_config
 from medclf.locking import hold_run_folder
+from medclf.training.distributed import is_writer
 
 __all__ = ["StudyCallback", "run_study"]
 
@@ -28,6 +30,7 @@ def run_study(
     overwrite: bool = False,
     report: bool = True,
     progress: Any = None,
+    executor: Executor | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) a cross-validated study into a run folder, then write its report.
 
@@ -44,6 +47,9 @@ def run_study(
         overwrite: replace a run of a different config in ``out`` instead of refusing.
         report: write ``out/report.html`` (figures and tables beside it) and call ``on_report``.
         progress: a ``rich.progress.Progress`` to draw fold, epoch and batch bars on (the command line's), or None.
+        executor: where the folds run: None, in this process one after the other; else an executor of
+            :func:`medclf.experiments.executors.study_executor` (``medclf run --executor --parallel``): folds in
+            worker processes or Ray tasks, their callbacks called when each has ended (docs/scaling.md).
 
     Returns:
         The summary, as written to ``out/summary.json``.
@@ -54,11 +60,15 @@ def run_study(
         RunFolderError: ``out`` holds a different study and ``overwrite`` is False, or another process writes it.
         Exception: whatever a callback raises, unchanged; folds completed before it stay, so a second call resumes.
     """
-    config = _checked(config)
+    on_cluster = isinstance(executor, RayExecutor) and bool(executor.address)
+    config = _checked(config, check_device=not on_cluster)  # a cluster's workers check their own device
     out = Path(out) if out is not None else Path("runs") / config.name
+    if not is_writer():  # a torchrun rank but 0 trains its share of each fold; rank 0 locks, tracks and reports
+        return _study.run_study(config, out, overwrite=overwrite)
     with hold_run_folder(out, command=f"medclf.run_study({config.name!r})"), tracking(config) as trackers:
         hooks = [*trackers, *callbacks]
-        summary = _study.run_study(config, out, overwrite=overwrite, progress=progress, callbacks=hooks)
+        summary = _study.run_study(config, out, overwrite=overwrite, progress=progress, callbacks=hooks,
+                                   executor=executor)
         if report:
             from medclf.reporting import write_report
 
@@ -68,10 +78,10 @@ def run_study(
     return summary
 
 
-def _checked(config: Config | Mapping[str, Any] | str | Path) -> Config:
+def _checked(config: Config | Mapping[str, Any] | str | Path, *, check_device: bool = True) -> Config:
     """``config`` as a checked :class:`Config`, whichever of the accepted forms it came in."""
     if isinstance(config, Config):
         return config  # checked by the study itself, as every caller's config is
     if isinstance(config, Mapping):
-        return parse_checked_config(dict(config), origin="the config dict")
-    return load_checked_config(Path(config))
+        return parse_checked_config(dict(config), origin="the config dict", check_device=check_device)
+    return load_checked_config(Path(config), check_device=check_device)

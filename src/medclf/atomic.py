@@ -78,6 +78,7 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     as a :class:`StorageError` naming ``path`` when the disk is full or the write is not permitted.
     """
     path = Path(path)
+    _refuse_other_ranks(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -95,6 +96,17 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
         if friendly is None or friendly is error:
             raise
         raise friendly from error
+
+
+def _refuse_other_ranks(path: Path) -> None:
+    """Under torchrun only rank 0 writes; with ``MEDCLF_DDP_GUARD`` set, another rank's write is a bug that raises.
+
+    (The tests of distributed training set it, so a write that slips past the rank gating fails the run.)
+    """
+    rank = os.environ.get("RANK", "0")
+    if os.environ.get("MEDCLF_DDP_GUARD") and rank != "0":
+        raise RuntimeError(f"rank {rank} tried to write {path}: under torchrun only rank 0 writes "
+                           "(MEDCLF_DDP_GUARD is set to catch this)")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -286,3 +286,22 @@ def test_a_clean_dataset_gives_no_warning_line() -> None:
     assert result.report["folds"] == [{"fold": 0, "exact": 0, "near": 0, "patient": 0}]
     kept, lines = apply_leakage_policy(data, [fold], result, "warn")
     assert kept[0] is fold and lines == []
+
+
+def test_near_duplicates_of_chosen_rows_in_small_chunks_match_a_copy(tmp_path, monkeypatch) -> None:
+    # the audit reads a memory-mapped set a slice at a time and never copies the rows it compares
+    from medclf.data import audit
+
+    rng = np.random.default_rng(1)
+    base = rng.integers(0, 256, (30, 3, 20, 24), dtype=np.uint8)
+    noisy = np.clip(base.astype(int) + rng.integers(-3, 4, base.shape), 0, 255).astype(np.uint8)
+    np.save(tmp_path / "images.npy", np.concatenate([base, noisy]))
+    mapped = np.load(tmp_path / "images.npy", mmap_mode="r")
+    rows = np.sort(rng.choice(60, 45, replace=False))
+    whole = near_duplicate_candidates(np.array(mapped[rows]), max_distance=20, min_correlation=0.5)
+    monkeypatch.setattr(audit, "_CHUNK_BYTES", 5000)  # a few images per slice
+    sliced = near_duplicate_candidates(mapped, max_distance=20, min_correlation=0.5, rows=rows)
+    assert len(whole[0]) > 3
+    for expected, got in zip(whole, sliced):
+        np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(perceptual_hashes(mapped), perceptual_hashes(np.array(mapped)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tracemalloc
 import warnings
 from pathlib import Path
 
@@ -304,3 +305,63 @@ def test_an_array_source_fingerprint_follows_its_pixels(tmp_path: Path, make_con
     np.savez(tmp_path / "b.npz", **arrays)
     changed = load_dataset(make_config({"type": "npz", "path": str(tmp_path / "b.npz")}))
     assert changed.fingerprint != base.fingerprint
+
+
+# ------------------------------------------------------------------------------------------- memory-mapped
+def test_mmap_loads_map_the_entry_read_only_and_match_ram(tmp_path: Path, files: list[Path]) -> None:
+    copy = Path(shutil.copy(files[0], tmp_path / "img" / "copy.png"))  # decoded once, copied in the map
+    (tmp_path / "img" / "bad.png").write_bytes(b"")  # skipped: the map is compacted in place
+    paths = [*files[:2], tmp_path / "img" / "bad.png", *files[2:], copy]
+    ram = cache.load_images(paths, PREP, cache_dir=tmp_path / "ram", on_bad_image="skip")
+    miss = cache.load_images(paths, PREP, cache_dir=tmp_path / "c", on_bad_image="skip", mmap=True)
+    hit = cache.load_images(paths[:2] + paths[3:], PREP, cache_dir=tmp_path / "c", mmap=True)
+    assert (miss.hit, hit.hit, [i for i, _ in miss.failed]) == (False, True, [2])
+    for result in (miss, hit):
+        assert isinstance(result.images, np.memmap) and not result.images.flags.writeable
+        np.testing.assert_array_equal(result.images, ram.images)
+        assert result.checksums == ram.checksums
+    assert Path(hit.images.filename).name == Path(miss.images.filename).name
+    assert entry_files(tmp_path / "c") == entry_files(tmp_path / "ram")  # the temporary build file is gone
+    (key_npy,) = (tmp_path / "c").glob("*.npy")
+    assert key_npy.read_bytes() == next((tmp_path / "ram").glob("*.npy")).read_bytes()
+
+
+def test_mmap_build_decodes_in_chunks_and_leaves_nothing_on_failure(
+    tmp_path: Path, files: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cache, "_ROWS_BYTES", 2 * 16 * 16)  # two decoded images at a time
+    result = cache.load_images(files, PREP, cache_dir=tmp_path / "c", mmap=True)
+    np.testing.assert_array_equal(result.images, clean_decodes(files))
+    (tmp_path / "img" / "empty.png").write_bytes(b"")
+    with pytest.raises(DataError, match=r"empty\.png"):
+        cache.load_images([*files, tmp_path / "img" / "empty.png"], PREP, cache_dir=tmp_path / "d", mmap=True)
+    assert not any((tmp_path / "d").iterdir())  # the temporary build file was removed
+
+
+def test_a_damaged_mapped_entry_is_repaired(tmp_path: Path, files: list[Path]) -> None:
+    first = cache.load_images(files, PREP, cache_dir=tmp_path / "c")
+    array_path, _ = entry_paths(tmp_path / "c", first.digests)
+    overwrite_rows(array_path, [1])
+    with pytest.warns(RuntimeWarning, match="1 of 4 cached images fail their pixel checksum"):
+        repaired = cache.load_images(files, PREP, cache_dir=tmp_path / "c", mmap=True)
+    assert repaired.n_repaired == 1 and isinstance(repaired.images, np.memmap)
+    np.testing.assert_array_equal(repaired.images, clean_decodes(files))
+
+
+def test_checksums_of_a_map_stream_through_the_page_cache(tmp_path: Path) -> None:
+    # 32 MiB mapped: a whole-set copy would allocate 32 MiB (numpy reports its buffers to tracemalloc, which
+    # sees the peak; RssAnon after the call would not, the copy being freed by then); rows read through the
+    # map allocate nothing of that size
+    images = np.lib.format.open_memmap(tmp_path / "big.npy", mode="w+", dtype=np.uint8, shape=(512, 1, 256, 256))
+    images[:] = 7
+    images.flush()
+    del images
+    mapped = np.load(tmp_path / "big.npy", mmap_mode="r")
+    tracemalloc.start()
+    try:
+        checksums = cache.pixel_checksums(mapped)
+        peak_mib = tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
+    assert len(set(checksums)) == 1 and len(checksums) == 512
+    assert peak_mib < 4, f"checksumming a 32 MiB map allocated {peak_mib:.0f} MiB at its peak"

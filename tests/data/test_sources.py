@@ -351,3 +351,24 @@ def test_a_class_left_empty_by_skipping_names_the_skipped_files(tmp_path: Path, 
                r"data\.on_bad_image: skip\), class 'b' has no training images left")
     with pytest.raises(DataError, match=message):
         load_dataset(make_config({"type": "folder", "path": str(tmp_path / "d")}, on_bad_image="skip"))
+
+
+# ------------------------------------------------------------------------------------------------- memory
+def test_data_memory_chooses_the_map_and_auto_compares_the_set_with_ram(
+    folder_tree: Path, make_config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from medclf.data import sources
+
+    source = {"type": "folder", "path": str(folder_tree)}
+    assert sources.physical_memory() > 2**20  # os.sysconf on this machine
+    monkeypatch.setattr(sources, "physical_memory", lambda: 10_000)
+    # 4 images of 16x16 = 1,024 bytes: mapped above a share of 0.1 of 10,000 bytes, in RAM at 0.5
+    assert sources.maps_from_disk(make_config(source, memory="auto", memory_share=0.1), 4)
+    assert not sources.maps_from_disk(make_config(source, memory="auto"), 4)
+    assert sources.maps_from_disk(make_config(source, memory="mmap"), 4)
+    assert not sources.maps_from_disk(make_config(source, memory="ram", memory_share=0.01), 4)
+    ram = load_dataset(make_config(source, memory="ram"))
+    mapped = load_dataset(make_config(source, memory="auto", memory_share=0.1))
+    assert isinstance(mapped.images, np.memmap) and not isinstance(ram.images, np.memmap)
+    np.testing.assert_array_equal(mapped.images, ram.images)
+    assert mapped.fingerprint == ram.fingerprint

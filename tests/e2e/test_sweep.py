@@ -254,6 +254,33 @@ def test_parallel_and_ray_sweeps_give_the_sequential_comparison(sequential, swee
         assert _close(_check_sweep_folder(tmp_path / other), reference)
 
 
+def test_a_studys_folds_as_ray_tasks_give_the_sequential_run_folder(sequential, sweep_file: Path, tmp_path: Path,
+                                                                     local_ray):
+    """`medclf run --executor ray`: the baseline variant's study, its folds on the module's Ray, has the sweep's files
+    and fold metrics (the sweep ran that study sequentially on one thread; each task gets one CPU, one thread)."""
+    from medclf.experiments.executors import available_cores
+
+    config = yaml.safe_load(sweep_file.read_text())
+    del config["sweep"]
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump(config))
+    out = tmp_path / "study"
+    done = in_process("run", str(study), "--out", str(out), "--executor", "ray", "--parallel", str(available_cores()),
+                      "--quiet")
+    assert done.exit_code == 0, done.output
+    assert "fold 0: best epoch" in done.stdout and "fold 1: best epoch" in done.stdout
+    swept = sequential[0] / next(v["run_dir"] for v in json.loads((sequential[0] / "sweep.json").read_text())[
+        "variants"] if v["name"] == "adamw")
+    for k in (0, 1):
+        ray_fold, sequential_fold = (run / f"fold-{k}" for run in (out, swept))
+        assert sorted(p.name for p in ray_fold.iterdir()) == sorted(p.name for p in sequential_fold.iterdir())
+        metrics = [json.loads((fold / "metrics.json").read_text()) for fold in (ray_fold, sequential_fold)]
+        for m in metrics:
+            m.pop("timing")
+        assert metrics[0] == metrics[1]
+    assert (out / "summary.json").exists() and (out / "report.html").exists()
+
+
 def test_a_ray_worker_lost_mid_task_gets_its_task_retried(sequential, sweep_file: Path, tmp_path: Path,
                                                           monkeypatch, local_ray):
     """Every task's first worker dies (os._exit, as a killed node would); Ray retries it and the sweep completes."""
@@ -273,8 +300,8 @@ def test_a_ray_worker_lost_mid_task_gets_its_task_retried(sequential, sweep_file
             _os._exit(1)
         return execute_fold_task(task, num_threads)
 
-    monkeypatch.setattr(sweep_module, "make_executor", lambda kind, plan, **kw: RayExecutor(
-        plan.sweep.ray, num_cpus=2, task_fn=dies_once))
+    monkeypatch.setattr(sweep_module, "make_executor", lambda kind, *, ray, **kw: RayExecutor(
+        ray, num_cpus=2, task_fn=dies_once))
     comparison = run_sweep(load_sweep(sweep_file), tmp_path / "sweep", executor="ray")
     assert len(list(markers.iterdir())) == 4  # 2 variants x 2 folds: each task's first worker was lost
     assert all(len(v["metrics"]["accuracy"]["folds"]) == 2 for v in comparison["variants"])

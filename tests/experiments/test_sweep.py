@@ -40,7 +40,7 @@ class RecordingExecutor:
 @pytest.fixture()
 def executor(monkeypatch) -> RecordingExecutor:
     recorder = RecordingExecutor()
-    monkeypatch.setattr(sweep_module, "make_executor", lambda kind, plan, **kw: recorder)
+    monkeypatch.setattr(sweep_module, "make_executor", lambda kind, **kw: recorder)
     return recorder
 
 

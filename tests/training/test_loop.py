@@ -91,3 +91,26 @@ def test_step_count_matches_the_shuffled_batches(n):
     from medclf.training.loop import _n_train_steps
 
     assert _n_train_steps(n, 4) == len(batch_indices(n, 4, generator=torch.Generator().manual_seed(0)))
+
+
+def test_a_fit_from_memory_mapped_rows_is_bit_identical_to_one_from_a_tensor(tmp_path):
+    import numpy as np
+
+    from medclf.data.rows import Rows
+
+    x, y = _toy()
+    np.save(tmp_path / "images.npy", x.numpy())
+    mapped = np.load(tmp_path / "images.npy", mmap_mode="r")
+    train, val, _ = torch.randperm(160, generator=torch.Generator().manual_seed(1)).split([48, 16, 96])
+    cfg = TrainingConfig(epochs=1, batch_size=16, device="cpu", oversample="augment",
+                         augmentation={"presets": ["hflip"]})
+    fits = []
+    for train_x, val_x in [(x[train], x[val]), (Rows(mapped, index=train.numpy()), Rows(mapped, index=val.numpy()))]:
+        torch.manual_seed(0)
+        model = build_model(ModelConfig(name="test_resnet"), in_chans=1, n_classes=2)
+        trainer = Trainer(model, cfg, class_names=["a", "b"], seed=0)
+        fits.append((trainer.fit(train_x, y[train], val_x, y[val]), model.state_dict()))
+    (tensor_fit, tensor_weights), (mapped_fit, mapped_weights) = fits
+    drop_time = lambda history: [{k: v for k, v in h.items() if k != "time_s"} for h in history]  # noqa: E731
+    assert drop_time(mapped_fit.history) == drop_time(tensor_fit.history)
+    assert all(torch.equal(mapped_weights[k], v) for k, v in tensor_weights.items())

@@ -161,14 +161,18 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
     console.print(f"wall time {summary['timing']['total_s']:.0f} s; results in {out}", highlight=False)
 
 
-def _run(config: Any, out: Path, *, overwrite: bool, quiet: bool) -> None:
+def _run(config: Any, out: Path, *, overwrite: bool, quiet: bool, executor: Any = None) -> None:
     from medclf.api import run_study
+    from medclf.training.distributed import is_writer
 
+    if not is_writer():  # a torchrun rank but 0 trains its share of each fold; rank 0 locks, prints and reports
+        run_study(config, out, overwrite=overwrite)
+        return
     progress = _progress(quiet)  # --quiet: no bars; the log lines (fold results, warnings) are still printed
     # locked before run_study reads (or, with --overwrite, deletes) anything in the folder, until the report is out
     with hold_run_folder(out, command=_command_line()):
         with progress if progress is not None else nullcontext():
-            summary = run_study(config, out, overwrite=overwrite, progress=progress)  # and the report
+            summary = run_study(config, out, overwrite=overwrite, progress=progress, executor=executor)  # + report
         print_summary(summary, out)
         console.print(f"report {out / 'report.html'}", highlight=False)
 
@@ -217,25 +221,8 @@ OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace a run o
 
 
 # --------------------------------------------------------------------------------------------- commands
-@app.command(epilog="Example: medclf run examples/demo.yaml -o training.epochs=3 --out runs/demo3")
-@_friendly_errors
-def run(
-    config: Annotated[Path, typer.Argument(help="The study's YAML config.")],
-    override: OverridesOpt = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Run folder (default: runs/<name>).")] = None,
-    overwrite: OverwriteOpt = False,
-    quiet: QuietOpt = False,
-    folds: Annotated[str | None, typer.Option(
-        "--folds", help="Run only these folds, e.g. 0,3 (the same as -o cv.folds=[0,3]); a later run resumes.")] = None,
-) -> None:
-    """Run (or resume) a cross-validated study and write its run folder."""
-    import json
-
-    from medclf.experiments.validation import load_checked_config
-
-    fold_override = [f"cv.folds={json.dumps(folds)}"] if folds is not None else []  # a YAML string: cv.folds parses it
-    cfg = load_checked_config(config, [*(override or []), *fold_override])
-    _run(cfg, out or Path("runs") / cfg.name, overwrite=overwrite, quiet=quiet)
+# `run` lives in cli/run.py; imported here, before the other commands, so it stays the first one --help lists
+from medclf.cli import run  # noqa: E402,F401
 
 
 @app.command(epilog="Example: medclf validate examples/pneumoniamnist.yaml -o model.name=resnet18")
@@ -361,7 +348,7 @@ def print_comparison(comparison: dict[str, Any], out: Path) -> None:
 def sweep(
     config: Annotated[Path, typer.Argument(help="A sweep file: a study config plus a sweep: section.")],
     out: Annotated[Path | None, typer.Option("--out", help="Sweep folder (default: runs/sweep-<name>).")] = None,
-    parallel: Annotated[int, typer.Option("--parallel", help="Folds at once (local), or CPUs of a local Ray.")] = 1,
+    parallel: Annotated[int, typer.Option("--parallel", help="Folds at once (local: in worker processes).")] = 1,
     executor: Annotated[str, typer.Option("--executor", help="local or ray.")] = "local",
     address: Annotated[
         str | None, typer.Option("--address", help="Ray cluster to join (with --executor ray).")

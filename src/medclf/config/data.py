@@ -114,6 +114,11 @@ class DataConfig(_Section):
     channels: Literal[1, 3] = 1  # images are converted to grayscale (1) or RGB (3)
     resize: Literal["resize", "pad"] = "resize"  # pad: keep the aspect ratio, pad with black
     cache_dir: UserPath | None = None  # default: $MEDCLF_CACHE or ~/.cache/medclf
+    # where a file source's decoded images live while training: ram (anonymous memory), mmap (the decode cache's
+    # .npy mapped read-only: pages come from the page cache, so resident memory does not grow with the set), or
+    # auto: mmap when the decoded set (N*C*H*W bytes) is larger than memory_share of physical RAM. Runtime keys.
+    memory: Literal["auto", "ram", "mmap"] = "auto"
+    memory_share: float = Field(0.5, gt=0, le=1)  # share of physical RAM above which `auto` maps from disk
     intensity: IntensityConfig = IntensityConfig()
     volume: VolumeConfig = VolumeConfig()
     on_bad_image: Literal["fail", "skip"] = "fail"  # skip: leave unreadable files out, listed in skipped.csv

@@ -253,6 +253,8 @@ def dump_config(config: Config) -> str:
 # resumes with another (the data itself is checked by its content fingerprint, not its path).
 RUNTIME_ONLY_KEYS = (
     "data.cache_dir",
+    "data.memory",  # RAM or memory-mapped: the same pixels, bit-identical fits
+    "data.memory_share",
     "data.source.path",
     "training.device",
     "training.num_threads",

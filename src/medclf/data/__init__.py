@@ -9,6 +9,7 @@ from __future__ import annotations
 from medclf.data.dataset import ImageSet, Preprocessing
 from medclf.data.decode import decode_image, resize_array
 from medclf.data.layouts import LAYOUTS, LayoutInfo, SourceListing
+from medclf.data.rows import Rows
 from medclf.data.sources import list_image_files, load_dataset, preprocessing_from_config
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "LAYOUTS",
     "LayoutInfo",
     "Preprocessing",
+    "Rows",
     "SourceListing",
     "decode_image",
     "list_image_files",

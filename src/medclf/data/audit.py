@@ -46,6 +46,9 @@ __all__ = [
 _MAX_PAIRS = 1000  # near-duplicate pairs listed in full; the counts are always exact
 _BLOCK = 1024  # rows of the pairwise Hamming matrix computed at once (1024 x 6000 x 8 bytes = 49 MB)
 _CORR_CHUNK = 16384  # pairs correlated at once (16384 x 1024 x 8 bytes = 134 MB per side)
+# images turned into thumbnails (or thumbnails into hashes) at once: a memory-mapped set is read a slice at a
+# time and only the (N, 32, 32) float32 thumbnails (4 KB an image) are kept for the whole set
+_CHUNK_BYTES = 64 << 20
 
 
 @dataclass
@@ -61,16 +64,33 @@ class AuditResult:
     near_pairs: np.ndarray
 
 
-def _thumbnails(images: np.ndarray) -> np.ndarray:
-    """(N, 32, 32) float32 grayscale thumbnails of (N, C, H, W) uint8 images."""
-    gray = images.astype(np.float32).mean(axis=1)
-    h, w = gray.shape[1:]
-    return ndimage.zoom(gray, (1, 32 / h, 32 / w), order=1, grid_mode=True, mode="nearest")[:, :32, :32]
+def _thumbnails(images: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """(N, 32, 32) float32 grayscale thumbnails of (N, C, H, W) uint8 images (of ``images[rows]`` if given).
+
+    A slice of rows at a time: each thumbnail depends on its own image only (the zoom keeps the image axis).
+    """
+    rows = np.arange(len(images)) if rows is None else np.asarray(rows, dtype=np.int64)
+    c, h, w = images.shape[1:]
+    # a slice holds C+2 float32 copies of its images at once (the float image, its gray mean, the zoom's work)
+    step = max(1, _CHUNK_BYTES // (4 * (c + 2) * max(1, h * w)))
+    out = np.empty((len(rows), 32, 32), dtype=np.float32)
+    for start in range(0, len(rows), step):
+        gray = np.asarray(images[rows[start : start + step]]).astype(np.float32).mean(axis=1)
+        small = ndimage.zoom(gray, (1, 32 / h, 32 / w), order=1, grid_mode=True, mode="nearest")
+        out[start : start + len(gray)] = small[:, :32, :32]
+    return out
 
 
 def perceptual_hashes(images: np.ndarray, *, thumbnails: np.ndarray | None = None) -> np.ndarray:
     """64-bit DCT perceptual hashes of (N, C, H, W) uint8 images, as (N,) uint64."""
     small = _thumbnails(images) if thumbnails is None else thumbnails
+    step = max(1, _CHUNK_BYTES // small[0].nbytes) if len(small) else 1
+    hashes = [_dct_hashes(small[s : s + step]) for s in range(0, len(small), step)]
+    return np.concatenate(hashes) if hashes else np.zeros(0, dtype=np.uint64)
+
+
+def _dct_hashes(small: np.ndarray) -> np.ndarray:
+    """The perceptual hashes of (n, 32, 32) thumbnails, as (n,) uint64."""
     low = fft.dctn(small, axes=(1, 2), norm="ortho")[:, :8, :8].reshape(len(small), 64)
     bits = low > np.median(low[:, 1:], axis=1, keepdims=True)  # the DC term only measures brightness
     return np.packbits(bits, axis=1).view(">u8")[:, 0].astype(np.uint64)
@@ -78,11 +98,21 @@ def perceptual_hashes(images: np.ndarray, *, thumbnails: np.ndarray | None = Non
 
 def _correlations(thumbnails: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     """Pearson correlation of the thumbnails of each pair (i[k], j[k]); 1 for two flat images."""
-    flat = thumbnails.reshape(len(thumbnails), -1).astype(np.float64)
-    flat = flat - flat.mean(axis=1, keepdims=True)
-    norm = np.linalg.norm(flat, axis=1)
+    flat = thumbnails.reshape(len(thumbnails), -1)
+    # Row means and norms a slice at a time: no float64 copy of every thumbnail (8 KB an image).
+    step = max(1, _CHUNK_BYTES // (8 * max(1, flat.shape[1])))
+    mean = np.zeros(len(flat))
+    norm = np.zeros(len(flat))
+    for s in range(0, len(flat), step):
+        part = flat[s : s + step].astype(np.float64)
+        mean[s : s + step] = part.mean(axis=1)
+        norm[s : s + step] = np.linalg.norm(part - mean[s : s + step, None], axis=1)
+
+    def centered(rows: np.ndarray) -> np.ndarray:
+        return flat[rows].astype(np.float64) - mean[rows, None]
+
     # In chunks: a loose hash distance can pass hundreds of thousands of candidate pairs.
-    dots = [np.einsum("kd,kd->k", flat[i[s : s + _CORR_CHUNK]], flat[j[s : s + _CORR_CHUNK]])
+    dots = [np.einsum("kd,kd->k", centered(i[s : s + _CORR_CHUNK]), centered(j[s : s + _CORR_CHUNK]))
             for s in range(0, len(i), _CORR_CHUNK)]
     dot = np.concatenate(dots) if dots else np.zeros(0)
     both_flat = (norm[i] == 0) & (norm[j] == 0)
@@ -94,8 +124,11 @@ def _correlations(thumbnails: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.nd
 def _near_pairs(hashes: np.ndarray, scope: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(i, j, distance) with i < j, same scope, Hamming distance <= max_distance."""
     ii, jj, dd = [], [], []
-    for start in range(0, len(hashes), _BLOCK):
-        block = hashes[start : start + _BLOCK]
+    # rows of the (rows x N) distance matrix at once: fewer than _BLOCK for a large set, so its memory stays
+    # about _CHUNK_BYTES whatever N is
+    rows_at_once = max(1, min(_BLOCK, _CHUNK_BYTES // (8 * max(1, len(hashes)))))
+    for start in range(0, len(hashes), rows_at_once):
+        block = hashes[start : start + rows_at_once]
         dist = np.bitwise_count(block[:, None] ^ hashes[None, :])
         rows, cols = np.nonzero(dist <= max_distance)
         keep = (cols > rows + start) & (scope[rows + start] == scope[cols])
@@ -107,21 +140,24 @@ def _near_pairs(hashes: np.ndarray, scope: np.ndarray, max_distance: int) -> tup
 
 
 def near_duplicate_candidates(
-    images: np.ndarray, scope: np.ndarray | None = None, *, max_distance: int, min_correlation: float
+    images: np.ndarray, scope: np.ndarray | None = None, *, max_distance: int, min_correlation: float,
+    rows: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Every pair of (N, C, H, W) uint8 images that passes the near-duplicate test, each on its own.
 
     Args:
         images: the images, at the size the audit sees them (the dataset's working size).
         scope: (N,) only images of equal scope are compared; None compares all.
+        rows: compare only these rows of ``images``, as if ``images[rows]`` were given (without that copy);
+            ``scope`` and the returned positions then refer to ``rows``.
         max_distance: the largest Hamming distance between the two perceptual hashes (bits of 64).
         min_correlation: the smallest Pearson correlation of the two 32x32 grayscale thumbnails.
 
     Returns:
         (i, j, distance, correlation), one entry per passing pair, i < j.
     """
-    scope = np.zeros(len(images), dtype=np.int64) if scope is None else scope
-    thumbs = _thumbnails(images)
+    thumbs = _thumbnails(images, rows)
+    scope = np.zeros(len(thumbs), dtype=np.int64) if scope is None else scope
     i, j, dist = _near_pairs(perceptual_hashes(images, thumbnails=thumbs), scope, max_distance)
     corr = _correlations(thumbs, i, j)
     keep = corr >= min_correlation
@@ -193,7 +229,7 @@ def audit_dataset(
     """
     start = time.perf_counter()
     location, scope = _locations(data)
-    digests = [hashlib.sha256(row.tobytes()).hexdigest() for row in data.images]
+    digests = [hashlib.sha256(row.tobytes()).hexdigest() for row in data.images]  # row by row: a map streams
     keys = {}
     exact_id = np.array([keys.setdefault((int(s), d), len(keys)) for s, d in zip(scope, digests)], dtype=np.int64)
     exact_groups = [g for g in _members(exact_id) if len(g) > 1]
@@ -206,7 +242,7 @@ def audit_dataset(
                                    "enabled": near}
     if near and len(reps) > 1:
         i, j, dist, corr = near_duplicate_candidates(
-            data.images[reps], scope[reps], max_distance=near_distance, min_correlation=near_correlation
+            data.images, scope[reps], max_distance=near_distance, min_correlation=near_correlation, rows=reps
         )
         near_pairs = np.stack([exact_id[reps[i]], exact_id[reps[j]]], axis=1)
         near_report |= _summarize_pairs(near_pairs, dist, corr, exact_id, data, location)

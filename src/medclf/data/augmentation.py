@@ -7,7 +7,9 @@ transform. :func:`build_augmentation` turns the list into one :data:`BatchTransf
 the same shape out. Flips run vectorised over the batch (one random decision per image); the other transforms
 draw their own parameters per image: rotations and affine maps run as one ``grid_sample`` over the batch, the
 rest (colour jitter, perspective, crops, blur) image by image on the small cached tensors. All randomness
-comes from the given ``torch.Generator``: the same seed gives the same batches.
+comes from the given ``torch.Generator``: the same seed gives the same batches. The draws are made on the CPU and
+moved to the batch's device, so a batch on the GPU gets the same draws as on the CPU (GaussianNoise and AugMix
+excepted: torchvision draws their noise on the image's device, seeded but with other numbers).
 """
 
 from __future__ import annotations
@@ -215,7 +217,8 @@ def _per_image(transform: v2.Transform) -> BatchTransform:
 
     def apply(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-        with torch.random.fork_rng(devices=[]):
+        # manual_seed reseeds every device's generator too: fork the batch's GPU as well, so dropout's stays put
+        with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []):
             torch.manual_seed(seed)
             return torch.stack([transform(image) for image in x])
 

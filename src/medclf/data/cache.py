@@ -22,6 +22,11 @@ fail are named in a warning, decoded again from their files and the entry is rew
 index cannot be read at all is rebuilt the same way. Checksumming 7,000 images of 128x128 pixels takes 0.03 s
 (grayscale) to 0.07 s (RGB) on a busy 2-core CPU, under half of reading the entry and under 0.1 % of one
 training epoch (``benchmarks/cache_integrity.py``, docs/benchmarks.md).
+
+With ``mmap`` (``data.memory``), an entry is read back memory-mapped and read-only: its pages are the file's,
+in the page cache, not the process's own memory. A miss then decodes into a temporary ``.npy`` beside the
+entry a chunk at a time and writes the entry from it, so the whole set is never assembled in memory; the
+checksums are computed row by row through the map.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import uuid
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -62,6 +68,7 @@ __all__ = [
 CACHE_VERSION = 3  # 3: per-row pixel checksums and original sizes in the index; 2: DICOM VOI LUTs after rescale
 
 _CHUNK_BYTES = 1 << 20
+_ROWS_BYTES = 64 << 20  # decoded pixels held at once while an entry is built (the rest is already in place)
 _T = TypeVar("_T")
 _Row = tuple[np.ndarray, "np.ndarray | tuple[int, int]"]  # (C, H, W) pixels and the original (height, width)
 
@@ -143,6 +150,7 @@ def load_images(
     lineage: str | None = None,
     n_threads: int | None = None,
     on_bad_image: str = "fail",
+    mmap: bool = False,
 ) -> CachedImages:
     """Decode ``paths`` under ``prep``, or read them back from the cache when already decoded.
 
@@ -159,6 +167,8 @@ def load_images(
         on_bad_image: "fail" raises on files that cannot be decoded; "skip" leaves them out: ``images``,
             ``digests``, ``checksums`` and ``sizes`` then hold only the good files and ``failed`` lists the
             others with the reason.
+        mmap: return the images as a read-only ``np.memmap`` of the entry's ``.npy`` (a miss builds the
+            entry on disk in chunks); when the cache folder cannot be written they are in memory after all.
 
     Returns:
         The (N, C, H, W) uint8 images, the file digests, the pixel checksums, the original sizes and how many
@@ -174,7 +184,7 @@ def load_images(
     key = cache_key(digests, prep)
     lineage_key = _lineage_key(lineage, prep) if lineage is not None else None
 
-    entry = _read_entry(cache_dir, key, prep, digests=digests, names=[str(p) for p in paths])
+    entry = _read_entry(cache_dir, key, prep, digests=digests, names=[str(p) for p in paths], mmap=mmap)
     if entry is not None and not entry.damaged:
         STATS.n_hits += 1
         if lineage_key is not None:
@@ -182,16 +192,19 @@ def load_images(
         return CachedImages(images=entry.images, digests=digests, n_decoded=0, hit=True,
                             checksums=entry.checksums, sizes=entry.sizes)
 
-    known = _previous_rows(cache_dir, lineage_key, prep, current=key) if lineage_key is not None else {}
+    known = _previous_rows(cache_dir, lineage_key, prep, current=key, mmap=mmap) if lineage_key is not None else {}
     n_repaired = 0
     if entry is not None:  # only its damaged rows are decoded again
         known |= entry.good_rows()
         n_repaired = len(entry.damaged)
-    result = _build_entry(paths, digests, known, prep, n_threads=n_threads, on_bad_image=on_bad_image)
+    spill = _spill_path(cache_dir, key) if mmap and paths else None
+    result = _build_entry(paths, digests, known, prep, n_threads=n_threads, on_bad_image=on_bad_image, spill=spill)
     STATS.n_repaired += n_repaired
     if len(result.digests):
         key = cache_key(result.digests, prep)  # without the files that failed, if any
         _write_safely(cache_dir, lambda: _write_entry(cache_dir, key, result, prep, lineage_key))
+    if isinstance(result.images, np.memmap):
+        result = dataclasses.replace(result, images=_reopen_read_only(cache_dir / f"{key}.npy", spill, result.images))
     return dataclasses.replace(result, n_repaired=n_repaired)
 
 
@@ -203,9 +216,19 @@ def _build_entry(
     *,
     n_threads: int | None,
     on_bad_image: str,
+    spill: Path | None = None,
 ) -> CachedImages:
-    """The images of ``paths`` from ``known`` rows plus decodes of the rest, without the files that failed."""
-    images, sizes, n_decoded, n_reused, failed = _assemble(paths, digests, known, prep, n_threads, on_bad_image)
+    """The images of ``paths`` from ``known`` rows plus decodes of the rest, without the files that failed.
+
+    ``spill``: build them in this temporary ``.npy`` (memory-mapped) rather than in memory.
+    """
+    images = _allocate((len(paths), prep.channels, *prep.size_hw), spill)
+    try:
+        sizes, n_decoded, n_reused, failed = _assemble(images, paths, digests, known, prep, n_threads, on_bad_image)
+    except BaseException:
+        if spill is not None:
+            spill.unlink(missing_ok=True)  # nothing is cached from a failed load
+        raise
     STATS.n_misses += 1
     STATS.n_decoded += n_decoded
     STATS.n_reused += n_reused
@@ -214,45 +237,105 @@ def _build_entry(
         # through the lineage pointer and retries (only) the bad files
         bad = {i for i, _ in failed}
         good = [i for i in range(len(paths)) if i not in bad]
-        images, sizes, digests = images[good], sizes[good], [digests[i] for i in good]
+        images = _compact(images, np.array(good, dtype=np.int64))
+        sizes, digests = sizes[good], [digests[i] for i in good]
     return CachedImages(images=images, digests=digests, n_decoded=n_decoded, hit=False, failed=failed,
                         checksums=pixel_checksums(images), sizes=sizes)
 
 
 def _assemble(
+    images: np.ndarray,
     paths: list[Path],
     digests: list[str],
     known: dict[str, _Row],
     prep: Preprocessing,
     n_threads: int | None,
     on_bad_image: str = "fail",
-) -> tuple[np.ndarray, np.ndarray, int, int, list[tuple[int, str]]]:
-    """Build the image array from known rows plus decodes of each new content once.
+) -> tuple[np.ndarray, int, int, list[tuple[int, str]]]:
+    """Fill ``images`` (N, C, H, W) from known rows plus decodes of each new content once.
 
-    Returns (images, original sizes, n decoded, n reused, failed): ``failed`` lists (position, reason) of files
-    that could not be decoded when ``on_bad_image`` is "skip" (their rows are left zero); with "fail" they raise.
+    Files are decoded a chunk at a time straight into their rows, so only one chunk of decoded pixels is held
+    beside ``images`` (which may be a map of a file). Returns (original sizes, n decoded, n reused, failed):
+    ``failed`` lists (position, reason) of files that could not be decoded when ``on_bad_image`` is "skip"
+    (their rows are left zero); with "fail" they raise.
     """
-    images = np.empty((len(paths), prep.channels, *prep.size_hw), dtype=np.uint8)
     sizes = np.zeros((len(paths), 2), dtype=np.int64)
     first_of: dict[str, int] = {}
     for i, digest in enumerate(digests):
         first_of.setdefault(digest, i)
     todo = [i for d, i in first_of.items() if d not in known]
-    decoded = dict(zip(todo, _parallel_map(lambda i: _try_decode(paths[i], prep), todo, n_threads)))
+    errors: dict[int, DataError] = {}
+    step = max(1, _ROWS_BYTES // max(1, int(np.prod(images.shape[1:]))))
+    for start in range(0, len(todo), step):
+        part = todo[start : start + step]
+        for i, result in zip(part, _parallel_map(lambda i: _try_decode(paths[i], prep), part, n_threads)):
+            if isinstance(result, DataError):
+                errors[i] = result
+            else:
+                images[i], sizes[i] = result
     n_reused, failed = 0, []
     for i, digest in enumerate(digests):
+        first = first_of[digest]
         if digest in known:
             images[i], sizes[i] = known[digest]
             n_reused += 1
-        elif isinstance(result := decoded[first_of[digest]], DataError):
+        elif first in errors:
             # identical bad files are decoded once but reported each under its own path
             images[i] = 0
-            failed.append((i, str(result).removeprefix(f"{result.path}: ")))
-        else:
-            images[i], sizes[i] = result
+            failed.append((i, str(errors[first]).removeprefix(f"{errors[first].path}: ")))
+        elif i != first:
+            images[i], sizes[i] = images[first], sizes[first]  # a byte-identical file: decoded once
     if failed and on_bad_image != "skip":
         _raise_failures([DataError(reason, path=paths[i]) for i, reason in failed])
-    return images, sizes, len(todo), n_reused, failed
+    return sizes, len(todo), n_reused, failed
+
+
+def _spill_path(cache_dir: Path, key: str) -> Path:
+    """A temporary beside the entry, named as :func:`medclf.atomic.atomic_write` names its own, so that a
+    killed build's leftover is removed by :func:`medclf.atomic.remove_stale_temporaries`."""
+    return cache_dir / f".{key}.build.npy.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+
+
+def _allocate(shape: tuple[int, ...], spill: Path | None) -> np.ndarray:
+    """An uninitialised uint8 array of ``shape``: in memory, or mapped from the new file ``spill``."""
+    if spill is None:
+        return np.empty(shape, dtype=np.uint8)
+    try:
+        spill.parent.mkdir(parents=True, exist_ok=True)
+        return np.lib.format.open_memmap(spill, mode="w+", dtype=np.uint8, shape=shape)
+    except (OSError, ValueError) as error:
+        _warn(f"cannot build the decode cache entry on disk in {spill.parent} ({error}); the images are decoded "
+              "into memory instead (data.memory: mmap needs a writable data.cache_dir)")
+        return np.empty(shape, dtype=np.uint8)
+
+
+def _compact(images: np.ndarray, good: np.ndarray) -> np.ndarray:
+    """``images[good]`` for increasing ``good``; a map is compacted in place, a chunk at a time (every source
+    row is at or after its destination, so no row is overwritten before it is read)."""
+    if not isinstance(images, np.memmap):
+        return images[good]
+    step = max(1, _ROWS_BYTES // max(1, int(np.prod(images.shape[1:]))))
+    for start in range(0, len(good), step):
+        part = good[start : start + step]
+        images[start : start + len(part)] = images[part]
+    return images[: len(good)]
+
+
+def _reopen_read_only(entry_path: Path, spill: Path | None, built: np.ndarray) -> np.ndarray:
+    """The built images as a read-only map: of the written entry, else (the write failed) of the temporary.
+
+    The temporary is removed either way; a map of it stays valid until the array is released.
+    """
+    built.flush()
+    if len(built) == 0:  # every file failed: nothing to map
+        images = np.empty(built.shape, dtype=np.uint8)
+    else:
+        images = _read_array(entry_path, built.shape, mmap=True)
+    if images is None and spill is not None:
+        images = np.load(spill, mmap_mode="r")[: len(built)]
+    if spill is not None:
+        spill.unlink(missing_ok=True)
+    return built if images is None else images
 
 
 def _try_decode(path: Path, prep: Preprocessing) -> _Row | DataError:
@@ -317,12 +400,14 @@ def _read_entry(
     *,
     digests: Sequence[str] | None = None,
     names: Sequence[str] | None = None,
+    mmap: bool = False,
 ) -> _Entry | None:
     """The entry ``key`` with every row checked against its checksum; None when there is none or it is unusable.
 
     An entry of which either file exists but cannot be used (unreadable, truncated, wrong shape, an index that
     is not this entry's) is a warning, as are rows that fail their checksum; ``names`` (the files, index-aligned)
-    name those rows in it. ``digests``: the file digests the entry must hold, when known.
+    name those rows in it. ``digests``: the file digests the entry must hold, when known. ``mmap``: the array
+    is mapped read-only, and checked row by row through the map.
     """
     array_path, index_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
     if not array_path.exists() and not index_path.exists():
@@ -333,7 +418,7 @@ def _read_entry(
               "its images are decoded again and the entry rewritten")
         return None
     entry_digests, expected, sizes = index
-    images = _read_array(array_path, (len(entry_digests), prep.channels, *prep.size_hw))
+    images = _read_array(array_path, (len(entry_digests), prep.channels, *prep.size_hw), mmap=mmap)
     if images is None:
         _warn(f"the decode cache entry {array_path} cannot be read or is not the array its index describes "
               f"({len(entry_digests)} images of {prep.channels}x{prep.size_hw[0]}x{prep.size_hw[1]} uint8); "
@@ -371,16 +456,19 @@ def _read_index(path: Path, prep: Preprocessing) -> tuple[list[str], list[str], 
     return digests, checksums, sizes
 
 
-def _read_array(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
-    """The cached array at ``path``, or None when absent, unreadable or not of ``shape`` uint8 (then a miss)."""
+def _read_array(path: Path, shape: tuple[int, ...], *, mmap: bool = False) -> np.ndarray | None:
+    """The cached array at ``path`` (a read-only map with ``mmap``), or None when absent, unreadable or not of
+    ``shape`` uint8 (then a miss)."""
     try:
-        arr = np.load(path, allow_pickle=False)
+        arr = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
     except (OSError, ValueError, EOFError):
         return None
     return arr if arr.shape == shape and arr.dtype == np.uint8 else None
 
 
-def _previous_rows(cache_dir: Path, lineage_key: str, prep: Preprocessing, *, current: str) -> dict[str, _Row]:
+def _previous_rows(
+    cache_dir: Path, lineage_key: str, prep: Preprocessing, *, current: str, mmap: bool = False
+) -> dict[str, _Row]:
     """The verified rows of the last entry of this lineage, by file digest; empty when there is none, it is
     unusable or it is ``current`` (whose rows the caller already has)."""
     try:
@@ -389,7 +477,7 @@ def _previous_rows(cache_dir: Path, lineage_key: str, prep: Preprocessing, *, cu
         return {}
     if previous == current or not _is_key(previous):  # a pointer names an entry in this folder, nothing else
         return {}
-    entry = _read_entry(cache_dir, previous, prep)
+    entry = _read_entry(cache_dir, previous, prep, mmap=mmap)
     return {} if entry is None else entry.good_rows()
 
 

@@ -85,7 +85,7 @@ class ImageSet:
     """Decoded images with their labels and provenance, index-aligned.
 
     Attributes:
-        images: (N, C, H, W) uint8.
+        images: (N, C, H, W) uint8; a read-only ``np.memmap`` of the decode cache under ``data.memory: mmap``.
         labels: (N,) int64 class indices into ``class_names``; for multi-label data (N, L) int64 0/1, one
             column per label of ``class_names``.
         ids: (N,) str; a path relative to the data root, or ``<split>/<index>`` for array sources.

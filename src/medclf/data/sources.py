@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,6 +29,8 @@ __all__ = [
     "find_duplicates",
     "list_image_files",
     "load_dataset",
+    "maps_from_disk",
+    "physical_memory",
     "preprocessing_from_config",
 ]
 
@@ -45,6 +48,26 @@ def preprocessing_from_config(cfg: DataConfig) -> Preprocessing:
         volume_axis=cfg.volume.axis,
         volume_slice=cfg.volume.slice,
     )
+
+
+def physical_memory() -> int:
+    """The machine's physical memory in bytes (0 when the system does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):  # not POSIX, or the names are unknown
+        return 0
+
+
+def maps_from_disk(cfg: DataConfig, n_images: int) -> bool:
+    """Whether ``data.memory`` has a file source's ``n_images`` decoded images memory-mapped from the cache.
+
+    ``auto`` maps when the decoded set (N x C x H x W bytes) exceeds ``data.memory_share`` of physical memory.
+    """
+    if cfg.memory != "auto":
+        return cfg.memory == "mmap"
+    n_bytes = n_images * cfg.channels * cfg.size_hw[0] * cfg.size_hw[1]
+    total = physical_memory()
+    return total > 0 and n_bytes > cfg.memory_share * total
 
 
 def load_dataset(cfg: DataConfig) -> ImageSet:
@@ -71,7 +94,8 @@ def load_dataset(cfg: DataConfig) -> ImageSet:
         # the same source, later edited, reuses the cached rows of its unchanged files
         lineage = f"{cfg.source.type}:{getattr(cfg.source, 'path', listing.root)}"
         cached = load_images(
-            listing.files, prep, cache_dir=cfg.cache_dir, lineage=lineage, on_bad_image=cfg.on_bad_image
+            listing.files, prep, cache_dir=cfg.cache_dir, lineage=lineage, on_bad_image=cfg.on_bad_image,
+            mmap=maps_from_disk(cfg, len(listing.files)),
         )
         images, digests = cached.images, cached.digests
         checksums, sizes = cached.checksums, cached.sizes  # verified against the cache's checksums
@@ -80,7 +104,7 @@ def load_dataset(cfg: DataConfig) -> ImageSet:
             skipped = [(listing.ids[i], reason) for i, reason in cached.failed]  # ids: never absolute paths
             listing = listing.subset([i for i in range(len(listing.ids)) if i not in bad])
             _require_after_skip(listing, [path for path, _ in skipped])
-    else:
+    else:  # array sources (npz, synthetic) are built in memory, whatever data.memory says
         images, digests = listing.images, listing.digests
         checksums, sizes = pixel_checksums(images), listing.sizes
     return ImageSet(

@@ -42,6 +42,10 @@ class StudyCallback:
     - ``on_report(path)``: the HTML report was written at ``path`` (``RUN_DIR/report.html``, with ``figures/``
       and ``tables/`` beside it). Not called when the study runs with ``report=False``.
 
+    A fold that an executor runs in a worker process or on Ray (``medclf run --parallel``, ``--executor ray``)
+    cannot call back while it trains: when it has ended, the driver calls its ``on_fold_start``, then
+    ``on_epoch_end`` for each row of its ``history.csv`` (numbers, ``epoch`` an int), then ``on_fold_end``.
+
     An exception raised by a hook is not caught: the study stops there and it propagates to the caller. Folds
     completed before it stay in the run folder, so running the study again resumes after them.
     """

@@ -15,6 +15,7 @@ import torch
 from medclf import runfolder
 from medclf.config import Config
 from medclf.data import load_dataset
+from medclf.data.rows import Rows
 from medclf.data.splitting import make_folds
 from medclf.models import build_model
 from medclf.training.losses import n_outputs
@@ -51,7 +52,7 @@ def find_learning_rate(
     fold = make_folds(data, config.cv, seed=config.seed)[0]
     seed = config.seed + fold.index  # the study's seeding of this fold: the same initial weights
     torch.manual_seed(seed)
-    images = torch.from_numpy(data.images[fold.train])
+    images = Rows(data.images, index=fold.train)  # a view of the split: no copy of its rows
     labels = torch.from_numpy(data.labels[fold.train])
     labels = labels.float() if data.multilabel else labels  # multi-hot targets of the BCE loss
     n_out = n_outputs(config.training.loss, n_classes=len(data.class_names), multilabel=data.multilabel)

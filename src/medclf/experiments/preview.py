@@ -11,6 +11,7 @@ import torch
 
 from medclf.config import Config
 from medclf.data import load_dataset
+from medclf.data.rows import Rows
 from medclf.data.splitting import make_folds
 from medclf.training.loop import augment_batch, training_augmentations
 from medclf.training.sampling import training_plan
@@ -37,7 +38,7 @@ def augmented_batch(config: Config, *, n_images: int | None = None) -> tuple[np.
     order, is_copy = training_plan(labels, train.oversample, multilabel=data.multilabel, generator=generator)
     n = min(n_images or train.batch_size, 64, len(order))
     order, is_copy = order[:n], is_copy[:n]
-    x = torch.from_numpy(data.images[fold.train][order.numpy()])
+    x = Rows(data.images, index=fold.train).take(order)
     augment = training_augmentations(train, size_hw=tuple(x.shape[-2:]), channels=int(x.shape[1]))
     x = augment_batch(x, is_copy, augment, generator)
     return x.numpy(), [_label_text(row, data.class_names) for row in labels[order.numpy()]], is_copy.tolist()

@@ -22,10 +22,12 @@ from medclf import __version__, runfolder
 from medclf.config import Config, CVConfig, config_fingerprint, dump_config
 from medclf.data import ImageSet, load_dataset, preprocessing_from_config
 from medclf.data.classes import positive_class
+from medclf.data.rows import Rows
 from medclf.data.splitting import Fold, make_folds, resplit_data, resplit_moves, select_folds
 from medclf.errors import RunFolderError
 from medclf.evaluation.multilabel import cooccurrence, multilabel_metrics
 from medclf.experiments.callbacks import EpochRelay, Log, StudyCallback, log_to
+from medclf.experiments.executors import Executor, FoldTask, LocalExecutor, RayExecutor
 from medclf.experiments.scoring import (
     copies_warning,
     fold_spread,
@@ -38,10 +40,11 @@ from medclf.experiments.summary import EVAL_SPLITS, write_summary
 from medclf.experiments.validation import check_config
 from medclf.models import build_model, count_parameters
 from medclf.runfolder import fold_dir, read_json, save_weights
-from medclf.training import Callback, HistoryCSV, RichProgress, Trainer, predict_proba
+from medclf.training import Callback, FitResult, HistoryCSV, RichProgress, Trainer, predict_proba
+from medclf.training.distributed import world
 from medclf.training.losses import n_outputs
 
-__all__ = ["EVAL_SPLITS", "PreparedStudy", "prepare_study", "run_fold", "run_study", "summarize_study"]
+__all__ = ["EVAL_SPLITS", "PreparedStudy", "fit_fold", "prepare_study", "run_fold", "run_study", "summarize_study"]
 
 _RESULT_FILES = (runfolder.DATA, runfolder.SPLITS, runfolder.SUMMARY, runfolder.FOLDS_CSV, runfolder.AUDIT,
                  runfolder.SKIPPED, runfolder.GALLERY)
@@ -59,6 +62,7 @@ def run_study(
     progress: Any = None,
     log: Log = _log,
     callbacks: Sequence[StudyCallback] = (),
+    executor: Executor | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) the cross-validated study ``config`` into the run folder ``out``.
 
@@ -71,6 +75,10 @@ def run_study(
             start with ``warning:`` at WARNING level, the others at INFO).
         callbacks: study callbacks, called in this order (:class:`~medclf.experiments.callbacks.StudyCallback`
             documents the hooks). Tracking is not added here: :func:`medclf.run_study` adds it.
+        executor: runs the folds that are not complete
+            (:func:`~medclf.experiments.executors.study_executor`); None: in this process, one after the other.
+            A fold run in a worker process or on Ray draws only the fold bar, and reaches the callbacks when it
+            has ended: ``on_fold_start``, its epochs replayed from its ``history.csv``, ``on_fold_end``.
 
     Returns:
         The summary written to ``out/summary.json``.
@@ -79,43 +87,98 @@ def run_study(
         ConfigError: a name in ``config`` is not registered (:func:`~medclf.experiments.validation.check_config`).
         RunFolderError: ``out`` holds a different study and ``overwrite`` is False.
     """
-    check_config(config)  # the Python API's boundary: before any data is read
+    # a Ray cluster's workers train (and check training.device there); the driver may have no GPU
+    check_config(config, check_device=not (isinstance(executor, RayExecutor) and executor.address))
+    if world()[1] > 1:  # started by torchrun: each fold data-parallel, rank 0 writes
+        from medclf.experiments import distributed  # late: that module imports this one
+        if not isinstance(executor, distributed.RankExecutor):  # (rank 0 comes back here with one)
+            return distributed.run_distributed_study(config, Path(out), overwrite=overwrite, progress=progress,
+                                                     log=log, callbacks=callbacks, executor=executor)
     out = Path(out)
     study = prepare_study(config, out, overwrite=overwrite, log=log)
     for callback in callbacks:
         callback.on_study_start(config, out)
-    fold_task = progress.add_task("folds", total=len(study.folds)) if progress is not None else None
-    done = set(runfolder.complete_folds(out, [f.index for f in study.folds], expect=fold_facts(config, study.data),
-                                        log=log))
-    results = []
-    for fold in study.folds:
-        results.append(_study_fold(config, study, fold.index, out, skip=fold.index in done, progress=progress,
-                                   log=log, callbacks=callbacks))
-        if progress is not None:
-            progress.update(fold_task, advance=1)
-    summary = summarize_study(config, study, out, results)
+    done = runfolder.complete_folds(out, study.indices, expect=fold_facts(config, study.data), log=log)
+    folds = _StudyFolds(config, study, out, done=done, progress=progress, log=log, callbacks=callbacks)
+    (executor or LocalExecutor()).run(folds.tasks(), run_inline=folds.run_inline, log=log, on_done=folds.ended)
+    summary = summarize_study(config, study, out, folds.results())
     for callback in callbacks:
         callback.on_study_end(summary)
     return summary
 
 
-def _study_fold(config: Config, study: PreparedStudy, index: int, out: Path, *, skip: bool, progress: Any,
-                log: Log, callbacks: Sequence[StudyCallback]) -> dict[str, Any]:
-    """Fold ``index`` of :func:`run_study`: read back when ``skip`` (complete already), else trained; its hooks."""
-    if skip:
-        log(f"fold {index}: already complete, skipped")
-        result = read_json(fold_dir(out, index) / runfolder.METRICS, fix=_RERUN)
-    else:
-        for callback in callbacks:
+class _StudyFolds:
+    """The folds of :func:`run_study` as its executor runs them: tasks, and each fold's hooks, lines and bar.
+
+    Folds are reported in index order where they run here (a complete fold is read back just before the next
+    fold to run, as it always was), and as they end where they run in workers.
+    """
+
+    def __init__(self, config: Config, study: PreparedStudy, out: Path, *, done: list[int], progress: Any,
+                 log: Log, callbacks: Sequence[StudyCallback]) -> None:
+        self.config, self.study, self.out, self.log, self.callbacks = config, study, out, log, callbacks
+        self.progress = progress
+        self.bar = progress.add_task("folds", total=len(study.folds)) if progress is not None else None
+        self.done = set(done)
+        self.skipped = sorted(done)  # complete folds not yet read back
+        self.found: dict[int, dict[str, Any]] = {}
+
+    def tasks(self) -> list[FoldTask]:
+        """The folds to train: absolute paths, since a Ray worker may run in another working directory."""
+        study, run_dir = self.study, self.out.resolve()
+        return [FoldTask(self.config.name, self.config, run_dir, fold, study.data.fingerprint,
+                         n_folds=study.n_folds, folds_run=tuple(study.indices))
+                for fold in study.folds if fold.index not in self.done]
+
+    def run_inline(self, task: FoldTask) -> dict[str, Any]:
+        """Train ``task``'s fold here, with the progress bars and the epoch relay."""
+        index = task.fold.index
+        self._read_back(before=index)
+        for callback in self.callbacks:
             callback.on_fold_start(index)
-        fit_callbacks: list[Callback] = [RichProgress(progress, f"fold {index}")] if progress is not None else []
-        if callbacks:
-            fit_callbacks.append(EpochRelay(callbacks, index))
-        result = run_fold(config, study, index, out, callbacks=fit_callbacks)
-        log(_fold_line(result))
-    for callback in callbacks:
-        callback.on_fold_end(index, result)
-    return result
+        fit_callbacks: list[Callback] = []
+        if self.progress is not None:
+            fit_callbacks.append(RichProgress(self.progress, f"fold {index}"))
+        if self.callbacks:
+            fit_callbacks.append(EpochRelay(self.callbacks, index))
+        result = run_fold(self.config, self.study, index, self.out, callbacks=fit_callbacks)
+        self.log(_fold_line(result))
+        self._end(index, result)
+        return result
+
+    def ended(self, task: FoldTask, result: dict[str, Any]) -> None:
+        """A fold that a worker trained: its line, and its hooks now (its epochs from its ``history.csv``)."""
+        index = task.fold.index
+        self._read_back(before=index)
+        self.log(_fold_line(result))
+        for callback in self.callbacks:
+            callback.on_fold_start(index)
+        if self.callbacks:
+            for row in runfolder.read_history(fold_dir(self.out, index) / runfolder.HISTORY):
+                logs = {k: v for k, v in row.items() if v == v}  # an empty cell reads as NaN: a key the row lacks
+                logs["epoch"] = int(logs["epoch"])
+                for callback in self.callbacks:
+                    callback.on_epoch_end(index, logs["epoch"], dict(logs))
+        self._end(index, result)
+
+    def results(self) -> list[dict[str, Any]]:
+        """Every fold's result, in index order, once the executor has run the rest."""
+        self._read_back(before=None)
+        return [self.found[index] for index in self.study.indices]
+
+    def _read_back(self, *, before: int | None) -> None:
+        """Read back the complete folds below ``before`` (None: all): their line and ``on_fold_end``."""
+        while self.skipped and (before is None or self.skipped[0] < before):
+            index = self.skipped.pop(0)
+            self.log(f"fold {index}: already complete, skipped")
+            self._end(index, read_json(fold_dir(self.out, index) / runfolder.METRICS, fix=_RERUN))
+
+    def _end(self, index: int, result: dict[str, Any]) -> None:
+        for callback in self.callbacks:
+            callback.on_fold_end(index, result)
+        self.found[index] = result
+        if self.bar is not None:
+            self.progress.update(self.bar, advance=1)
 
 
 @dataclass
@@ -368,20 +431,32 @@ def _describe_splits(data: ImageSet, folds: list[Fold], *, given: ImageSet, cv: 
 
 
 # ------------------------------------------------------------------------------------------------ a fold
-def _run_fold(config: Config, data: ImageSet, fold: Fold, out: Path, *, callbacks: list[Callback]) -> dict:
+def fit_fold(config: Config, data: ImageSet, fold: Fold, *, callbacks: list[Callback]
+             ) -> tuple[torch.nn.Module, Trainer, FitResult]:
+    """Build fold ``fold``'s model and fit it: ``(model, trainer, fit)``. Writes only what ``callbacks`` write.
+
+    Every rank of a distributed study (:mod:`medclf.experiments.distributed`) fits through here, so all ranks
+    build the same model and trainer and make the same collective calls.
+    """
     torch.manual_seed(config.seed + fold.index)  # same seed, same initial weights and dropout masks
-    images = torch.from_numpy(data.images)
+    images = Rows(data.images)  # in RAM or memory-mapped; each part below is a view, never a copy of its rows
     labels = torch.from_numpy(data.labels)
     labels = labels.float() if data.multilabel else labels  # multi-hot targets of the BCE loss
     n_out = n_outputs(config.training.loss, n_classes=len(data.class_names), multilabel=data.multilabel)
     model = build_model(config.model, in_chans=data.images.shape[1], n_classes=n_out, size_hw=data.images.shape[-2:])
-    fd = fold_dir(out, fold.index)
     trainer = Trainer(
         model, config.training, class_names=data.class_names, seed=config.seed + fold.index,
-        callbacks=[HistoryCSV(fd / runfolder.HISTORY), *callbacks], multilabel=data.multilabel,
+        callbacks=callbacks, multilabel=data.multilabel,
         metrics_fn=_multilabel_validation(data, config) if data.multilabel else None,
     )
-    fit = trainer.fit(images[fold.train], labels[fold.train], images[fold.val], labels[fold.val])
+    fit = trainer.fit(images.subset(fold.train), labels[fold.train], images.subset(fold.val), labels[fold.val])
+    return model, trainer, fit
+
+
+def _run_fold(config: Config, data: ImageSet, fold: Fold, out: Path, *, callbacks: list[Callback]) -> dict:
+    fd = fold_dir(out, fold.index)
+    model, trainer, fit = fit_fold(config, data, fold, callbacks=[HistoryCSV(fd / runfolder.HISTORY), *callbacks])
+    images = Rows(data.images)
 
     eval_start = time.perf_counter()
     metrics, confusions, rows, unit_rows, thresholds = {}, {}, [], {}, None
@@ -390,8 +465,8 @@ def _run_fold(config: Config, data: ImageSet, fold: Fold, out: Path, *, callback
         idx = fold.parts()[split]
         if len(idx) == 0:
             continue
-        probs = predict_proba(model, images[idx], batch_size=config.training.eval_batch_size, runtime=trainer.runtime,
-                              activation=fit.activation, tta=config.evaluation.tta)
+        probs = predict_proba(model, images.subset(idx), batch_size=config.training.eval_batch_size,
+                              runtime=trainer.runtime, activation=fit.activation, tta=config.evaluation.tta)
         runfolder.check_probabilities(
             probs, where=f"fold {fold.index} ({fd}), {split} split",
             fix="training diverged (see its history.csv): lower training.optimizer.lr and run again; "

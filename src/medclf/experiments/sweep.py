@@ -32,32 +32,23 @@ from medclf.errors import ConfigError
 from medclf.evaluation.metrics import higher_is_better
 from medclf.experiments.callbacks import log_to
 from medclf.experiments.comparison import build_comparison, read_fold_results, write_comparison
-from medclf.experiments.executors import FoldTask, LocalExecutor, RayExecutor
+from medclf.experiments.executors import Executor, FoldTask, make_executor
 from medclf.experiments.search import in_space, make_sampler
 from medclf.experiments.store import completed_folds, run_key, variant_dir, write_sweep_index
 from medclf.experiments.study import PreparedStudy, fold_facts, prepare_study, run_fold, summarize_study
 from medclf.experiments.sweep_config import SweepPlan, Variant
 from medclf.runfolder import read_json
 
-__all__ = ["make_executor", "run_sweep"]
+__all__ = ["run_sweep"]
 
 Log = Callable[[str], None]
 _log = log_to(logging.getLogger(__name__))  # the default `log`: status lines as log records
 
 
-def make_executor(
-    kind: str, plan: SweepPlan, *, parallel: int = 1, address: str | None = None
-) -> LocalExecutor | RayExecutor:
-    """``local`` (``parallel`` folds at once) or ``ray`` (a local Ray of ``parallel`` CPUs when > 1, or ``address``)."""
-    if kind == "ray":
-        return RayExecutor(plan.sweep.ray, address=address, num_cpus=parallel if parallel > 1 else None)
-    return LocalExecutor(parallel=parallel)
-
-
 class _Store:
     """The sweep's run store as seen by the driver: planned variants, their folders and loaded data."""
 
-    def __init__(self, plan: SweepPlan, out: Path, executor: LocalExecutor | RayExecutor, log: Log) -> None:
+    def __init__(self, plan: SweepPlan, out: Path, executor: Executor, log: Log) -> None:
         self.plan, self.out, self.executor, self.log = plan, out, executor, log
         self.data: dict[str, ImageSet] = {}
         self.studies: dict[Path, tuple[Config, PreparedStudy]] = {}
@@ -298,7 +289,8 @@ def run_sweep(
         out: the sweep folder; created when missing. Resolved to an absolute path, since Ray workers (on other
             nodes, in other working directories) write their folds into it.
         executor: ``local`` or ``ray``.
-        parallel: folds at once (local), or the CPUs of a local Ray.
+        parallel: folds at once: worker processes (local), or a local Ray of that many tasks' CPUs
+            (``sweep.ray.num_cpus_per_task`` each).
         address: a Ray cluster to join (``ray`` only).
         log: receives one-line status messages (default: this module's logger; ``warning:`` lines at WARNING).
 
@@ -308,7 +300,7 @@ def run_sweep(
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     previous = _previous_index(out, log)  # before it is rewritten
-    store = _Store(plan, out, make_executor(executor, plan, parallel=parallel, address=address), log)
+    store = _Store(plan, out, make_executor(executor, ray=plan.sweep.ray, parallel=parallel, address=address), log)
     if plan.sweep.search == "grid":
         store.run(plan.variants)
         compared = plan.variants

@@ -68,10 +68,10 @@ def check_config(config: Config, *, origin: str = "config", check_device: bool =
         raise invalid_config(origin, problems)
 
 
-def load_checked_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+def load_checked_config(path: str | Path, overrides: list[str] | None = None, *, check_device: bool = True) -> Config:
     """:func:`medclf.config.load_config`, then :func:`check_config`: what every command loads a study with."""
     config = load_config(path, overrides)
-    check_config(config, origin=str(path))
+    check_config(config, origin=str(path), check_device=check_device)
     return config
 
 

@@ -1,9 +1,9 @@
 """The fit loop: read it top to bottom in :meth:`Trainer.fit`.
 
-Images arrive as one uint8 tensor already decoded and cached (N, C, H, W). Each step gathers a batch by
-index, augments it on uint8, converts to float in [0, 1] on the device, and runs forward/backward. There is
-no DataLoader and no per-image Python in the hot path: that is what keeps a warm epoch at the speed of pure
-compute on a CPU.
+Images arrive as uint8 rows (N, C, H, W) already decoded and cached, in RAM or memory-mapped from the decode
+cache (:class:`medclf.data.rows.Rows`). Each step gathers a batch by index, augments it on uint8, converts to
+float in [0, 1] on the device, and runs forward/backward. There is no DataLoader and no per-image Python in the
+hot path: that is what keeps a warm epoch at the speed of pure compute on a CPU.
 """
 
 from __future__ import annotations
@@ -20,11 +20,23 @@ from torch import nn
 
 from medclf.config import OptimizerConfig, SchedulerConfig, TrainingConfig
 from medclf.data.augmentation import BatchTransform, build_augmentation
+from medclf.data.rows import Rows
 from medclf.errors import ConfigError
 from medclf.evaluation.metrics import classification_metrics
 from medclf.models.freezing import apply_freeze, frozen_eval_modules
 from medclf.training.callbacks import BestWeights, Callback, EarlyStopping, monitor_mode
 from medclf.training.device import Runtime, resolve_runtime
+from medclf.training.distributed import (
+    all_mean,
+    gather_probs,
+    is_distributed,
+    own_generator,
+    shard,
+    sync_buffers,
+    world,
+    wrap,
+)
+from medclf.training.feeding import make_feed
 from medclf.training.losses import build_loss, probabilities
 from medclf.training.optimizers import build_optimizer
 from medclf.training.sampling import plan_labels, plan_size, training_plan
@@ -80,10 +92,16 @@ def batch_indices(n: int, batch_size: int, *, generator: torch.Generator | None 
     return batches
 
 
-def _n_train_steps(n: int, batch_size: int) -> int:
-    """Batches per training epoch, as :func:`batch_indices` makes them (a lonely last image is dropped)."""
+def _n_train_steps(n: int, batch_size: int, *, min_last: int = 2) -> int:
+    """Batches per training epoch, as :func:`_batches` makes them (a last batch under ``min_last`` is dropped)."""
     steps = -(-n // batch_size)
-    return steps - 1 if steps > 1 and n % batch_size == 1 else steps
+    last = n - (steps - 1) * batch_size
+    return steps - 1 if steps > 1 and last < min_last else steps
+
+
+def _min_last_batch() -> int:
+    """The smallest last batch a training epoch keeps: two images per process, as BatchNorm needs two."""
+    return 2 * (world()[1] if is_distributed() else 1)
 
 
 def _to_input(x: torch.Tensor, runtime: Runtime) -> torch.Tensor:
@@ -109,10 +127,10 @@ def tta_probabilities(model: nn.Module, x: torch.Tensor, *, activation: str, tta
 
 @torch.no_grad()
 def predict_proba(
-    model: nn.Module, images: torch.Tensor, *, batch_size: int, runtime: Runtime, activation: str = "softmax",
+    model: nn.Module, images: torch.Tensor | Rows, *, batch_size: int, runtime: Runtime, activation: str = "softmax",
     tta: Sequence[str] = (),
 ) -> np.ndarray:
-    """Class (or label) probabilities (N, K) float64 of ``images`` (N, C, H, W) uint8, in eval mode.
+    """Class (or label) probabilities (N, K) float64 of ``images`` (N, C, H, W) uint8 (a tensor or Rows), in eval mode.
 
     ``activation`` turns logits into probabilities: ``softmax``, ``binary`` (one logit -> two classes),
     ``sigmoid`` (multi-label), ... (:data:`medclf.training.losses.OUTPUT_ACTIVATIONS`). ``tta`` names flips
@@ -122,10 +140,11 @@ def predict_proba(
     if unknown:
         raise ConfigError(f"test-time augmentation {unknown} is not one of {sorted(TTA_FLIPS)}.")
     model.eval()
+    images = Rows.of(images)
     out = []
     for idx in batch_indices(len(images), batch_size):
         with runtime.autocast():
-            probs = tta_probabilities(model, _to_input(images[idx], runtime), activation=activation, tta=tta)
+            probs = tta_probabilities(model, _to_input(images.take(idx), runtime), activation=activation, tta=tta)
         out.append(probs.float().cpu())
     if not out:
         return np.zeros((0, 0))
@@ -169,6 +188,8 @@ class Trainer:
         self.should_stop = False  # a callback sets it to end the current stage after this epoch
         self.steps_per_epoch = 0
         self.runtime: Runtime | None = None
+        self.train_model = model  # what the steps call: ``model``, or its DDP wrapper under torchrun
+        self.own_rng: torch.Generator | None = None  # this process's augmentation draws (set by fit)
         self.activation = "softmax"
         self.history: list[dict[str, Any]] = []  # one dict per finished epoch, for callbacks
         self.trainable_per_stage: list[int] = []
@@ -179,11 +200,12 @@ class Trainer:
             )
 
     def fit(
-        self, train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor
+        self, train_x: torch.Tensor | Rows, train_y: torch.Tensor, val_x: torch.Tensor | Rows, val_y: torch.Tensor
     ) -> FitResult:
         """Train every stage (or until a callback stops it) and keep the best weights.
 
-        ``train_x``/``val_x`` are uint8 (N, C, H, W); ``train_y``/``val_y`` class indices, or multi-hot floats.
+        ``train_x``/``val_x`` are uint8 (N, C, H, W), tensors or :class:`~medclf.data.rows.Rows` (e.g. memory-mapped);
+        ``train_y``/``val_y`` class indices, or multi-hot floats.
         """
         cfg = self.cfg
         runtime = self.runtime = resolve_runtime(cfg, self.model)
@@ -192,15 +214,16 @@ class Trainer:
         self.model.to(runtime.device)
         if runtime.channels_last and hasattr(self.model, "to_channels_last"):
             self.model.to_channels_last()
-        if runtime.device.type == "cuda":
-            train_x = train_x.pin_memory()  # lets the host-to-device copy overlap with compute
+        train_x, val_x = Rows.of(train_x), Rows.of(val_x)  # one gather path for tensors and memory maps
+        feed = make_feed(train_x, runtime)  # CUDA: the uint8 set on the GPU when it fits, else a pinned buffer
         generator = torch.Generator().manual_seed(self.seed)
+        self.own_rng = own_generator(generator, seed=self.seed)  # the plan's generator, except under torchrun
         objective = build_loss(cfg.loss, class_names=self.class_names, train_targets=train_y.numpy(),
                                multilabel=self.multilabel).to(runtime.device)
         self.activation = objective.activation
         augment = training_augmentations(cfg, size_hw=tuple(train_x.shape[-2:]), channels=int(train_x.shape[1]))
         n_planned = plan_size(plan_labels(train_y.numpy(), multilabel=self.multilabel), cfg.oversample)
-        self.steps_per_epoch = _n_train_steps(n_planned, cfg.batch_size)
+        self.steps_per_epoch = _n_train_steps(n_planned, cfg.batch_size, min_last=_min_last_batch())
         scaler = torch.amp.GradScaler(enabled=runtime.amp_dtype == torch.float16)
         history = self.history = []
         start, epoch, step = time.perf_counter(), 0, 0
@@ -211,6 +234,8 @@ class Trainer:
                 self.model.load_state_dict(self.best.stage_best.state)  # from the previous stage's best epoch
             frozen_bn = apply_freeze(self.model, stage.freeze, freeze_batchnorm=stage.freeze_batchnorm)
             self.trainable_per_stage.append(sum(p.numel() for p in self.model.parameters() if p.requires_grad))
+            self.train_model = wrap(self.model) if is_distributed() else self.model  # after freezing: DDP keeps
+            # the parameters that train at its construction
             optimizer = build_optimizer(self.model, stage.optimizer)
             schedule = build_scheduler(optimizer, stage.scheduler, epochs=stage.epochs,
                                        steps_per_epoch=self.steps_per_epoch, monitor=cfg.monitor,
@@ -222,11 +247,11 @@ class Trainer:
                 epoch_start = time.perf_counter()
                 self._call("on_epoch_start", epoch)
                 lr = optimizer.param_groups[0]["lr"]
-                losses = self._train_epoch(train_x, train_y, objective, optimizer, schedule, scaler, augment,
+                losses = self._train_epoch(feed, train_y, objective, optimizer, schedule, scaler, augment,
                                            generator, frozen_bn)
                 step += len(losses)
                 logs = {"epoch": epoch} | ({"stage": stage.index} if cfg.stages else {}) | {"step": step, "lr": lr}
-                logs["train_loss"] = float(torch.stack(losses).mean()) if losses else math.nan
+                logs["train_loss"] = float(all_mean(torch.stack(losses).mean())) if losses else math.nan
                 logs |= self._validate(val_x, val_y)
                 logs["time_s"] = time.perf_counter() - epoch_start
                 history.append(logs)
@@ -234,10 +259,11 @@ class Trainer:
                 self._call("on_epoch_end", epoch, logs)
                 if self.should_stop:
                     break
+        self.train_model = self.model  # without the DDP wrapper: evaluation and saving use the plain model
         self._call("on_fit_end")
         return self._result(history, start, runtime)
 
-    def _train_epoch(self, train_x, train_y, objective, optimizer, schedule, scaler, augment, generator,
+    def _train_epoch(self, feed, train_y, objective, optimizer, schedule, scaler, augment, generator,
                      frozen_bn) -> list[torch.Tensor]:
         """One pass over this epoch's resampling plan; returns the batches' detached losses."""
         cfg, runtime = self.cfg, self.runtime
@@ -246,10 +272,11 @@ class Trainer:
         order, is_copy = training_plan(train_y.numpy(), cfg.oversample, multilabel=self.multilabel,
                                        generator=generator)
         losses = []
-        for batch, idx in enumerate(_batches(order, cfg.batch_size)):
-            x = augment_batch(train_x[order[idx]], is_copy[idx], augment, generator)
+        for batch, idx in enumerate(_batches(order, cfg.batch_size, min_last=_min_last_batch())):
+            idx = shard(idx)  # this process's share of the global batch (all of it in one process)
+            x = augment_batch(feed.take(order[idx]), is_copy[idx], augment, self.own_rng)
             y = train_y[order[idx]].to(runtime.device, non_blocking=True)
-            losses.append(train_step(self.model, objective, optimizer, scaler, x, y, runtime))
+            losses.append(train_step(self.train_model, objective, optimizer, scaler, x, y, runtime))
             schedule.after_batch()
             self._call("on_batch_end", batch, losses[-1])  # a tensor: .item() would sync the GPU
         return losses
@@ -267,17 +294,20 @@ class Trainer:
             best_epoch=best_epoch,
             best_score=best_score,
             train_time_s=time.perf_counter() - start,
-            runtime=runtime.describe(),
+            runtime=runtime.describe() | ({"processes": world()[1]} if is_distributed() else {}),
             stopped_epoch=self.early_stopping.stopped_epoch if self.early_stopping else None,
             activation=self.activation,
             trainable_per_stage=list(self.trainable_per_stage),
         )
 
-    def _validate(self, val_x: torch.Tensor, val_y: torch.Tensor) -> dict[str, float]:
+    def _validate(self, val_x: Rows, val_y: torch.Tensor) -> dict[str, float]:
         if len(val_x) == 0:
             return {}
-        probs = predict_proba(self.model, val_x, batch_size=self.cfg.eval_batch_size, runtime=self.runtime,
-                              activation=self.activation)
+        if is_distributed():  # each process predicts its shard with rank 0's buffers; all gather the whole set
+            sync_buffers(self.model)
+            val_x = val_x.subset(shard(np.arange(len(val_x))))
+        probs = gather_probs(predict_proba(self.model, val_x, batch_size=self.cfg.eval_batch_size,
+                                           runtime=self.runtime, activation=self.activation))
         metrics = self.metrics_fn(val_y.numpy(), probs)
         return {f"val_{name}": value for name, value in metrics.items() if "/" not in name}
 
@@ -303,10 +333,11 @@ def train_step(
     return loss.detach()
 
 
-def _batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
-    """Positions into ``order`` in batches; a trailing batch of one is dropped (BatchNorm needs two)."""
+def _batches(order: torch.Tensor, batch_size: int, *, min_last: int = 2) -> list[torch.Tensor]:
+    """Positions into ``order`` in batches; a trailing batch under ``min_last`` is dropped (BatchNorm needs two
+    images, in each process under torchrun)."""
     batches = list(torch.arange(len(order)).split(batch_size))
-    if len(batches) > 1 and len(batches[-1]) == 1:
+    if len(batches) > 1 and len(batches[-1]) < min_last:
         batches.pop()
     return batches
 

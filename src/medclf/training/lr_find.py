@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from medclf.config import TrainingConfig
+from medclf.data.rows import Rows
 from medclf.errors import ConfigError
 from medclf.models.freezing import apply_freeze, frozen_eval_modules
 from medclf.training.device import Runtime, resolve_runtime
@@ -76,7 +77,7 @@ class LRFindResult:
 def lr_range_test(
     model: nn.Module,
     cfg: TrainingConfig,
-    train_x: torch.Tensor,
+    train_x: torch.Tensor | Rows,
     train_y: torch.Tensor,
     *,
     class_names: Sequence[str],
@@ -94,7 +95,7 @@ def lr_range_test(
         model: a freshly built classifier (as a fold would start from).
         cfg: the ``training`` section: its loss, augmentation, oversampling, batch size, device and precision, and
             its first stage's optimizer and freezing.
-        train_x: training images, uint8 (N, C, H, W).
+        train_x: training images, uint8 (N, C, H, W): a tensor or :class:`~medclf.data.rows.Rows`.
         train_y: class indices (N,), or multi-hot float rows (N, L).
         class_names: the classes (or labels), in output order (for ``balanced`` loss weights).
         seed: seeds the batch order and augmentation (the fold's seed).
@@ -111,6 +112,7 @@ def lr_range_test(
     if len(train_x) < 2:
         raise ConfigError(f"The training split has {len(train_x)} image(s); the range test needs at least 2 "
                           "(a batch normalises over at least two images).")
+    train_x = Rows.of(train_x)
     run = _prepare(model, cfg, train_x, train_y, class_names=class_names, multilabel=multilabel)
     generator = torch.Generator().manual_seed(seed)
 
@@ -121,7 +123,7 @@ def lr_range_test(
         for group, ratio in zip(run.optimizer.param_groups, run.ratios):
             group["lr"] = lr * ratio
         idx, is_copy = next(batches)
-        x = augment_batch(train_x[idx], is_copy, run.augment, generator)
+        x = augment_batch(train_x.take(idx), is_copy, run.augment, generator)
         y = train_y[idx].to(run.runtime.device, non_blocking=True)
         loss = float(train_step(model, run.objective, run.optimizer, run.scaler, x, y, run.runtime))
         if not math.isfinite(loss):
@@ -155,7 +157,7 @@ class _Prepared:
     scaler: torch.amp.GradScaler
 
 
-def _prepare(model: nn.Module, cfg: TrainingConfig, train_x: torch.Tensor, train_y: torch.Tensor, *,
+def _prepare(model: nn.Module, cfg: TrainingConfig, train_x: Rows, train_y: torch.Tensor, *,
              class_names: Sequence[str], multilabel: bool) -> _Prepared:
     """Device, memory format, first-stage freezing and optimizer, loss, augmentation and scaler, as in
     :meth:`medclf.training.Trainer.fit`; leaves ``model`` in training mode (frozen BatchNorm in eval)."""
