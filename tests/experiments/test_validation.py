@@ -267,3 +267,27 @@ def test_a_sweep_sent_to_a_ray_cluster_skips_the_device_check(tmp_path: Path, no
         load_sweep(path)
     plan = load_sweep(path, check_device=False)
     assert [v.config.training.device for v in plan.variants] == ["cuda", "cuda"]
+
+
+# ------------------------------------------------------------------------------------------- probe stages
+SYNTHETIC = {"type": "synthetic"}
+
+
+@pytest.mark.parametrize(("training", "model", "match"), [
+    ({"recipe": "linear_probe", "loss": {"name": "focal"}}, {},
+     r"training\.loss\.name: 'focal' has no linear-probe analogue.* takes loss cross_entropy or bce"),
+    ({"recipe": "probe_finetune", "loss": {"name": "bce", "pos_weight": 2.0}}, {},
+     r"training\.loss\.pos_weight: .* weighs classes only by training\.loss\.class_weights"),
+    ({"recipe": "linear_probe"}, {"head": {"hidden": [32]}},
+     r"model\.head\.hidden: .* hidden layers \[32\] sit between them. Remove model\.head\.hidden"),
+])
+def test_a_probe_stage_refuses_what_a_logistic_regression_cannot_fit(training, model, match):
+    with pytest.raises(ConfigError, match=match):
+        checked(SYNTHETIC, training=training, model={"pretrained": True, **model})
+
+
+def test_a_probe_on_random_features_is_allowed_and_warned_of():
+    checked(SYNTHETIC, training={"recipe": "linear_probe", "loss": {"class_weights": "balanced"}},
+            model={"pretrained": True})
+    with pytest.warns(ConfigWarning, match=r"model\.pretrained: false: the probe stage \(training\.stages\.0\.kind\)"):
+        parse_checked_config({"data": {"source": SYNTHETIC}, "training": {"recipe": "linear_probe"}})

@@ -1,4 +1,6 @@
 
+import math
+
 import pytest
 import torch
 
@@ -114,3 +116,95 @@ def test_a_fit_from_memory_mapped_rows_is_bit_identical_to_one_from_a_tensor(tmp
     drop_time = lambda history: [{k: v for k, v in h.items() if k != "time_s"} for h in history]  # noqa: E731
     assert drop_time(mapped_fit.history) == drop_time(tensor_fit.history)
     assert all(torch.equal(mapped_weights[k], v) for k, v in tensor_weights.items())
+
+
+# ----------------------------------------------------------------------------------------- a probe stage
+def _probe_fit(*, multilabel=False, probe_features=None, class_weights=None):
+    torch.manual_seed(0)
+    n_out = 2
+    model = build_model(ModelConfig(name="test_resnet"), in_chans=1, n_classes=n_out)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randint(0, 120, (160, 1, 16, 16), generator=g, dtype=torch.uint8), torch.arange(160) % 2
+    x[y == 1, :, 4:12, 4:12] += 40  # a faint square: separable enough, never perfectly (a finite log-loss)
+    if multilabel:  # label 0: the square; label 1: the square on odd rows of the first quarter (rarer, but there)
+        y = torch.stack([y.float(), ((y == 1) & (torch.arange(len(y)) < 40)).float()], dim=1)
+    cfg = TrainingConfig(recipe="linear_probe", batch_size=16, device="cpu", loss={"class_weights": class_weights})
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    metrics_fn = None
+    if multilabel:
+        from medclf.evaluation.multilabel import multilabel_metrics
+
+        metrics_fn = lambda t, p: multilabel_metrics(t, p, class_names=["a", "b"])  # noqa: E731
+    trainer = Trainer(model, cfg, class_names=["a", "b"], seed=0, multilabel=multilabel,
+                      probe_features=probe_features, metrics_fn=metrics_fn)
+    return trainer, trainer.fit(x[:120], y[:120], x[120:], y[120:]), before
+
+
+def test_a_linear_probe_fit_is_one_logged_epoch_that_changes_only_the_last_linear_layer():
+    from medclf.training.probe import final_linear
+
+    trainer, result, before = _probe_fit()
+    assert [(h["epoch"], h["stage"], h["step"]) for h in result.history] == [(1, 0, 0)]
+    row = result.history[0]
+    assert math.isnan(row["lr"]) and 0 < row["train_loss"] < math.log(2) and row["val_accuracy"] >= 0.9
+    assert result.best_epoch == 1 and result.activation == "softmax"
+    (fit,) = trainer.probe_fits
+    assert fit.train_log_loss == pytest.approx(row["train_loss"]) and fit.inner_folds == 5  # the defaults
+    head = final_linear(trainer.model)
+    assert trainer.trainable_per_stage == [head.weight.numel() + head.bias.numel()]
+    after = trainer.model.state_dict()
+    changed = {k for k in after if not torch.equal(after[k], before[k])}
+    names = {id(v): k for k, v in trainer.model.state_dict(keep_vars=True).items()}
+    assert changed == {names[id(head.weight)], names[id(head.bias)]}  # BatchNorm statistics included: untouched
+    assert all(p.requires_grad for p in trainer.model.parameters())  # saved as a plain, trainable model
+
+
+def test_a_probe_stage_reads_features_through_the_injected_function():
+    from medclf.training.probe import pooled_features
+
+    calls = []
+
+    def cached(split, rows):
+        calls.append((split, len(rows)))
+        return pooled_features(trainer_model[0], rows, batch_size=64, runtime=trainer_runtime[0])
+
+    trainer_model, trainer_runtime = [], []
+
+    class Grab(Callback):
+        def on_fit_start(self, trainer):
+            trainer_model.append(trainer.model)
+            trainer_runtime.append(trainer.runtime)
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name="test_resnet"), in_chans=1, n_classes=2)
+    x, y = _toy()
+    cfg = TrainingConfig(recipe="linear_probe", batch_size=16, device="cpu")
+    trainer = Trainer(model, cfg, class_names=["a", "b"], seed=0, probe_features=cached, callbacks=[Grab()])
+    result = trainer.fit(x[:120], y[:120], x[120:], y[120:])
+    assert calls == [("train", 120)] and result.history[0]["val_accuracy"] >= 0.9
+
+
+def test_a_multilabel_probe_fits_each_label_and_balanced_weights_pass_through():
+    trainer, result, _ = _probe_fit(multilabel=True, class_weights="balanced")
+    assert result.activation == "sigmoid" and len(result.history) == 1
+    assert result.history[0]["val_auc_macro"] > 0.8 and math.isfinite(result.history[0]["train_loss"])
+
+
+def test_per_label_class_weights_are_refused_by_a_multilabel_probe():
+    from medclf.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"class_weights: \[1.0, 3.0\] weighs the labels .* Use class_weights: "
+                                          "balanced"):
+        _probe_fit(multilabel=True, class_weights=[1.0, 3.0])
+
+
+@pytest.mark.parametrize(("written", "expected"), [(None, None), ([1.0, 3.0], {0: 1.0, 1: 3.0}),
+                                                   ("balanced", {0: 120 / (2 * 60), 1: 120 / (2 * 60)})])
+def test_class_weights_reach_the_probe_as_the_loss_resolved_them(monkeypatch, written, expected):
+    import medclf.training.probe as probe
+
+    seen = []
+    real = probe.fit_linear_probe
+    monkeypatch.setattr(probe, "fit_linear_probe", lambda *a, **kw: seen.append(kw["class_weight"]) or real(*a, **kw))
+    _probe_fit(class_weights=written)
+    assert seen == [pytest.approx(expected) if expected else None]

@@ -108,3 +108,13 @@ def test_multi_label_targets_sweep_with_the_bce_loss():
                            end=100.0, n_steps=40)
     assert result.stopped == "diverged" and min(result.smoothed) < result.smoothed[0]
     assert result.start <= result.valley < result.lrs[-1]
+
+
+def test_probe_stages_are_skipped_and_a_probe_only_fit_is_refused(monkeypatch):
+    rules = []
+    real = lr_find_module.apply_freeze
+    monkeypatch.setattr(lr_find_module, "apply_freeze", lambda m, rule, **kw: rules.append(rule) or real(m, rule, **kw))
+    result = _run(n_steps=10, recipe="probe_finetune", stages=[{"kind": "probe"}, {"epochs": 1, "freeze": "none"}])
+    assert rules == ["none"] and result.lrs  # the fine-tuning stage was swept: a probe has no learning rate
+    with pytest.raises(ConfigError, match="every stage is a probe .* lr-find has nothing to sweep"):
+        _run(n_steps=10, recipe="linear_probe")

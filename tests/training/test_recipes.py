@@ -259,3 +259,80 @@ def test_bce_binary_head_trains_with_one_output():
     result = trainer.fit(x[:120], y[:120], x[120:], y[120:])
     assert result.activation == "binary"
     assert result.history[-1]["val_auc_macro"] > 0.5
+
+
+# ------------------------------------------------------------------------------ the probe as a recipe stage
+def _noisy_toy(n=160, seed=0):
+    """Class 1 is a faint square in noise: a probe separates it well, never perfectly (a finite log-loss)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 120, (n, 1, 16, 16), generator=g, dtype=torch.uint8)
+    y = (torch.arange(n) % 2 == 0).long()
+    x[y == 1, :, 4:12, 4:12] += 40
+    return x, y
+
+
+def test_linear_probe_recipe_is_one_probe_stage_without_augmentation():
+    cfg = TrainingConfig(recipe="linear_probe", freeze={"last_n": 2})
+    assert [(s.kind, s.epochs, s.freeze) for s in cfg.stages] == [("probe", 1, "backbone")]
+    assert cfg.epochs == 1 and cfg.augmentation.presets == [] and cfg.probe.cs == 10
+
+
+def test_probe_finetune_gives_the_rest_of_the_epochs_to_fine_tuning():
+    cfg = TrainingConfig(recipe="probe_finetune", epochs=5)
+    assert [(s.kind, s.epochs, s.freeze) for s in cfg.stages] == [("probe", 1, "backbone"), ("sgd", 4, "none")]
+    assert cfg.epochs == 5
+    again = TrainingConfig(**cfg.model_dump(mode="json"))  # a resolved config reads back as the same fit
+    assert again == cfg
+    with pytest.raises(ValueError, match="epochs: 1 leaves none to fine-tune. Write epochs of at least 2"):
+        TrainingConfig(recipe="probe_finetune", epochs=1)
+
+
+@pytest.mark.parametrize("stage", [{"kind": "probe", "epochs": 3}, {"kind": "probe", "freeze": "none"}])
+def test_a_probe_stage_is_one_epoch_on_a_frozen_backbone(stage):
+    with pytest.raises(ValueError, match="a probe stage .* takes epochs: 1 and freeze: backbone"):
+        TrainingConfig(stages=[stage])
+
+
+def test_new_probe_keys_at_their_defaults_leave_the_config_fingerprint_as_it_was(monkeypatch):
+    from medclf.config import Config, config_fingerprint, parse_config
+
+    def study(**training):
+        return parse_config({"data": {"source": {"type": "synthetic"}}, "training": training})
+
+    staged = study(stages=[{"epochs": 2, "freeze": "backbone"}, {"epochs": 1}])
+    now = {"plain": config_fingerprint(study()), "staged": config_fingerprint(staged)}
+    real_dump = Config.model_dump
+
+    def dump_before_the_keys(self, **kw):  # the schema as it was: no training.probe, no stage kind
+        data = real_dump(self, **kw)
+        data["training"].pop("probe")
+        for stage in data["training"]["stages"]:
+            stage.pop("kind")
+        return data
+
+    monkeypatch.setattr(Config, "model_dump", dump_before_the_keys)
+    assert {"plain": config_fingerprint(study()), "staged": config_fingerprint(staged)} == now
+    monkeypatch.undo()
+    assert config_fingerprint(study(probe={"cs": 20})) != now["plain"]  # a written value is part of the fit
+    assert config_fingerprint(study(stages=[{"kind": "probe"}, {"epochs": 1}])) != now["staged"]
+
+
+def test_probe_finetune_keeps_the_probe_when_fine_tuning_destroys_it():
+    x, y = _noisy_toy()
+    snapshots = {}
+
+    class Snapshot(loop.Callback):
+        def on_epoch_end(self, trainer, epoch, logs):
+            snapshots[epoch] = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+    cfg = _cfg(recipe="probe_finetune", stages=[{"kind": "probe"}, {"epochs": 2, "lr": 10.0}])
+    trainer = _trainer(cfg, callbacks=[Snapshot()])
+    result = trainer.fit(x[:120], y[:120], x[120:], y[120:])
+    assert [(h["epoch"], h["stage"]) for h in result.history] == [(1, 0), (2, 1), (3, 1)]
+    probe_loss = result.history[0]["val_loss"]
+    assert all(h["val_loss"] > probe_loss for h in result.history[1:])  # lr 10 ruins the probe's head
+    assert not all(torch.equal(snapshots[3][k], snapshots[1][k]) for k in snapshots[1])  # the last epoch moved
+    assert result.best_epoch == 1
+    final = trainer.model.state_dict()
+    assert all(torch.equal(final[k], snapshots[1][k]) for k in final)  # the probe's weights, every tensor
+    assert trainer.trainable_per_stage[0] < trainer.trainable_per_stage[1]  # stage 0 trained the head only

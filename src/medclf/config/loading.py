@@ -281,8 +281,23 @@ def config_fingerprint(config: Config) -> str:
             node = node.get(part, {})
         node.pop(leaf, None)
     data = {k: v for k, v in data.items() if v != {}}  # tracking: left out whole, so older runs keep their hash
+    _drop_later_defaults(data)
     canonical = json.dumps(data, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+# Keys added after run folders existed, left out of the fingerprint while at their default: a default computes
+# what those runs computed, so they keep their hash; a written value changes it.
+_LATER_DEFAULTS = {"training.probe": {"cs": 10, "inner_folds": 5, "max_iter": 2000}, "training.stages.kind": "sgd"}
+
+
+def _drop_later_defaults(data: dict[str, Any]) -> None:
+    training = data.get("training", {})
+    if training.get("probe") == _LATER_DEFAULTS["training.probe"]:
+        training.pop("probe")
+    for stage in training.get("stages", []):
+        if stage.get("kind") == _LATER_DEFAULTS["training.stages.kind"]:
+            stage.pop("kind")
 
 
 _SAME_KEYS_AS_LAYERS = {"model.insert", "training.stages.optimizer", "training.stages.scheduler"}

@@ -92,11 +92,32 @@ Freeze = Union[Literal["none", "backbone"], FreezeLastN]
 class StageConfig(_Section):
     """One stage of staged fine-tuning; unset keys take the training section's values."""
 
+    kind: Literal["sgd", "probe"] = "sgd"  # probe: the head fitted by logistic regression on frozen features
     epochs: int = Field(ge=1)
     freeze: Freeze = "none"
     freeze_batchnorm: bool = False
     optimizer: OptimizerConfig = OptimizerConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
+
+    @model_validator(mode="after")
+    def _probe_is_one_fit(self) -> StageConfig:
+        # a probe is one convex fit of the last linear layer on the frozen backbone's features: more epochs or a
+        # trainable backbone would silently mean nothing
+        if self.kind == "probe" and (self.epochs != 1 or self.freeze != "backbone"):
+            raise ValueError(
+                f"a probe stage (kind: probe) fits the head once on the frozen backbone: it takes epochs: 1 and "
+                f"freeze: backbone (their defaults there), got epochs: {self.epochs}, freeze: {self.freeze!r}. "
+                "Remove the two keys, or add an sgd stage after it to train more"
+            )
+        return self
+
+
+class ProbeConfig(_Section):
+    """The linear probe (a ``kind: probe`` stage): scikit-learn's LogisticRegressionCV on frozen features."""
+
+    cs: int = Field(10, ge=1)  # candidate inverse regularisation strengths, log-spaced from 1e-4 to 1e4
+    inner_folds: int = Field(5, ge=2)  # stratified folds of the training rows that choose C
+    max_iter: int = Field(2000, ge=1)  # the solver's iteration limit per fit
 
 
 # A recipe is a named set of training defaults; keys the user writes win. "finetune" is what measured best on
@@ -114,6 +135,17 @@ RECIPES: dict[str, dict[str, Any]] = {
         "scheduler": {"name": "none"},
         "loss": {"label_smoothing": 0.0},
         "augmentation": {"presets": []},
+    },
+    # the head fitted by logistic regression on the frozen backbone's pooled features (no augmentation: the
+    # features are computed once)
+    "linear_probe": {
+        "stages": [{"kind": "probe"}],
+        "loss": {"label_smoothing": 0.0},
+        "augmentation": {"presets": []},
+    },
+    # the probe's head, then the whole model fine-tuned from it for the rest of training.epochs
+    "probe_finetune": {
+        "stages": [{"kind": "probe"}, {"freeze": "none"}],
     },
 }
 
@@ -142,6 +174,7 @@ class TrainingConfig(_Section):
     freeze: Freeze = "none"  # none | backbone | {last_n: N}
     freeze_batchnorm: bool = False  # keep frozen layers' BatchNorm statistics fixed too
     stages: list[StageConfig] = []  # staged fine-tuning; each stage starts from the best weights so far
+    probe: ProbeConfig = ProbeConfig()  # the fit of a probe stage (kind: probe)
     monitor: str = "val_loss"  # the best epoch's weights are kept: val_<metric> or val_loss
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16/fp16 autocast on CUDA
@@ -158,7 +191,7 @@ class TrainingConfig(_Section):
             hint = closest(str(recipe), list(RECIPES))
             did_you_mean = f" Did you mean {hint!r}?" if hint else ""
             raise ValueError(f"unknown recipe {recipe!r}.{did_you_mean} Recipes: {', '.join(RECIPES)}")
-        data = _deep_merge(RECIPES[recipe], data)
+        data = _fill_recipe_epochs(recipe, _deep_merge(RECIPES[recipe], data), written=data)
         stopping = data.get("early_stopping")
         if isinstance(stopping, dict) and stopping.get("monitor") and "monitor" not in data:
             data["monitor"] = stopping["monitor"]  # one monitored value picks the kept epoch and stops the fit
@@ -174,6 +207,27 @@ class TrainingConfig(_Section):
                 "one of them (the other follows) or set both to the same value."
             )
         return self
+
+
+def _fill_recipe_epochs(recipe: str, data: dict[str, Any], *, written: dict[str, Any]) -> dict[str, Any]:
+    """A recipe's stage without ``epochs`` gets what the others leave of ``training.epochs``, so the epochs a
+    user writes stay the fit's total (probe_finetune: 1 probe epoch, then epochs - 1 of fine-tuning)."""
+    if "stages" in written or not isinstance(data.get("stages"), list):
+        return data  # the user's own stages: each states its epochs
+    stages = [dict(s) for s in data["stages"]]
+    for stage in stages:
+        if stage.get("kind") == "probe":
+            stage.setdefault("epochs", 1)
+    total = data.get("epochs", TrainingConfig.model_fields["epochs"].default)
+    fixed = sum(s["epochs"] for s in stages if "epochs" in s)
+    open_ = [s for s in stages if "epochs" not in s]
+    if open_ and isinstance(total, int):
+        if total - fixed < len(open_):
+            raise ValueError(f"recipe {recipe!r} trains {fixed} epoch(s) before fine-tuning; epochs: {total} "
+                             f"leaves none to fine-tune. Write epochs of at least {fixed + len(open_)}")
+        for stage in open_:
+            stage["epochs"] = (total - fixed) // len(open_)
+    return dict(data, stages=stages)
 
 
 def _resolve_stages(data: dict[str, Any]) -> dict[str, Any]:
@@ -192,6 +246,9 @@ def _resolve_stages(data: dict[str, Any]) -> dict[str, Any]:
             optimizer["lr"] = stage.pop("lr")
         stage["optimizer"] = optimizer
         stage["scheduler"] = _deep_merge(data.get("scheduler") or {}, stage.get("scheduler") or {})
+        if stage.get("kind") == "probe":
+            stage.setdefault("epochs", 1)
+            stage.setdefault("freeze", "backbone")  # whatever training.freeze says: a probe reads frozen features
         stage.setdefault("freeze", data.get("freeze", "none"))
         stage.setdefault("freeze_batchnorm", data.get("freeze_batchnorm", False))
         resolved.append(stage)

@@ -42,6 +42,7 @@ from medclf.models import build_model, count_parameters
 from medclf.runfolder import fold_dir, read_json, save_weights
 from medclf.training import Callback, FitResult, HistoryCSV, RichProgress, Trainer, predict_proba
 from medclf.training.distributed import world
+from medclf.training.feature_cache import cached_probe_features
 from medclf.training.losses import n_outputs
 
 __all__ = ["EVAL_SPLITS", "PreparedStudy", "fit_fold", "prepare_study", "run_fold", "run_study", "summarize_study"]
@@ -449,6 +450,10 @@ def fit_fold(config: Config, data: ImageSet, fold: Fold, *, callbacks: list[Call
         callbacks=callbacks, multilabel=data.multilabel,
         metrics_fn=_multilabel_validation(data, config) if data.multilabel else None,
     )
+    if any(stage.kind == "probe" for stage in config.training.stages):  # computed once, read by the other folds
+        trainer.probe_features = cached_probe_features(
+            model, images, data_fingerprint=data.fingerprint, batch_size=config.training.eval_batch_size,
+            runtime=lambda: trainer.runtime, cache_dir=config.data.cache_dir)
     fit = trainer.fit(images.subset(fold.train), labels[fold.train], images.subset(fold.val), labels[fold.val])
     return model, trainer, fit
 

@@ -61,6 +61,7 @@ def check_config(config: Config, *, origin: str = "config", check_device: bool =
         *_model_problems(config.model),
         *_training_problems(config.training),
         *_key_problems(config),
+        *_probe_problems(config),
         *_data_problems(config),
         *(_device_problems(config.training) if check_device else ()),
     ]
@@ -173,6 +174,37 @@ def _monitor_problems(where: str, monitor: str) -> Iterator[Problem]:
         hint = closest(monitor, valid)
         did_you_mean = f" Did you mean {hint!r}?" if hint else ""
         yield (where, f"cannot monitor {monitor!r}.{did_you_mean} Choose one of: {', '.join(valid)}", monitor)
+
+
+# ------------------------------------------------------------------------------------------------ probe
+PROBE_LOSSES = ("cross_entropy", "bce")  # the losses a logistic regression minimises (without focusing, rates)
+
+
+def _probe_problems(config: Config) -> Iterator[Problem]:
+    """A probe stage (``training.stages.N.kind: probe``) needs a loss a logistic regression fits and a head whose
+    last layer reads the pooled features; on random features it is legal, and warned of."""
+    training, model = config.training, config.model
+    probes = [i for i, stage in enumerate(training.stages) if stage.kind == "probe"]
+    if not probes:
+        return
+    where = f"training.stages.{probes[0]}.kind"
+    if training.loss.name not in PROBE_LOSSES:
+        yield ("training.loss.name", f"{training.loss.name!r} has no linear-probe analogue, and {where} is a probe "
+               f"(a logistic regression on frozen features). A probe stage takes loss {' or '.join(PROBE_LOSSES)}",
+               training.loss.name)
+    elif _written(training.loss, "pos_weight"):
+        yield ("training.loss.pos_weight", f"a probe stage ({where}) weighs classes only by "
+               "training.loss.class_weights; pos_weight has no analogue there. Use class_weights instead",
+               training.loss.pos_weight)
+    if model.head is not None and model.head.hidden:
+        yield ("model.head.hidden", f"a probe stage ({where}) fits the model's last linear layer on the pooled "
+               f"features, but hidden layers {model.head.hidden} sit between them. Remove model.head.hidden",
+               model.head.hidden)
+    if model.pretrained is False:
+        # stacklevel 2: check_config's line, as for the cv warnings (shown once when two entry points check)
+        warnings.warn(f"model.pretrained: false: the probe stage ({where}) fits a head on the features of a "
+                      "randomly initialised backbone, which is legal but rarely useful. Set model.pretrained: true "
+                      "(or a weights file) to probe pretrained features.", ConfigWarning, stacklevel=2)
 
 
 # ------------------------------------------------------------------------------------------ data on disk

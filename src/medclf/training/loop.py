@@ -70,12 +70,13 @@ class Stage:
     scheduler: SchedulerConfig
     freeze: Any
     freeze_batchnorm: bool
+    kind: str = "sgd"  # probe: the head fitted by logistic regression on the frozen backbone's features
 
 
 def fit_stages(cfg: TrainingConfig) -> list[Stage]:
     """The configured stages, or a single stage made of the training section's own keys."""
     if cfg.stages:
-        return [Stage(i, s.epochs, s.optimizer, s.scheduler, s.freeze, s.freeze_batchnorm)
+        return [Stage(i, s.epochs, s.optimizer, s.scheduler, s.freeze, s.freeze_batchnorm, s.kind)
                 for i, s in enumerate(cfg.stages)]
     return [Stage(0, cfg.epochs, cfg.optimizer, cfg.scheduler, cfg.freeze, cfg.freeze_batchnorm)]
 
@@ -151,6 +152,9 @@ def predict_proba(
     return torch.cat(out).double().numpy()
 
 
+# the output activations whose head a logistic regression is (the probe writes softmax, one-logit and per-label fits)
+PROBE_ACTIVATIONS = ("softmax", "binary", "sigmoid")
+
 MetricsFn = Callable[[np.ndarray, np.ndarray], dict[str, float]]
 
 
@@ -165,6 +169,8 @@ class Trainer:
         callbacks: extra callbacks (progress, history...), called after the built-in ones.
         metrics_fn: ``(y_true, probs) -> {metric: value}`` for validation; default: the classification metrics.
         multilabel: targets are multi-hot floats (N, L) and outputs independent sigmoids.
+        probe_features: ``(split name, rows) -> features (N, D)`` for a probe stage (the study passes a cached
+            one); default: :func:`medclf.training.probe.pooled_features`, computed afresh.
     """
 
     def __init__(
@@ -177,8 +183,10 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
         metrics_fn: MetricsFn | None = None,
         multilabel: bool = False,
+        probe_features: Callable[[str, Rows], np.ndarray] | None = None,
     ) -> None:
         self.model, self.cfg, self.class_names, self.seed = model, cfg, list(class_names), seed
+        self.probe_features = probe_features
         self.multilabel = multilabel
         self.metrics_fn = metrics_fn or (lambda y, p: classification_metrics(y, p, class_names=self.class_names))
         self.best = BestWeights(cfg.monitor, monitor_mode(cfg))
@@ -193,6 +201,7 @@ class Trainer:
         self.activation = "softmax"
         self.history: list[dict[str, Any]] = []  # one dict per finished epoch, for callbacks
         self.trainable_per_stage: list[int] = []
+        self.probe_fits: list[Any] = []  # each probe stage's ProbeFit (its C, inner folds and notes), in order
         if multilabel and cfg.oversample != "none":
             raise ConfigError(
                 f"training.oversample: {cfg.oversample!r} balances classes of single-label data; a multi-label "
@@ -234,14 +243,18 @@ class Trainer:
                 self.model.load_state_dict(self.best.stage_best.state)  # from the previous stage's best epoch
             frozen_bn = apply_freeze(self.model, stage.freeze, freeze_batchnorm=stage.freeze_batchnorm)
             self.trainable_per_stage.append(sum(p.numel() for p in self.model.parameters() if p.requires_grad))
+            self.should_stop = False
+            self._call("on_stage_start", stage.index)
+            if stage.kind == "probe":  # one epoch, no optimizer: a convex fit of the last linear layer
+                epoch += 1
+                self._probe_epoch(epoch, step, stage, train_x, train_y, val_x, val_y, objective)
+                continue
             self.train_model = wrap(self.model) if is_distributed() else self.model  # after freezing: DDP keeps
             # the parameters that train at its construction
             optimizer = build_optimizer(self.model, stage.optimizer)
             schedule = build_scheduler(optimizer, stage.scheduler, epochs=stage.epochs,
                                        steps_per_epoch=self.steps_per_epoch, monitor=cfg.monitor,
                                        mode=monitor_mode(cfg))
-            self.should_stop = False
-            self._call("on_stage_start", stage.index)
             for _ in range(stage.epochs):
                 epoch += 1
                 epoch_start = time.perf_counter()
@@ -262,6 +275,56 @@ class Trainer:
         self.train_model = self.model  # without the DDP wrapper: evaluation and saving use the plain model
         self._call("on_fit_end")
         return self._result(history, start, runtime)
+
+    def _probe_epoch(self, epoch: int, step: int, stage: Stage, train_x: Rows, train_y: torch.Tensor, val_x: Rows,
+                     val_y: torch.Tensor, objective: nn.Module) -> None:
+        """A probe stage's one epoch: fit the head on the frozen backbone's features of the training rows, write it
+        into the model's last linear layer, then validate and log it as any epoch (history, best weights)."""
+        from medclf.training.probe import fit_linear_probe, pooled_features, write_probe  # noqa: PLC0415
+
+        if self.activation not in PROBE_ACTIVATIONS:
+            raise ConfigError(
+                f"training.loss.name: {self.cfg.loss.name!r} gives this task {self.activation!r} outputs, which a "
+                f"probe stage cannot write (it writes {', '.join(PROBE_ACTIVATIONS)} heads). Use cross_entropy, "
+                "or bce on a two-class or multi-label task"
+            )
+        epoch_start = time.perf_counter()
+        self._call("on_epoch_start", epoch)
+        if self.probe_features is not None:
+            features = self.probe_features("train", train_x)
+        else:
+            features = pooled_features(self.model, train_x, batch_size=self.cfg.eval_batch_size, runtime=self.runtime)
+        probe = self.cfg.probe
+        fit = fit_linear_probe(features, train_y.numpy(), multilabel=self.multilabel,
+                               class_weight=self._probe_class_weight(objective), seed=self.seed, cs=probe.cs,
+                               inner_folds=probe.inner_folds, max_iter=probe.max_iter,
+                               n_classes=None if self.multilabel else len(self.class_names))
+        write_probe(self.model, fit, self.activation)
+        self.probe_fits.append(fit)
+        # no optimizer ran: no learning rate (a gap in the report's lr panel) and no steps
+        logs = {"epoch": epoch} | ({"stage": stage.index} if self.cfg.stages else {}) | {"step": step, "lr": math.nan}
+        logs["train_loss"] = float(fit.train_log_loss)
+        logs |= self._validate(val_x, val_y)
+        logs["time_s"] = time.perf_counter() - epoch_start
+        self.history.append(logs)
+        self._call("on_epoch_end", epoch, logs)
+
+    def _probe_class_weight(self, objective: nn.Module) -> dict[int, float] | str | None:
+        """training.loss.class_weights as scikit-learn's ``class_weight``: single-label, {class index: weight} as
+        the loss resolved them on this training split; multi-label, ``balanced`` (each label's positives
+        against its negatives, in its own fit)."""
+        written = self.cfg.loss.class_weights
+        if written is None:
+            return None
+        if self.multilabel:
+            if written != "balanced":
+                raise ConfigError(
+                    f"training.loss.class_weights: {written!r} weighs the labels of a multi-label task against "
+                    "each other; a probe stage fits each label on its own, where such a weight only rescales the "
+                    "fit. Use class_weights: balanced (positives against negatives within each label) or null."
+                )
+            return "balanced"
+        return {i: float(w) for i, w in enumerate(objective.weight.cpu().tolist())}
 
     def _train_epoch(self, feed, train_y, objective, optimizer, schedule, scaler, augment, generator,
                      frozen_bn) -> list[torch.Tensor]:

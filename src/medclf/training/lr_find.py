@@ -94,7 +94,7 @@ def lr_range_test(
     Args:
         model: a freshly built classifier (as a fold would start from).
         cfg: the ``training`` section: its loss, augmentation, oversampling, batch size, device and precision, and
-            its first stage's optimizer and freezing.
+            its first stage's optimizer and freezing (the first ``sgd`` stage: a probe stage has no learning rate).
         train_x: training images, uint8 (N, C, H, W): a tensor or :class:`~medclf.data.rows.Rows`.
         train_y: class indices (N,), or multi-hot float rows (N, L).
         class_names: the classes (or labels), in output order (for ``balanced`` loss weights).
@@ -167,7 +167,11 @@ def _prepare(model: nn.Module, cfg: TrainingConfig, train_x: Rows, train_y: torc
     model.to(runtime.device)
     if runtime.channels_last and hasattr(model, "to_channels_last"):
         model.to_channels_last()
-    stage = fit_stages(cfg)[0]
+    stage = next((s for s in fit_stages(cfg) if s.kind == "sgd"), None)  # a probe stage has no learning rate
+    if stage is None:
+        raise ConfigError("training.stages: every stage is a probe (kind: probe, as in recipe linear_probe), fitted "
+                          "by logistic regression without a learning rate, so lr-find has nothing to sweep. Use a "
+                          "recipe that trains by gradient (finetune, probe_finetune).")
     frozen_bn = apply_freeze(model, stage.freeze, freeze_batchnorm=stage.freeze_batchnorm)
     optimizer = build_optimizer(model, stage.optimizer)
     objective = build_loss(cfg.loss, class_names=class_names, train_targets=train_y.numpy(),
