@@ -10,8 +10,8 @@ import pytest
 
 import medclf
 from medclf.inference import predict_images
-from medclf.training import feature_cache
 from medclf.runfolder import read_history
+from medclf.training import feature_cache
 from tiny_data import tiny_study
 
 

@@ -288,7 +288,8 @@ def config_fingerprint(config: Config) -> str:
 
 # Keys added after run folders existed, left out of the fingerprint while at their default: a default computes
 # what those runs computed, so they keep their hash; a written value changes it.
-_LATER_DEFAULTS = {"training.probe": {"cs": 10, "inner_folds": 5, "max_iter": 2000}, "training.stages.kind": "sgd"}
+_LATER_DEFAULTS = {"training.probe": {"cs": 10, "inner_folds": 5, "max_iter": 2000}, "training.stages.kind": "sgd",
+                   "evaluation.baseline": "auto"}
 
 
 def _drop_later_defaults(data: dict[str, Any]) -> None:
@@ -298,6 +299,9 @@ def _drop_later_defaults(data: dict[str, Any]) -> None:
     for stage in training.get("stages", []):
         if stage.get("kind") == _LATER_DEFAULTS["training.stages.kind"]:
             stage.pop("kind")
+    evaluation = data.get("evaluation", {})
+    if evaluation.get("baseline") == _LATER_DEFAULTS["evaluation.baseline"]:
+        evaluation.pop("baseline")
 
 
 _SAME_KEYS_AS_LAYERS = {"model.insert", "training.stages.optimizer", "training.stages.scheduler"}

@@ -82,6 +82,9 @@ class EvaluationConfig(_Section):
     operating_points: OperatingPointsConfig = OperatingPointsConfig()
     # test-time augmentation: predictions averaged over the identity and these flips (evaluation, predict, export)
     tta: list[Literal["hflip", "vflip"]] = []
+    # a linear probe on the fold's frozen pretrained features, scored beside the model with a paired test; auto:
+    # when model.pretrained is set and no training stage is itself a probe (it costs one feature pass per study)
+    baseline: Literal["auto", "linear_probe", "none"] = "auto"
 
     @field_validator("threshold")
     @classmethod

@@ -26,6 +26,7 @@ from medclf.data.rows import Rows
 from medclf.data.splitting import Fold, make_folds, resplit_data, resplit_moves, select_folds
 from medclf.errors import RunFolderError
 from medclf.evaluation.multilabel import cooccurrence, multilabel_metrics
+from medclf.experiments.baseline import fold_baseline
 from medclf.experiments.callbacks import EpochRelay, Log, StudyCallback, log_to
 from medclf.experiments.executors import Executor, FoldTask, LocalExecutor, RayExecutor
 from medclf.experiments.scoring import (
@@ -517,6 +518,8 @@ def _run_fold(config: Config, data: ImageSet, fold: Fold, out: Path, *, callback
     if thresholds is not None:
         result["thresholds"] = {c: float(t) for c, t in zip(data.class_names, thresholds)}
     result |= fold_spread(data, scored, evaluation=config.evaluation, seed=config.seed, thresholds=thresholds)
+    if (baseline := fold_baseline(config, data, fold, trainer.runtime)) is not None:  # evaluation.baseline
+        result["baseline"] = baseline
     runfolder.write_json(fd / runfolder.METRICS, result)  # then run_fold records the files in complete.json
     return result
 

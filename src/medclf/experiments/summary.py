@@ -6,6 +6,7 @@ whose folds ran in other processes or on other machines end with the same summar
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from pathlib import Path
@@ -18,6 +19,8 @@ from medclf.config import Config, config_fingerprint
 from medclf.data import ImageSet
 from medclf.evaluation.metrics import classification_metrics, confusion
 from medclf.evaluation.multilabel import multilabel_metrics
+from medclf.evaluation.statistics import corrected_resampled_ttest, wilcoxon_signed_rank
+from medclf.experiments.comparison import verdict
 from medclf.experiments.environment import run_environment
 from medclf.experiments.gallery import write_gallery
 from medclf.experiments.scoring import (
@@ -31,9 +34,12 @@ from medclf.experiments.scoring import (
 )
 from medclf.runfolder import fold_dir
 
-__all__ = ["EVAL_SPLITS", "write_summary"]
+__all__ = ["EVAL_SPLITS", "paired_against_baseline", "write_summary"]
 
 EVAL_SPLITS = ("val", "holdout", "test")  # the parts of a fold that are predicted and scored
+_PAIRED_METRIC, _ALPHA = "auc_macro", 0.05  # the baseline's paired test: threshold-free, defined for every task
+_PROBE_WORDS = "a linear probe on its frozen features"
+_BASELINE_COLUMNS = ("accuracy", "auc_macro")  # folds.csv: baseline_accuracy, baseline_auc_macro
 
 
 def write_summary(
@@ -69,6 +75,8 @@ def write_summary(
     }
     summary |= summary_spread(results, data, evaluation=config.evaluation, seed=config.seed,
                               ensemble=ensemble.get("test"))
+    if (baseline := _baseline_summary(results, splits)) is not None:
+        summary["baseline"] = baseline
     runfolder.write_json(out / runfolder.SUMMARY, summary)
     _write_folds_csv(out, data, results, summary)
     write_gallery(out, data, [r["fold"] for r in results])
@@ -138,14 +146,62 @@ def _write_folds_csv(out: Path, data: ImageSet, results: list[dict], summary: di
     names = points.get("points", [])
     columns = folds_csv_columns(data.class_names, multilabel=data.multilabel, levels=levels)
     columns += operating_point_columns(data.class_names, multilabel=data.multilabel, points=names)
+    columns += [f"baseline_{k}" for k in _BASELINE_COLUMNS]
     rows = []
     for r in results:
         for split, m in r["metrics"].items():
             cells = operating_point_cells(r.get("operating_points", {}).get("splits", {}).get(split), positive)
+            base = r.get("baseline", {}).get("metrics", {}).get(split, {})  # empty cells: no baseline
             rows.append({"fold": r["fold"], "split": split, "n_images": r["n_images"][split],
-                         "best_epoch": r["best_epoch"]} | m | folds_csv_extras(m) | cells)
+                         "best_epoch": r["best_epoch"]} | m | folds_csv_extras(m) | cells
+                        | {f"baseline_{k}": base.get(k, "") for k in _BASELINE_COLUMNS})
     for split, m in summary["ensemble"].items():
         n_test = results[0]["n_images"].get(split, "")
         cells = operating_point_cells(points.get("ensemble", {}).get(split), positive)
         rows.append({"fold": "ensemble", "split": split, "n_images": n_test, "best_epoch": ""} | m | cells)
     runfolder.write_csv(out / runfolder.FOLDS_CSV, rows, columns)
+
+
+def _baseline_summary(results: list[dict], splits: list[str]) -> dict[str, Any] | None:
+    """summary.json's ``baseline``: the probe's metrics across folds and, per split, the paired test of the
+    model against it (test first: the split a user reads). None when no fold scored a baseline."""
+    folds = [r for r in results if "baseline" in r]
+    if not folds:
+        return None
+    scored = [s for s in splits if all(s in r["baseline"]["metrics"] for r in folds)]
+    return {
+        "kind": folds[0]["baseline"]["kind"],
+        "metrics": {s: split_summary([r["baseline"]["metrics"][s] for r in folds]) for s in scored},
+        "paired": {s: paired_against_baseline(folds, s) for s in ("test", "holdout", "val") if s in scored},
+    }
+
+
+def paired_against_baseline(results: list[dict], split: str) -> dict[str, Any]:
+    """The model against its baseline on ``split``, fold by fold: means, difference, corrected t-test (None with
+    one fold), Wilcoxon, ``beats`` (a positive difference at p < 0.05) and a sentence."""
+    model = [r["metrics"][split].get(_PAIRED_METRIC) for r in results]
+    base = [r["baseline"]["metrics"][split].get(_PAIRED_METRIC) for r in results]
+    # scored over trained images per fold: the corrected t-test's allowance for the folds' shared training rows
+    ratio = float(np.mean([r["n_images"][split] / max(r["n_images"]["train"], 1) for r in results]))
+    test = corrected_resampled_ttest(model, base, test_train_ratio=ratio)
+    model_mean, base_mean = _finite_mean(model), _finite_mean(base)
+    diff = test[0] if test is not None else (
+        None if model_mean is None or base_mean is None else model_mean - base_mean)
+    p_value = None if test is None or math.isnan(test[2]) else test[2]
+    if diff is None:
+        sentence = f"no fold has a defined {_PAIRED_METRIC} for both, so nothing is compared"
+    elif p_value is None:
+        sentence = f"{_PAIRED_METRIC} {diff:+.3f} against {_PROBE_WORDS}; one fold, so no paired test"
+    else:
+        sentence = verdict(diff, p_value, metric=_PAIRED_METRIC, baseline=_PROBE_WORDS, alpha=_ALPHA)
+    return {
+        "metric": _PAIRED_METRIC, "model": model_mean, "baseline": base_mean, "diff": diff, "p_value": p_value,
+        "wilcoxon_p": wilcoxon_signed_rank(model, base),
+        "beats": bool(diff is not None and p_value is not None and diff > 0 and p_value < _ALPHA),
+        "verdict": sentence,
+    }
+
+
+def _finite_mean(values: list[float | None]) -> float | None:
+    kept = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(kept)) if kept else None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from medclf.reporting.baseline import baseline_section
 from medclf.reporting.page import Grid, KeyValues, Page, Paragraph, Preformatted, Section, write_page
 from medclf.reporting.run_figures import (
     calibration_blocks,
@@ -65,10 +66,12 @@ def build_report(run: RunData) -> Page:
     """The report page of a run, section by section."""
     sets = evaluation_sets(run)
     bootstrap = ensemble_bootstrap(run)
+    baseline = baseline_section(run.summary)  # None without summary.json's "baseline" block
     sections = [
         _overview(run, bootstrap),
         _data(run),
         _metrics(run, bootstrap),
+        *([baseline] if baseline is not None else []),
         Section("Operating points", operating_point_tables(run) or [Paragraph(
             "summary.json has no operating points (a run written before they existed).", "note")]),
         _classification(run, sets),
