@@ -5,33 +5,11 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
 from medclf.config import load_config
 from medclf.experiments import run_study
-from medclf.experiments.callbacks import EpochRelay, StudyCallback, log_to
-
-
-class Recorder(StudyCallback):
-    """Every hook call, in order, with its arguments."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[Any, ...]] = []
-
-    def on_study_start(self, config, out):
-        self.calls.append(("study_start", config.name, out))
-
-    def on_fold_start(self, fold):
-        self.calls.append(("fold_start", fold))
-
-    def on_epoch_end(self, fold, epoch, logs):
-        self.calls.append(("epoch_end", fold, epoch, logs))
-
-    def on_fold_end(self, fold, metrics):
-        self.calls.append(("fold_end", fold, metrics))
-
-    def on_study_end(self, summary):
-        self.calls.append(("study_end", summary))
+from medclf.experiments.callbacks import EpochRelay, log_to
+from study_hooks import Recorder
 
 
 def test_log_to_sends_warning_lines_at_warning_level_and_the_rest_at_info(caplog):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -17,31 +16,9 @@ from medclf import runfolder
 from medclf.cli import app
 from medclf.config import load_config
 from medclf.experiments import executors, parse_checked_config, run_study
-from medclf.experiments.callbacks import StudyCallback
 from medclf.experiments.executors import FoldTask, LocalExecutor, execute_fold_task
+from study_hooks import Recorder
 from tiny_data import tiny_study
-
-
-class Hooks(StudyCallback):
-    """Every hook call, in order: ``(hook, fold, ...)``."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[Any, ...]] = []
-
-    def on_study_start(self, config, out):
-        self.calls.append(("study_start",))
-
-    def on_fold_start(self, fold):
-        self.calls.append(("fold_start", fold))
-
-    def on_epoch_end(self, fold, epoch, logs):
-        self.calls.append(("epoch_end", fold, epoch, logs))
-
-    def on_fold_end(self, fold, metrics):
-        self.calls.append(("fold_end", fold, metrics))
-
-    def on_study_end(self, summary):
-        self.calls.append(("study_end",))
 
 
 def _metrics(run: Path, fold: int) -> dict:
@@ -65,7 +42,7 @@ def test_folds_in_worker_processes_give_the_sequential_run_folder_and_reach_the_
         run_study(config, tmp_path / "sequential")
     finally:
         torch.set_num_threads(threads)  # the fit set it from training.num_threads
-    hooks = Hooks()
+    hooks = Recorder()
     run_study(config, tmp_path / "parallel", callbacks=[hooks], executor=LocalExecutor(parallel=2, cores=2))
 
     for k in (0, 1):
@@ -75,7 +52,7 @@ def test_folds_in_worker_processes_give_the_sequential_run_folder_and_reach_the_
         assert weights[0] == weights[1]
     assert _files(tmp_path / "parallel") == _files(tmp_path / "sequential")
     # each worker's fold reaches the callbacks from the driver once it has ended, its epoch from history.csv
-    assert hooks.calls[0] == ("study_start",) and hooks.calls[-1] == ("study_end",)
+    assert hooks.calls[0][0] == "study_start" and hooks.calls[-1][0] == "study_end"
     by_fold = sorted(hooks.calls[1:-1], key=lambda call: call[1])  # the folds end in either order
     assert [c[:3] if c[0] == "epoch_end" else c[:2] for c in by_fold] == [
         ("fold_start", 0), ("epoch_end", 0, 1), ("fold_end", 0),
@@ -104,7 +81,7 @@ def test_a_run_killed_mid_fold_hands_only_the_unfinished_fold_to_the_executor(tr
     (run / "fold-1" / "complete.json").unlink()  # killed while fold 1 trained: its record is written last
     finished = {p: p.stat().st_mtime_ns for p in (run / "fold-0").iterdir()}
     monkeypatch.setattr(executors, "_DATA_MEMO", {})  # the data the "worker" loads stays with this test
-    executor, hooks = OneProcess(), Hooks()
+    executor, hooks = OneProcess(), Recorder()
     with caplog.at_level("INFO", logger="medclf"):
         summary = run_study(load_config(run / "config.yaml"), run, callbacks=[hooks], executor=executor)
     assert [t.fold.index for t in executor.tasks] == [1] and executor.tasks[0].run_dir.is_absolute()

@@ -25,7 +25,7 @@ from medclf.training.feature_cache import cached_probe_features
 from medclf.training.losses import n_outputs
 from medclf.training.probe import ProbeFit, fit_linear_probe
 
-__all__ = ["baseline_kind", "fold_baseline", "probe_probabilities"]
+__all__ = ["baseline_kind", "fold_baseline", "fold_model", "probe_probabilities"]
 
 
 def baseline_kind(config: Config) -> str | None:
@@ -41,6 +41,13 @@ def baseline_kind(config: Config) -> str | None:
     return None if chosen == "none" else chosen
 
 
+def fold_model(config: Config, data: ImageSet, fold: Fold) -> torch.nn.Module:
+    """Fold ``fold``'s freshly built model: seeded by the fold, so a rebuild gives the same initial weights."""
+    torch.manual_seed(config.seed + fold.index)  # same seed, same initial weights and dropout masks
+    n_out = n_outputs(config.training.loss, n_classes=len(data.class_names), multilabel=data.multilabel)
+    return build_model(config.model, in_chans=data.images.shape[1], n_classes=n_out, size_hw=data.images.shape[-2:])
+
+
 def fold_baseline(config: Config, data: ImageSet, fold: Fold, runtime: Runtime) -> dict[str, Any] | None:
     """Fold ``fold``'s baseline entry of metrics.json, or None when the study has no baseline.
 
@@ -49,10 +56,7 @@ def fold_baseline(config: Config, data: ImageSet, fold: Fold, runtime: Runtime) 
     """
     if baseline_kind(config) is None:
         return None
-    torch.manual_seed(config.seed + fold.index)  # as fit_fold: the same initial weights
-    n_out = n_outputs(config.training.loss, n_classes=len(data.class_names), multilabel=data.multilabel)
-    model = build_model(config.model, in_chans=data.images.shape[1], n_classes=n_out, size_hw=data.images.shape[-2:])
-    model.to(runtime.device)
+    model = fold_model(config, data, fold).to(runtime.device)  # as fit_fold builds it: the same initial weights
     images = Rows(data.images)
     features = cached_probe_features(
         model, images, data_fingerprint=data.fingerprint, batch_size=config.training.eval_batch_size,

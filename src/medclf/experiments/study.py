@@ -26,7 +26,7 @@ from medclf.data.rows import Rows
 from medclf.data.splitting import Fold, make_folds, resplit_data, resplit_moves, select_folds
 from medclf.errors import RunFolderError
 from medclf.evaluation.multilabel import cooccurrence, multilabel_metrics
-from medclf.experiments.baseline import fold_baseline
+from medclf.experiments.baseline import fold_baseline, fold_model
 from medclf.experiments.callbacks import EpochRelay, Log, StudyCallback, log_to
 from medclf.experiments.executors import Executor, FoldTask, LocalExecutor, RayExecutor
 from medclf.experiments.scoring import (
@@ -39,12 +39,11 @@ from medclf.experiments.scoring import (
 )
 from medclf.experiments.summary import EVAL_SPLITS, write_summary
 from medclf.experiments.validation import check_config
-from medclf.models import build_model, count_parameters
+from medclf.models import count_parameters
 from medclf.runfolder import fold_dir, read_json, save_weights
 from medclf.training import Callback, FitResult, HistoryCSV, RichProgress, Trainer, predict_proba
 from medclf.training.distributed import world
 from medclf.training.feature_cache import cached_probe_features
-from medclf.training.losses import n_outputs
 
 __all__ = ["EVAL_SPLITS", "PreparedStudy", "fit_fold", "prepare_study", "run_fold", "run_study", "summarize_study"]
 
@@ -440,12 +439,10 @@ def fit_fold(config: Config, data: ImageSet, fold: Fold, *, callbacks: list[Call
     Every rank of a distributed study (:mod:`medclf.experiments.distributed`) fits through here, so all ranks
     build the same model and trainer and make the same collective calls.
     """
-    torch.manual_seed(config.seed + fold.index)  # same seed, same initial weights and dropout masks
+    model = fold_model(config, data, fold)
     images = Rows(data.images)  # in RAM or memory-mapped; each part below is a view, never a copy of its rows
     labels = torch.from_numpy(data.labels)
     labels = labels.float() if data.multilabel else labels  # multi-hot targets of the BCE loss
-    n_out = n_outputs(config.training.loss, n_classes=len(data.class_names), multilabel=data.multilabel)
-    model = build_model(config.model, in_chans=data.images.shape[1], n_classes=n_out, size_hw=data.images.shape[-2:])
     trainer = Trainer(
         model, config.training, class_names=data.class_names, seed=config.seed + fold.index,
         callbacks=callbacks, multilabel=data.multilabel,

@@ -29,6 +29,7 @@ from torch import nn
 from medclf.data.rows import Rows
 from medclf.errors import ConfigError, DataError, ModelError
 from medclf.training.device import Runtime
+from medclf.training.loop import _to_input  # the loop imports this module lazily (probe stages)
 
 __all__ = ["ProbeFit", "final_linear", "fit_linear_probe", "knn_probabilities", "pooled_features", "write_probe"]
 
@@ -116,10 +117,8 @@ def pooled_features(model: nn.Module, images: torch.Tensor | Rows, *, batch_size
     model.eval()
     rows = Rows.of(images)
     try:
-        # the batches and the uint8 -> [0, 1] conversion of training.loop.predict_proba, written out here
-        # because the loop imports this module (for probe stages)
         for idx in torch.arange(len(rows)).split(batch_size):
-            model(rows.take(idx).to(runtime.device, non_blocking=True).float().div_(255.0))
+            model(_to_input(rows.take(idx), runtime))  # as predict_proba feeds it
     finally:
         handle.remove()
     if not captured:
