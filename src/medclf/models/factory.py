@@ -91,11 +91,16 @@ class Classifier(nn.Module):
         return self.head if self.head is not None else self.net.get_classifier()
 
     def backbone_modules(self) -> list[nn.Module]:
-        """The leaf modules owning parameters outside the head, input to output: the layers that freezing counts."""
+        """The modules owning parameters outside the head, input to output: the layers that freezing counts.
+
+        A module counts by the parameters it owns itself, whatever its children: timm's ``BatchNormAct2d`` (the
+        BatchNorm of EfficientNet and MobileNet) holds its activation as a child, and a leaf-only rule left every
+        such BatchNorm trainable, in train mode, under ``freeze: backbone``.
+        """
         head = {id(p) for p in self.head_module().parameters()}
         return [
             m for m in self.net.modules()
-            if not list(m.children()) and any(True for _ in m.parameters(recurse=False))
+            if any(True for _ in m.parameters(recurse=False))
             and not any(id(p) in head for p in m.parameters(recurse=False))
         ]
 
