@@ -62,6 +62,7 @@ def _cpu_capabilities() -> dict[str, Any]:
     get = getattr(torch.cpu, "get_capabilities", None)  # public in torch 2.14; older releases: the private checks
     if get is not None:
         return dict(get())
+    # every CPU with AMX tiles has AMX-BF16 (Sapphire Rapids on)
     return {"avx512_bf16": torch.cpu._is_avx512_bf16_supported(), "amx_bf16": torch.cpu._is_amx_tile_supported()}
 
 
@@ -114,8 +115,9 @@ def resolve_runtime(cfg: TrainingConfig, model: nn.Module) -> Runtime:
 
 
 def inference_runtime(model: nn.Module, device: torch.device, *, precision: str = "fp32") -> Runtime:
-    """How ``model`` predicts on ``device``: training's ``channels_last: auto`` rule (the same probabilities as
-    contiguous fp32, faster where measured), and fp32 unless ``precision="bf16"`` asks for bf16 autocast.
+    """How ``model`` predicts on ``device``: training's ``channels_last: auto`` rule (the layout measured faster
+    for training; the same probabilities as contiguous fp32), and fp32 unless ``precision="bf16"`` asks for bf16
+    autocast.
 
     Raises:
         ConfigError: ``precision`` is not fp32 or bf16, or ``device`` has no bf16 support.
