@@ -267,9 +267,18 @@ def test_compile_with_a_probe_stage_after_an_sgd_stage_is_refused():
     check({"compile": True, "recipe": "probe_finetune", "epochs": 3})  # the probe first: compiled after it
 
 
+def test_compile_without_a_cxx_compiler_is_refused_before_training(monkeypatch):
+    monkeypatch.setenv("CXX", "medclf-no-such-c++")
+    with pytest.raises(ConfigError, match=r"training\.compile: true needs a C\+\+ compiler .* 'medclf-no-such-c\+\+' "
+                                          r"\(\$CXX\) is not on PATH"):
+        checked({"type": "synthetic"}, training={"compile": True})
+    parse_checked_config({"data": {"source": {"type": "synthetic"}}, "training": {"compile": True}},
+                         check_device=False)  # a Ray cluster's head: the workers compile, and check it
+
+
 def test_an_index_beyond_the_device_count_and_an_absent_mps(monkeypatch, no_gpu):
     def problems(device: str) -> list:
-        return list(validation._device_problems(SimpleNamespace(device=device, precision="auto")))
+        return list(validation._device_problems(SimpleNamespace(device=device, precision="auto", compile=False)))
 
     assert problems("mps") == [("training.device", "'mps' is not on this machine (mps is not available). Available "
                                 "here: auto, cpu", "mps")]

@@ -86,3 +86,16 @@ def test_place_moves_a_classifier_into_channels_last():
     assert runtime.place(model) is model and model.memory_format == torch.channels_last
     conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_compile_needs_the_cxx_that_torch_would_use(monkeypatch):
+    import sys
+
+    from medclf.training.device import compiler_problem
+
+    monkeypatch.setenv("CXX", f"{sys.executable} -O2")  # an executable on PATH, with a flag as CXX may carry
+    assert compiler_problem() is None
+    monkeypatch.setenv("CXX", "medclf-no-such-c++ -O2")
+    assert compiler_problem() == (
+        "true needs a C++ compiler to build torch.compile's kernels, and 'medclf-no-such-c++' ($CXX) is not on PATH; "
+        "install one (g++ or clang++, or point CXX at it), or set training.compile: false")

@@ -32,7 +32,7 @@ from medclf.evaluation.metrics import MONITORABLE
 from medclf.evaluation.multilabel import MULTILABEL_SUMMARY
 from medclf.models.layers import activation
 from medclf.registry import Registry, closest
-from medclf.training.device import cpu_precision_problem
+from medclf.training.device import compiler_problem, cpu_precision_problem
 from medclf.training.loop import compile_problem
 from medclf.training.losses import LOSSES
 from medclf.training.optimizers import OPTIMIZERS
@@ -338,8 +338,8 @@ def available_devices() -> list[str]:
 
 
 def _device_problems(training: TrainingConfig) -> Iterator[Problem]:
-    """``training.device`` exists on this machine, and a precision other than fp32 has a device that runs it
-    (CUDA; or for bf16, a CPU with bf16 instructions)."""
+    """``training.device`` exists on this machine, a precision other than fp32 has a device that runs it (CUDA;
+    or for bf16, a CPU with bf16 instructions), and ``training.compile`` has a C++ compiler."""
     available, device = available_devices(), training.device
     if device not in available:
         if device.startswith("cuda") and "cuda" in available:
@@ -352,3 +352,5 @@ def _device_problems(training: TrainingConfig) -> Iterator[Problem]:
         if problem := cpu_precision_problem(training.precision):
             yield ("training.precision", f"training.device {device!r} trains on the CPU here, and {problem}",
                    training.precision)
+    if training.compile and (problem := compiler_problem()):
+        yield ("training.compile", problem, training.compile)

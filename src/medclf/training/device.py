@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shlex
+import shutil
+import sys
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -12,8 +16,8 @@ from torch import nn
 from medclf.config import TrainingConfig
 from medclf.errors import ConfigError
 
-__all__ = ["CPU_BF16_FEATURES", "Runtime", "cpu_bf16_supported", "cpu_precision_problem", "has_depthwise_conv",
-           "inference_runtime", "resolve_runtime"]
+__all__ = ["CPU_BF16_FEATURES", "Runtime", "compiler_problem", "cpu_bf16_supported", "cpu_precision_problem",
+           "has_depthwise_conv", "inference_runtime", "resolve_runtime"]
 
 # The CPU instructions (torch.cpu.get_capabilities() names: x86 AVX-512 BF16 and AMX, Arm's BF16 extension) that
 # run bf16 matrix products natively; without one, CPU bf16 autocast is emulated by conversions, slower than fp32.
@@ -83,6 +87,24 @@ def cpu_precision_problem(precision: str) -> str | None:
                 "(bf16 would be emulated, slower than fp32); use 'fp32' (or 'auto': fp32 on the CPU), or a CUDA "
                 "device")
     return None
+
+
+def compiler_problem() -> str | None:
+    """Why ``torch.compile`` cannot build kernels here (no C++ compiler on PATH), as a sentence; None when it can.
+
+    Inductor compiles C++ for CPU kernels (and Triton a C launcher for GPU ones) with ``$CXX``, else ``g++``
+    (``clang++`` on macOS); without it a compiled fit fails at its first step, after the data is read. Windows
+    looks for MSVC's ``cl`` its own way and is not checked here.
+    """
+    if sys.platform == "win32":
+        return None
+    wanted = os.environ.get("CXX", "clang++" if sys.platform == "darwin" else "g++")
+    program = (shlex.split(wanted) or [""])[0]  # CXX may carry a wrapper or flags: "ccache g++"
+    if shutil.which(program):
+        return None
+    source = "$CXX" if "CXX" in os.environ else "torch's default"
+    return (f"true needs a C++ compiler to build torch.compile's kernels, and {program!r} ({source}) is not on "
+            "PATH; install one (g++ or clang++, or point CXX at it), or set training.compile: false")
 
 
 def _auto_channels_last(model: nn.Module, device: torch.device) -> bool:
