@@ -235,18 +235,50 @@ def test_cuda_on_a_machine_without_it_is_an_error_naming_what_is_there(no_gpu):
     with pytest.raises(ConfigError, match=r"training\.device: 'cuda' is not on this machine \(no CUDA device is "
                                           r"available\)\. Available here: auto, cpu\.$"):
         checked({"type": "synthetic"}, training={"device": "cuda"})
-    with pytest.raises(ConfigError, match=r"training\.precision: 'bf16' needs a CUDA device, and training\.device "
-                                          r"'auto' trains on the CPU here; use 'auto' or 'fp32'"):
-        checked({"type": "synthetic"}, training={"precision": "bf16"})
+    with pytest.raises(ConfigError, match=r"training\.precision: training\.device 'auto' trains on the CPU here, "
+                                          r"and 'fp16' needs a CUDA device"):
+        checked({"type": "synthetic"}, training={"precision": "fp16"})
     config = parse_checked_config({"data": {"source": {"type": "synthetic"}}, "training": {"device": "cuda"}},
                                   check_device=False)  # a Ray cluster's head: the workers check it
     assert config.training.device == "cuda"
     check_config(config, check_device=False)
 
 
+def test_bf16_on_the_cpu_is_checked_against_the_cpus_instructions(monkeypatch, no_gpu):
+    from medclf.training import device
+
+    monkeypatch.setattr(device, "_cpu_capabilities", lambda: {"cpu_name": "Test CPU", "avx2": True})
+    with pytest.raises(ConfigError, match=r"training\.precision: training\.device 'cpu' trains on the CPU here, and "
+                                          r"'bf16' on the CPU needs AVX512-BF16 or AMX-BF16 instructions \(Arm: "
+                                          r"BF16\), which Test CPU lacks"):
+        checked({"type": "synthetic"}, training={"device": "cpu", "precision": "bf16"})
+    monkeypatch.setattr(device, "_cpu_capabilities", lambda: {"cpu_name": "Test CPU", "amx_bf16": True})
+    checked({"type": "synthetic"}, training={"device": "cpu", "precision": "bf16"})
+
+
+def test_compile_with_a_probe_stage_after_an_sgd_stage_is_refused():
+    def check(training: dict) -> None:
+        with pytest.warns(ConfigWarning, match="randomly initialised backbone"):  # a probe of pretrained: false
+            parse_checked_config({"data": {"source": {"type": "synthetic"}}, "training": training})
+
+    with pytest.raises(ConfigError, match=r"training\.compile: true compiles the model before its first sgd stage, "
+                                          r"and a probe stage after it .* \(stage kinds here: sgd, probe\)"):
+        check({"compile": True, "stages": [{"epochs": 1}, {"kind": "probe"}]})
+    check({"compile": True, "recipe": "probe_finetune", "epochs": 3})  # the probe first: compiled after it
+
+
+def test_compile_without_a_cxx_compiler_is_refused_before_training(monkeypatch):
+    monkeypatch.setenv("CXX", "medclf-no-such-c++")
+    with pytest.raises(ConfigError, match=r"training\.compile: true needs a C\+\+ compiler .* 'medclf-no-such-c\+\+' "
+                                          r"\(\$CXX\) is not on PATH"):
+        checked({"type": "synthetic"}, training={"compile": True})
+    parse_checked_config({"data": {"source": {"type": "synthetic"}}, "training": {"compile": True}},
+                         check_device=False)  # a Ray cluster's head: the workers compile, and check it
+
+
 def test_an_index_beyond_the_device_count_and_an_absent_mps(monkeypatch, no_gpu):
     def problems(device: str) -> list:
-        return list(validation._device_problems(SimpleNamespace(device=device, precision="auto")))
+        return list(validation._device_problems(SimpleNamespace(device=device, precision="auto", compile=False)))
 
     assert problems("mps") == [("training.device", "'mps' is not on this machine (mps is not available). Available "
                                 "here: auto, cpu", "mps")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from medclf.config import ModelConfig
 from medclf.errors import ConfigError, ModelError
 from medclf.inference.predict import ensemble_proba, model_tta, predict_inputs
 from medclf.models import build_model
-from medclf.training import Runtime, predict_proba
+from medclf.training import Runtime, device, predict_proba
 
 CLASSES = ["blank", "circle", "square"]
 
@@ -49,6 +50,46 @@ def test_ensemble_proba_applies_each_models_tta():
     np.testing.assert_allclose(got, expected, atol=1e-7)
     plain = predict_proba(model, images, batch_size=64, runtime=runtime)
     assert np.abs(got - plain).max() > 1e-6  # the random network is flip-sensitive: TTA was applied
+
+
+def _varied(name: str) -> tuple[torch.nn.Module, torch.Tensor]:
+    """A random ``name`` classifier (3 classes, 32 px) whose probabilities differ well between its test images."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name=name), in_chans=1, n_classes=3, size_hw=(32, 32))
+    with torch.no_grad():
+        model.head_module().weight.mul_(10)  # a random head's logits are all near 0: every image near 1/3
+    model.spec = model.spec | {"activation": "softmax", "tta": ["hflip"]}
+    ramp = torch.linspace(0.05, 1, 6).view(6, 1, 1, 1)  # dark to bright images: features that differ
+    images = (torch.rand(6, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * ramp * 255).to(torch.uint8)
+    return model, images
+
+
+@pytest.mark.parametrize(("name", "channels_last"), [("tf_efficientnet_lite0", True), ("test_resnet", False)])
+def test_ensemble_proba_runs_the_fast_memory_format_at_the_probabilities_of_contiguous_fp32(name, channels_last):
+    model, images = _varied(name)
+    reference = copy.deepcopy(model)
+    cpu = torch.device("cpu")
+    got = ensemble_proba([(0, model)], images, batch_size=4, device=cpu)
+    # depthwise convolutions (EfficientNet) run channels-last on the CPU, as in training; ResNets stay contiguous
+    assert model.memory_format == (torch.channels_last if channels_last else torch.contiguous_format)
+    expected = predict_proba(reference, images, batch_size=4, tta=["hflip"],
+                             runtime=Runtime(device=cpu, amp_dtype=None, channels_last=False))
+    assert reference.memory_format == torch.contiguous_format and np.ptp(expected, axis=0).max() > 0.05
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+
+
+def test_ensemble_proba_in_bf16_runs_where_the_cpu_has_bf16_and_is_refused_elsewhere(monkeypatch):
+    model, images = _varied("test_resnet")
+    cpu = torch.device("cpu")
+    exact = ensemble_proba([(0, model)], images, device=cpu)
+    monkeypatch.setattr(device, "_cpu_capabilities", lambda: {"cpu_name": "Test CPU", "amx_bf16": True})
+    low = ensemble_proba([(0, model)], images, device=cpu, precision="bf16")
+    assert low.dtype == np.float64 and 0 < np.abs(low - exact).max() < 0.05  # bf16 ran, and stayed close
+    np.testing.assert_allclose(low.sum(axis=1), 1, atol=1e-6)  # probabilities taken in fp32
+    monkeypatch.setattr(device, "_cpu_capabilities", lambda: {"cpu_name": "Test CPU", "avx2": True})
+    with pytest.raises(ConfigError, match=r"^prediction precision 'bf16' on the CPU needs AVX512-BF16 or AMX-BF16 "
+                                          r"instructions \(Arm: BF16\), which Test CPU lacks"):
+        ensemble_proba([(0, model)], images, device=cpu, precision="bf16")
 
 
 def _patient_csv(tiny_splits: Path, tmp_path: Path) -> Path:
@@ -107,10 +148,24 @@ def test_dicom_headers_name_patients_and_studies(trained_run: Path, tmp_path: Pa
     assert sorted(r["study_id"] for r in result.units["study"]) == ["1.2.3", "1.2.4", "1.2.5"]
 
 
+def test_predict_passes_bf16_to_the_fold_models(monkeypatch, trained_run: Path, tiny_splits: Path):
+    monkeypatch.setattr(device, "_cpu_capabilities", lambda: {"cpu_name": "Test CPU", "avx512_bf16": True})
+    seen = []
+    real = device.inference_runtime
+    monkeypatch.setattr("medclf.inference.predict.inference_runtime",
+                        lambda *a, **kw: seen.append(kw["precision"]) or real(*a, **kw))
+    inputs = [tiny_splits / "test" / "blank"]
+    exact = np.array([_probs(r) for r in predict_inputs(trained_run, inputs).rows])
+    low = np.array([_probs(r) for r in predict_inputs(trained_run, inputs, precision="bf16").rows])
+    assert set(seen) == {"fp32", "bf16"} and len(seen) % 2 == 0  # every fold model, once per prediction
+    assert 0 < np.abs(low - exact).max() < 0.05
+
+
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"engine": "tensorrt"}, r"--engine must be one of torch, onnx, got 'tensorrt'"),
     ({"engine": "onnx", "fold": 0}, r"--fold chooses a torch fold model"),
     ({"model": Path("model.onnx")}, r"--model names an exported ONNX model; it needs --engine onnx"),
+    ({"engine": "onnx", "precision": "bf16"}, r"precision 'bf16' runs the torch engine's fold models; the ONNX "),
 ])
 def test_engine_options_that_do_not_fit_are_refused(trained_run: Path, tiny_splits: Path, kwargs, match):
     with pytest.raises(ConfigError, match=match):

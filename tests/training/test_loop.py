@@ -208,3 +208,106 @@ def test_class_weights_reach_the_probe_as_the_loss_resolved_them(monkeypatch, wr
     monkeypatch.setattr(probe, "fit_linear_probe", lambda *a, **kw: seen.append(kw["class_weight"]) or real(*a, **kw))
     _probe_fit(class_weights=written)
     assert seen == [pytest.approx(expected) if expected else None]
+
+
+# ------------------------------------------------------------------------------------- bf16 on CPU, compile
+@pytest.fixture
+def bf16_cpu(monkeypatch):
+    """A CPU with bf16 instructions: torch emulates bf16 autocast on any CPU, so the fit below is real anywhere."""
+    from medclf.training import device
+
+    monkeypatch.setattr(device, "_cpu_capabilities", lambda: {"cpu_name": "Test CPU", "avx512_bf16": True})
+
+
+def test_a_bf16_fit_on_cpu_autocasts_without_a_scaler_and_keeps_float32_weights(monkeypatch, bf16_cpu):
+    from medclf.training import loop
+
+    seen = []  # (scaler enabled, autocast dtype of the forward, logits dtype) per step
+    real_step = loop.train_step
+
+    def step(model, objective, optimizer, scaler, x, y, runtime):
+        with runtime.autocast():
+            logits_dtype = model(loop._to_input(x, runtime)).dtype
+        seen.append((scaler.is_enabled(), logits_dtype))
+        return real_step(model, objective, optimizer, scaler, x, y, runtime)
+
+    monkeypatch.setattr(loop, "train_step", step)
+    trainer, result = _fit(TrainingConfig(epochs=2, batch_size=16, device="cpu", precision="bf16"))
+    assert trainer.runtime.amp_dtype == torch.bfloat16 and result.runtime["precision"] == "bfloat16"
+    assert seen and set(seen) == {(False, torch.bfloat16)}  # bf16 keeps fp32's exponent range: no loss scaling
+    assert all(math.isfinite(h["train_loss"]) and math.isfinite(h["val_loss"]) for h in result.history)
+    assert {v.dtype for v in trainer.model.state_dict().values() if v.is_floating_point()} == {torch.float32}
+
+
+def test_validation_and_prediction_under_bf16_give_float32_probabilities(bf16_cpu):
+    from medclf.training import predict_proba, resolve_runtime, tta_probabilities
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name="test_resnet"), in_chans=1, n_classes=2).eval()
+    bf16 = resolve_runtime(TrainingConfig(device="cpu", precision="bf16"), model)
+    fp32 = resolve_runtime(TrainingConfig(device="cpu"), model)
+    x, _ = _toy(n=8)
+    with torch.no_grad(), bf16.autocast():
+        assert model(x.float() / 255).dtype == torch.bfloat16  # the network ran in bf16 ...
+        assert tta_probabilities(model, x.float() / 255, activation="softmax").dtype == torch.float32  # ... not these
+    low = predict_proba(model, x, batch_size=4, runtime=bf16)
+    exact = predict_proba(model, x, batch_size=4, runtime=fp32)
+    assert 0 < abs(low - exact).max() < 0.05 and abs(low.sum(axis=1) - 1).max() < 1e-6
+
+
+@pytest.fixture
+def compiled(monkeypatch):
+    """torch.nn.Module.compile recorded, never run (a real compile builds C++ for minutes)."""
+    calls = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **kw: calls.append((self, a, kw)))
+    return calls
+
+
+def test_training_compile_compiles_the_model_in_place_and_is_off_by_default(compiled):
+    assert TrainingConfig().compile is False
+    _fit(TrainingConfig(epochs=1, batch_size=16, device="cpu"))
+    assert compiled == []
+    trainer, _ = _fit(TrainingConfig(epochs=2, batch_size=16, device="cpu", compile=True))
+    assert [(self, a, kw) for self, a, kw in compiled] == [(trainer.model, (), {})]  # once, before the first stage
+
+
+def test_compile_comes_after_a_probe_stage_that_reads_features_through_a_hook(monkeypatch):
+    history_when_compiled = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self: history_when_compiled.append(len(trainer.history)))
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name="test_resnet"), in_chans=1, n_classes=2)
+    x, y = _toy()
+    cfg = TrainingConfig(recipe="probe_finetune", epochs=2, batch_size=16, device="cpu", compile=True)
+    trainer = Trainer(model, cfg, class_names=["a", "b"], seed=0)
+    trainer.fit(x[:120], y[:120], x[120:], y[120:])
+    assert history_when_compiled == [1]  # the probe's epoch ran uncompiled; the fine-tuning stage compiled
+
+
+def test_compile_refuses_a_probe_stage_after_an_sgd_stage():
+    from medclf.errors import ConfigError
+
+    cfg = TrainingConfig(compile=True, device="cpu", stages=[{"epochs": 1}, {"kind": "probe"}])
+    with pytest.raises(ConfigError, match=r"^training.compile: true compiles the model before its first sgd stage.* "
+                                          r"\(stage kinds here: sgd, probe\), or set training.compile: false$"):
+        Trainer(build_model(ModelConfig(name="test_resnet"), in_chans=1, n_classes=2), cfg, class_names=["a", "b"],
+                seed=0)
+
+
+def test_compile_at_its_default_leaves_the_config_fingerprint_as_it_was(monkeypatch):
+    from medclf.config import Config, config_fingerprint, parse_config
+
+    def study(**training):
+        return parse_config({"data": {"source": {"type": "synthetic"}}, "training": training})
+
+    now = config_fingerprint(study())
+    real_dump = Config.model_dump
+
+    def dump_before_the_key(self, **kw):  # the schema as it was: no training.compile
+        data = real_dump(self, **kw)
+        data["training"].pop("compile")
+        return data
+
+    monkeypatch.setattr(Config, "model_dump", dump_before_the_key)
+    assert config_fingerprint(study()) == now
+    monkeypatch.undo()
+    assert config_fingerprint(study(compile=True)) != now  # compiled kernels change numerics: part of the fit

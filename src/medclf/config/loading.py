@@ -289,13 +289,15 @@ def config_fingerprint(config: Config) -> str:
 # Keys added after run folders existed, left out of the fingerprint while at their default: a default computes
 # what those runs computed, so they keep their hash; a written value changes it.
 _LATER_DEFAULTS = {"training.probe": {"cs": 10, "inner_folds": 5, "max_iter": 2000}, "training.stages.kind": "sgd",
-                   "evaluation.baseline": "auto"}
+                   "evaluation.baseline": "auto", "training.compile": False}
 
 
 def _drop_later_defaults(data: dict[str, Any]) -> None:
     training = data.get("training", {})
     if training.get("probe") == _LATER_DEFAULTS["training.probe"]:
         training.pop("probe")
+    if training.get("compile") is _LATER_DEFAULTS["training.compile"]:
+        training.pop("compile")
     for stage in training.get("stages", []):
         if stage.get("kind") == _LATER_DEFAULTS["training.stages.kind"]:
             stage.pop("kind")

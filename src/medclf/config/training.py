@@ -177,8 +177,9 @@ class TrainingConfig(_Section):
     probe: ProbeConfig = ProbeConfig()  # the fit of a probe stage (kind: probe)
     monitor: str = "val_loss"  # the best epoch's weights are kept: val_<metric> or val_loss
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16/fp16 autocast on CUDA
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16/fp16 autocast on CUDA, fp32 on CPU
     channels_last: Literal["auto"] | bool = "auto"  # auto: on CUDA, or for depthwise-conv models on CPU
+    compile: bool = False  # torch.compile the model in place (a one-off compile per shape; changes numerics)
     num_threads: int | None = Field(None, ge=1)  # CPU threads; default: torch's choice
 
     @model_validator(mode="before")

@@ -32,6 +32,8 @@ from medclf.evaluation.metrics import MONITORABLE
 from medclf.evaluation.multilabel import MULTILABEL_SUMMARY
 from medclf.models.layers import activation
 from medclf.registry import Registry, closest
+from medclf.training.device import compiler_problem, cpu_precision_problem
+from medclf.training.loop import compile_problem
 from medclf.training.losses import LOSSES
 from medclf.training.optimizers import OPTIMIZERS
 from medclf.training.schedulers import SCHEDULERS
@@ -127,6 +129,8 @@ def _training_problems(training: TrainingConfig) -> Iterator[Problem]:
         yield from _registered(f"training.stages.{i}.optimizer.name", OPTIMIZERS, stage.optimizer.name)
         yield from _registered(f"training.stages.{i}.scheduler.name", SCHEDULERS, stage.scheduler.name)
     yield from _monitor_problems("training.monitor", training.monitor)
+    if problem := compile_problem(training):
+        yield ("training.compile", problem, training.compile)
 
 
 def _registered(where: str, registry: Registry[Any], name: str) -> Iterator[Problem]:
@@ -334,7 +338,8 @@ def available_devices() -> list[str]:
 
 
 def _device_problems(training: TrainingConfig) -> Iterator[Problem]:
-    """``training.device`` exists on this machine, and a CUDA precision has a CUDA device to run on."""
+    """``training.device`` exists on this machine, a precision other than fp32 has a device that runs it (CUDA;
+    or for bf16, a CPU with bf16 instructions), and ``training.compile`` has a C++ compiler."""
     available, device = available_devices(), training.device
     if device not in available:
         if device.startswith("cuda") and "cuda" in available:
@@ -343,7 +348,9 @@ def _device_problems(training: TrainingConfig) -> Iterator[Problem]:
             why = "no CUDA device is available" if device.startswith("cuda") else f"{device} is not available"
         yield ("training.device", f"{device!r} is not on this machine ({why}). Available here: "
                f"{', '.join(available)}", device)
-    elif training.precision in ("bf16", "fp16") and not (device.startswith("cuda") or "cuda" in available
-                                                          and device == "auto"):
-        yield ("training.precision", f"{training.precision!r} needs a CUDA device, and training.device "
-               f"{device!r} trains on the CPU here; use 'auto' or 'fp32'", training.precision)
+    elif not (device.startswith("cuda") or "cuda" in available and device == "auto"):  # trains on the CPU
+        if problem := cpu_precision_problem(training.precision):
+            yield ("training.precision", f"training.device {device!r} trains on the CPU here, and {problem}",
+                   training.precision)
+    if training.compile and (problem := compiler_problem()):
+        yield ("training.compile", problem, training.compile)

@@ -32,7 +32,8 @@ from medclf.data.formats import dicom_ids, is_dicom
 from medclf.errors import ConfigError, ModelError, RunFolderError
 from medclf.evaluation.aggregation import aggregate_units
 from medclf.models import Classifier, model_from_spec
-from medclf.training import TTA_FLIPS, Runtime, predict_proba
+from medclf.training import TTA_FLIPS, predict_proba
+from medclf.training.device import inference_runtime
 
 __all__ = ["ENGINES", "PredictionResult", "UnitSettings", "ensemble_proba", "fold_models", "load_fold_models",
            "model_tta", "predict_images", "predict_inputs", "unit_settings"]
@@ -118,19 +119,21 @@ def model_tta(spec: dict[str, Any], *, source: Path | str = "model.json") -> lis
 
 def ensemble_proba(
     loaded: list[tuple[int, Classifier]], images: torch.Tensor, *, batch_size: int = 64, run_dir: Path | None = None,
-    device: torch.device | None = None,
+    device: torch.device | None = None, precision: Literal["fp32", "bf16"] = "fp32",
 ) -> np.ndarray:
     """The mean class probabilities (N, K) of fold models ``[(fold, model), ...]`` for ``images`` (N, C, H, W) uint8.
 
     Each model's output activation and test-time augmentation come from its ``model.json``; a model yielding
-    non-finite values is an error naming its fold. ``device``: default the GPU when there is one.
+    non-finite values is an error naming its fold. ``device``: default the GPU when there is one. Each model runs
+    as :func:`~medclf.training.device.inference_runtime` says (channels-last where it is faster: the models are
+    left in that format), in fp32 unless ``precision`` is ``bf16`` (autocast; probabilities still in fp32).
     """
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    runtime = Runtime(device=device, amp_dtype=None, channels_last=False)
     probs: np.ndarray | None = None
     for k, model in loaded:
+        runtime = inference_runtime(model, device, precision=precision)
         activation = model.spec.get("activation", "softmax")  # runs before losses other than softmax had none
-        fold_probs = predict_proba(model.to(device), images, batch_size=batch_size, runtime=runtime,
+        fold_probs = predict_proba(runtime.place(model), images, batch_size=batch_size, runtime=runtime,
                                    activation=activation, tta=model_tta(model.spec))
         where = f"fold {k}" + (f" ({runfolder.fold_dir(run_dir, k) / 'model.safetensors'})" if run_dir else "")
         rerun = f"`medclf run {run_dir / 'config.yaml'} --out {run_dir}`" if run_dir else "`medclf run`"
@@ -235,6 +238,7 @@ def predict_inputs(
     batch_size: int = 64,
     engine: Literal["torch", "onnx"] = "torch",
     model: Path | None = None,
+    precision: Literal["fp32", "bf16"] = "fp32",
 ) -> PredictionResult:
     """Class probabilities and the predicted class of each input image, and of each patient and study.
 
@@ -249,14 +253,19 @@ def predict_inputs(
         batch_size: images per forward pass.
         engine: ``torch`` (the fold models) or ``onnx`` (onnxruntime on ``medclf export``'s model).
         model: for ``onnx``, the exported ``model.onnx`` or its folder; default ``RUN_DIR/export``.
+        precision: ``fp32``, or ``bf16`` autocast (torch engine; a CUDA device or a CPU with bf16 instructions).
 
     Raises:
-        ConfigError: an unknown engine, or ``--fold``/``--model`` given to the engine that does not take it.
+        ConfigError: an unknown engine, ``--fold``/``--model``/``bf16`` given to the engine that does not take
+            it, or ``bf16`` on a device without bf16 support.
     """
     run_dir = Path(run_dir)
     if engine == "onnx":
         from medclf.inference.export import OnnxModel, default_export_dir  # onnxruntime only when asked for
 
+        if precision != "fp32":
+            raise ConfigError(f"precision {precision!r} runs the torch engine's fold models; the ONNX engine runs "
+                              "the fp32 graph `medclf export` wrote. Use --engine torch, or fp32.")
         if fold is not None:
             raise ConfigError("--fold chooses a torch fold model; the ONNX engine runs the model `medclf export` "
                               "wrote (export one fold with `medclf export RUN_DIR --fold K`, then pass --model).")
@@ -273,7 +282,8 @@ def predict_inputs(
         class_names, prep = list(spec["class_names"]), Preprocessing.from_dict(spec["preprocessing"])
         settings = unit_settings(run_dir)
         paths, unit_ids = _input_units(inputs, settings)
-        probs = ensemble_proba(loaded, _decode_all(paths, prep), batch_size=batch_size, run_dir=run_dir)
+        probs = ensemble_proba(loaded, _decode_all(paths, prep), batch_size=batch_size, run_dir=run_dir,
+                               precision=precision)
     else:
         raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}.")
     rows = [

@@ -43,7 +43,7 @@ from medclf.training.sampling import plan_labels, plan_size, training_plan
 from medclf.training.schedulers import build_scheduler
 
 __all__ = ["TTA_FLIPS", "FitResult", "Trainer", "TrainingAugmentation", "augment_batch", "batch_indices",
-           "predict_proba", "train_step", "training_augmentations", "tta_probabilities"]
+           "compile_problem", "predict_proba", "train_step", "training_augmentations", "tta_probabilities"]
 
 
 @dataclass
@@ -79,6 +79,21 @@ def fit_stages(cfg: TrainingConfig) -> list[Stage]:
         return [Stage(i, s.epochs, s.optimizer, s.scheduler, s.freeze, s.freeze_batchnorm, s.kind)
                 for i, s in enumerate(cfg.stages)]
     return [Stage(0, cfg.epochs, cfg.optimizer, cfg.scheduler, cfg.freeze, cfg.freeze_batchnorm)]
+
+
+def compile_problem(cfg: TrainingConfig) -> str | None:
+    """Why ``training.compile`` cannot work with ``cfg``'s stages, as a sentence; None when it can.
+
+    The model is compiled before its first sgd stage. A probe stage reads pooled features through a forward
+    hook added to the final linear layer, and a compiled model never calls a hook added after compiling (its
+    guards do not watch hooks): a later probe stage would silently get no features.
+    """
+    kinds = [stage.kind for stage in fit_stages(cfg)]
+    if cfg.compile and "sgd" in kinds and "probe" in kinds[kinds.index("sgd"):]:
+        return ("true compiles the model before its first sgd stage, and a probe stage after it would read its "
+                "features through a forward hook, which a compiled model skips. Put the probe stages first "
+                f"(stage kinds here: {', '.join(kinds)}), or set training.compile: false")
+    return None
 
 
 def batch_indices(n: int, batch_size: int, *, generator: torch.Generator | None = None) -> list[torch.Tensor]:
@@ -202,6 +217,8 @@ class Trainer:
         self.history: list[dict[str, Any]] = []  # one dict per finished epoch, for callbacks
         self.trainable_per_stage: list[int] = []
         self.probe_fits: list[Any] = []  # each probe stage's ProbeFit (its C, inner folds and notes), in order
+        if problem := compile_problem(cfg):
+            raise ConfigError(f"training.compile: {problem}")
         if multilabel and cfg.oversample != "none":
             raise ConfigError(
                 f"training.oversample: {cfg.oversample!r} balances classes of single-label data; a multi-label "
@@ -220,9 +237,7 @@ class Trainer:
         runtime = self.runtime = resolve_runtime(cfg, self.model)
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
-        self.model.to(runtime.device)
-        if runtime.channels_last and hasattr(self.model, "to_channels_last"):
-            self.model.to_channels_last()
+        runtime.place(self.model)  # device and memory format, before compiling and before the optimizer
         train_x, val_x = Rows.of(train_x), Rows.of(val_x)  # one gather path for tensors and memory maps
         feed = make_feed(train_x, runtime)  # CUDA: the uint8 set on the GPU when it fits, else a pinned buffer
         generator = torch.Generator().manual_seed(self.seed)
@@ -238,7 +253,8 @@ class Trainer:
         start, epoch, step = time.perf_counter(), 0, 0
 
         self._call("on_fit_start")
-        for stage in fit_stages(cfg):
+        stages = fit_stages(cfg)
+        for stage in stages:
             if stage.index > 0 and self.best.stage_best.state is not None:
                 self.model.load_state_dict(self.best.stage_best.state)  # from the previous stage's best epoch
             frozen_bn = apply_freeze(self.model, stage.freeze, freeze_batchnorm=stage.freeze_batchnorm)
@@ -249,6 +265,8 @@ class Trainer:
                 epoch += 1
                 self._probe_epoch(epoch, step, stage, train_x, train_y, val_x, val_y, objective)
                 continue
+            if cfg.compile and stage is next(s for s in stages if s.kind != "probe"):  # after any probe stage
+                self.model.compile()  # in place, so state_dict keys keep their names (see compile_problem)
             self.train_model = wrap(self.model) if is_distributed() else self.model  # after freezing: DDP keeps
             # the parameters that train at its construction
             optimizer = build_optimizer(self.model, stage.optimizer)
