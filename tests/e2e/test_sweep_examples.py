@@ -12,6 +12,7 @@ from medclf.models import build_model
 from medclf.training.losses import n_outputs
 
 SWEEPS = sorted((Path(__file__).resolve().parents[2] / "examples" / "sweeps").glob("*.yaml"))
+NPZ = Path(__file__).resolve().parents[3] / "shared" / "data" / "pneumoniamnist.npz"  # the real data, if here
 
 
 def test_the_issue_asks_for_these_studies():
@@ -22,6 +23,8 @@ def test_the_issue_asks_for_these_studies():
 
 @pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.name)
 def test_every_sweep_example_validates_and_builds(path: Path):
+    if NPZ.name in path.read_text() and not NPZ.exists():
+        pytest.skip(f"{path.name} reads the real data, not found at {NPZ}")
     plan = load_sweep(path)
     variants = list(plan.variants)
     if plan.sweep.search != "grid":

@@ -172,6 +172,22 @@ def test_frozen_backbone_does_not_move_and_head_does():
     assert all(p.requires_grad for p in model.parameters())  # the saved model is plain again
 
 
+def test_frozen_backbone_holds_timm_batchnorm_act_layers_too():
+    """EfficientNet's BatchNorm is timm's BatchNormAct2d, which has its activation as a child module: it is a layer
+    all the same, so ``freeze: backbone`` keeps its weights and running statistics and ``last_n`` counts it."""
+    x, y = _toy()
+    trainer = _trainer(_cfg(epochs=1, freeze="backbone"), ModelConfig(name="tf_efficientnet_lite0"))
+    model = trainer.model
+    layers = model.backbone_modules()
+    norms = [m for m in model.net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert norms and all(any(m is layer for layer in layers) for m in norms)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer.fit(x[:120], y[:120], x[120:], y[120:])
+    after = model.state_dict()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved == {f"net.{k}" for k, _ in model.net.get_classifier().named_parameters(prefix="classifier")}
+
+
 def test_last_n_trains_only_the_last_layers():
     from medclf.models.freezing import apply_freeze
 
@@ -281,6 +297,9 @@ def test_probe_finetune_gives_the_rest_of_the_epochs_to_fine_tuning():
     cfg = TrainingConfig(recipe="probe_finetune", epochs=5)
     assert [(s.kind, s.epochs, s.freeze) for s in cfg.stages] == [("probe", 1, "backbone"), ("sgd", 4, "none")]
     assert cfg.epochs == 5
+    tune = cfg.stages[1]  # LP-FT as measured in docs/small-data.md: gentle, BatchNorm as the probe saw it
+    assert tune.freeze_batchnorm and (tune.optimizer.lr, tune.optimizer.head_lr) == (1e-4, 1e-3)
+    assert cfg.loss.label_smoothing == 0.0
     again = TrainingConfig(**cfg.model_dump(mode="json"))  # a resolved config reads back as the same fit
     assert again == cfg
     with pytest.raises(ValueError, match="epochs: 1 leaves none to fine-tune. Write epochs of at least 2"):

@@ -281,6 +281,9 @@ def config_fingerprint(config: Config) -> str:
             node = node.get(part, {})
         node.pop(leaf, None)
     data = {k: v for k, v in data.items() if v != {}}  # tracking: left out whole, so older runs keep their hash
+    training = data.get("training", {})
+    if training.get("recipe") == "auto" and data.get("model", {}).get("pretrained") is False:
+        training["recipe"] = "finetune"  # what auto trains without pretrained weights: older runs keep their hash
     _drop_later_defaults(data)
     canonical = json.dumps(data, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]

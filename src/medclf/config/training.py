@@ -123,6 +123,9 @@ class ProbeConfig(_Section):
 # A recipe is a named set of training defaults; keys the user writes win. "finetune" is what measured best on
 # CPU (AdamW + one-cycle + label smoothing + flips); the others reproduce the plain recipes of older notebooks.
 RECIPES: dict[str, dict[str, Any]] = {
+    # finetune, or probe_finetune for a pretrained backbone on a small training split: picked per fold, once the
+    # data is loaded (medclf.experiments.auto_recipe); here it merges nothing, as finetune
+    "auto": {},
     "finetune": {},
     "sgd": {
         "optimizer": {"name": "sgd", "lr": 1e-3, "momentum": 0.9, "weight_decay": 0.0},
@@ -143,9 +146,15 @@ RECIPES: dict[str, dict[str, Any]] = {
         "loss": {"label_smoothing": 0.0},
         "augmentation": {"presets": []},
     },
-    # the probe's head, then the whole model fine-tuned from it for the rest of training.epochs
+    # the probe's head, then the whole model fine-tuned gently from it for the rest of training.epochs (LP-FT):
+    # BatchNorm kept in eval mode, since the probe was fitted on features normalised by the running statistics
+    # and batch statistics took its training loss from 0.12 to 2.7 before a single step; the backbone at a tenth
+    # of the head's rate; no label smoothing, whose pull on the probe's confident margins undoes it
+    # (docs/small-data.md has the measurements)
     "probe_finetune": {
-        "stages": [{"kind": "probe"}, {"freeze": "none"}],
+        "stages": [{"kind": "probe"}, {"freeze": "none", "freeze_batchnorm": True}],
+        "optimizer": {"lr": 1e-4, "head_lr": 1e-3},
+        "loss": {"label_smoothing": 0.0},
     },
 }
 
@@ -161,7 +170,7 @@ def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 
 
 class TrainingConfig(_Section):
-    recipe: str = "finetune"  # named defaults for the keys below; see RECIPES
+    recipe: str = "auto"  # named defaults for the keys below; see RECIPES
     epochs: int = Field(10, ge=1)  # with stages: the sum of the stages' epochs
     batch_size: int = Field(32, ge=1)
     eval_batch_size: int = Field(256, ge=1)
@@ -187,7 +196,7 @@ class TrainingConfig(_Section):
     def _apply_recipe(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        recipe = data.get("recipe", "finetune")
+        recipe = data.get("recipe", "auto")
         if recipe not in RECIPES:
             hint = closest(str(recipe), list(RECIPES))
             did_you_mean = f" Did you mean {hint!r}?" if hint else ""

@@ -26,6 +26,7 @@ from medclf.data.rows import Rows
 from medclf.data.splitting import Fold, make_folds, resplit_data, resplit_moves, select_folds
 from medclf.errors import RunFolderError
 from medclf.evaluation.multilabel import cooccurrence, multilabel_metrics
+from medclf.experiments.auto_recipe import resolve_recipe
 from medclf.experiments.baseline import fold_baseline, fold_model
 from medclf.experiments.callbacks import EpochRelay, Log, StudyCallback, log_to
 from medclf.experiments.executors import Executor, FoldTask, LocalExecutor, RayExecutor
@@ -439,6 +440,7 @@ def fit_fold(config: Config, data: ImageSet, fold: Fold, *, callbacks: list[Call
     Every rank of a distributed study (:mod:`medclf.experiments.distributed`) fits through here, so all ranks
     build the same model and trainer and make the same collective calls.
     """
+    config = resolve_recipe(config, len(fold.train))  # recipe: auto picks by the fold's size (idempotent)
     model = fold_model(config, data, fold)
     images = Rows(data.images)  # in RAM or memory-mapped; each part below is a view, never a copy of its rows
     labels = torch.from_numpy(data.labels)
@@ -458,6 +460,7 @@ def fit_fold(config: Config, data: ImageSet, fold: Fold, *, callbacks: list[Call
 
 def _run_fold(config: Config, data: ImageSet, fold: Fold, out: Path, *, callbacks: list[Callback]) -> dict:
     fd = fold_dir(out, fold.index)
+    config = resolve_recipe(config, len(fold.train))  # so the baseline and metrics.json see the recipe trained
     model, trainer, fit = fit_fold(config, data, fold, callbacks=[HistoryCSV(fd / runfolder.HISTORY), *callbacks])
     images = Rows(data.images)
 
@@ -500,6 +503,7 @@ def _run_fold(config: Config, data: ImageSet, fold: Fold, out: Path, *, callback
     runfolder.write_json(fd / runfolder.SPEC, spec)
     result = {
         "fold": fold.index,
+        "recipe": config.training.recipe,  # recipe: auto resolved for this fold
         "best_epoch": fit.best_epoch,
         "epochs_run": len(fit.history),
         "stopped_epoch": fit.stopped_epoch,

@@ -38,7 +38,7 @@ from medclf.training.losses import LOSSES
 from medclf.training.optimizers import OPTIMIZERS
 from medclf.training.schedulers import SCHEDULERS
 
-__all__ = ["available_devices", "check_config", "load_checked_config", "parse_checked_config"]
+__all__ = ["available_devices", "check_config", "load_checked_config", "parse_checked_config", "probe_problems"]
 
 Problem = tuple[str, str, Any]  # (dotted key, message, the value written)
 
@@ -63,7 +63,7 @@ def check_config(config: Config, *, origin: str = "config", check_device: bool =
         *_model_problems(config.model),
         *_training_problems(config.training),
         *_key_problems(config),
-        *_probe_problems(config),
+        *probe_problems(config),
         *_data_problems(config),
         *(_device_problems(config.training) if check_device else ()),
     ]
@@ -184,7 +184,7 @@ def _monitor_problems(where: str, monitor: str) -> Iterator[Problem]:
 PROBE_LOSSES = ("cross_entropy", "bce")  # the losses a logistic regression minimises (without focusing, rates)
 
 
-def _probe_problems(config: Config) -> Iterator[Problem]:
+def probe_problems(config: Config) -> Iterator[Problem]:
     """A probe stage (``training.stages.N.kind: probe``) needs a loss a logistic regression fits and a head whose
     last layer reads the pooled features; on random features it is legal, and warned of."""
     training, model = config.training, config.model

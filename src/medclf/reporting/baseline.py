@@ -88,7 +88,9 @@ def baseline_warning(summary: dict[str, Any]) -> Paragraph | None:
         return None
     return Paragraph(
         f"{WARNING_START} ({_describe(split, paired[split])}). On data this size the probe itself "
-        "(training.recipe: linear_probe) may be the better model, in a fraction of the training time.",
+        "(training.recipe: linear_probe) may be the better model, in a fraction of the training time, or "
+        "fine-tuning that starts from it (probe_finetune, which recipe: auto trains on up to 250 training images a "
+        "fold with a pretrained backbone).",
         "warning",
     )
 
