@@ -19,6 +19,20 @@ sys.path.insert(0, os.path.dirname(__file__))  # shared helper modules of the te
 from tiny_data import CLASSES, _draw, tiny_study  # noqa: E402  (after the sys.path line above)
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads_unchanged():
+    """Fail a test that leaves torch on another thread count (process-wide): every later test would run on it,
+    slower and with other float sums (resume and reproducibility tests compare those to the bit)."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    after = torch.get_num_threads()
+    if after != before:
+        torch.set_num_threads(before)
+        pytest.fail(f"the test left torch on {after} thread(s), not {before}", pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def tiny_splits(tmp_path_factory) -> Path:
     """root/{train,test}/<class>/*.png: 10 train and 4 test images per class, 16x16 grayscale."""

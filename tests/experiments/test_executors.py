@@ -84,13 +84,11 @@ def test_a_worker_runs_its_fold_with_its_thread_budget_not_the_configs(monkeypat
     task = FoldTask("v", config, tmp_path, Fold(0, empty, empty, empty, empty), "fp")
     monkeypatch.setitem(executors._DATA_MEMO, config.data.model_dump_json(), types.SimpleNamespace(fingerprint="fp"))
     seen: dict = {}
-    monkeypatch.setattr(study_module, "run_fold", lambda cfg, *a, **kw: seen.setdefault("config", cfg))
+    monkeypatch.setattr(study_module, "run_fold",
+                        lambda cfg, *a, **kw: seen.update(config=cfg, threads=torch.get_num_threads()))
     before = torch.get_num_threads()
-    try:
-        execute_fold_task(task, 1)
-        assert torch.get_num_threads() == 1
-    finally:
-        torch.set_num_threads(before)
+    execute_fold_task(task, 1)
+    assert seen["threads"] == 1 and torch.get_num_threads() == before  # the caller's threads are restored
     assert seen["config"].training.num_threads == 1
     assert config_fingerprint(seen["config"]) == config_fingerprint(config)  # the same run folder
     assert with_thread_budget(config, 3).training.num_threads == 3 and config.training.num_threads == 8

@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from medclf import runfolder
@@ -37,11 +36,7 @@ def test_folds_in_worker_processes_give_the_sequential_run_folder_and_reach_the_
     # one thread in this process and one per worker (cores 2 / parallel 2): the same thread budget
     config = parse_checked_config(tiny_study(tiny_splits, tmp_path / "cache", training={"epochs": 1,
                                                                                         "num_threads": 1}))
-    threads = torch.get_num_threads()
-    try:
-        run_study(config, tmp_path / "sequential")
-    finally:
-        torch.set_num_threads(threads)  # the fit set it from training.num_threads
+    run_study(config, tmp_path / "sequential")  # the fit runs on training.num_threads, then restores the count
     hooks = Recorder()
     run_study(config, tmp_path / "parallel", callbacks=[hooks], executor=LocalExecutor(parallel=2, cores=2))
 

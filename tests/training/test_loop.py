@@ -59,6 +59,21 @@ def test_a_callback_can_stop_training():
     assert len(result.history) == 2
 
 
+def test_training_num_threads_holds_for_the_fit_only():
+    """torch's thread count is process-wide: a fit that kept it would slow (and change the sums of) every later
+    fit in the process."""
+    seen = []
+
+    class Threads(Callback):
+        def on_epoch_start(self, trainer, epoch):
+            seen.append(torch.get_num_threads())
+
+    before = torch.get_num_threads()
+    target = 1 if before > 1 else 2
+    _fit(TrainingConfig(epochs=1, batch_size=16, device="cpu", num_threads=target), callbacks=[Threads()])
+    assert seen == [target] and torch.get_num_threads() == before
+
+
 def test_batch_indices_cover_everything_and_drop_a_lonely_last_batch():
     assert sorted(torch.cat(batch_indices(10, 4)).tolist()) == list(range(10))
     shuffled = batch_indices(9, 4, generator=torch.Generator().manual_seed(0))

@@ -79,17 +79,20 @@ def execute_fold_task(task: FoldTask, num_threads: int | None = None) -> dict[st
     Raises:
         DataError: the data loaded here differs from the data the driver planned the folds with.
     """
-    import torch
+    from medclf.training.device import torch_threads
 
+    config = with_thread_budget(task.config, num_threads) if num_threads else task.config
+    with torch_threads(num_threads):  # restored after: an in-process call must not change the caller's threads
+        return _execute(task, config)
+
+
+def _execute(task: FoldTask, config: Config) -> dict[str, Any]:
+    """:func:`execute_fold_task`'s work, ``config`` being the task's config with the worker's thread budget."""
     from medclf import runfolder
     from medclf.config import config_fingerprint
     from medclf.data import load_dataset
     from medclf.experiments.study import PreparedStudy, run_fold
 
-    config = task.config
-    if num_threads:
-        torch.set_num_threads(num_threads)
-        config = with_thread_budget(config, num_threads)
     expect = {"config_fingerprint": config_fingerprint(task.config), "data_fingerprint": task.data_fingerprint}
     if runfolder.check_fold(task.run_dir, task.fold.index, expect).complete:
         return runfolder.read_json(runfolder.fold_dir(task.run_dir, task.fold.index) / "metrics.json")

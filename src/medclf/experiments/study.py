@@ -43,6 +43,7 @@ from medclf.experiments.validation import check_config
 from medclf.models import count_parameters
 from medclf.runfolder import fold_dir, read_json, save_weights
 from medclf.training import Callback, FitResult, HistoryCSV, RichProgress, Trainer, predict_proba
+from medclf.training.device import torch_threads
 from medclf.training.distributed import world
 from medclf.training.feature_cache import cached_probe_features
 
@@ -264,7 +265,8 @@ def run_fold(
     if not score_test:
         fold = dataclasses.replace(fold, test=np.empty(0, dtype=np.int64))
     runfolder.clear_fold(out, index)
-    result = _run_fold(config, study.data, fold, Path(out), callbacks=list(callbacks or []))
+    with torch_threads(config.training.num_threads):  # the whole fold, its predictions too, as in a worker
+        result = _run_fold(config, study.data, fold, Path(out), callbacks=list(callbacks or []))
     facts = fold_facts(config, study.data) | {"fold": index, "n_folds": n_folds or study.n_folds,
                                               "folds": list(folds_run or study.indices)}
     runfolder.record_complete(fold_dir(out, index), **facts, medclf_version=__version__)

@@ -6,7 +6,8 @@ import os
 import shlex
 import shutil
 import sys
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,11 +18,28 @@ from medclf.config import TrainingConfig
 from medclf.errors import ConfigError
 
 __all__ = ["CPU_BF16_FEATURES", "Runtime", "compiler_problem", "cpu_bf16_supported", "cpu_precision_problem",
-           "has_depthwise_conv", "inference_runtime", "resolve_runtime"]
+           "has_depthwise_conv", "inference_runtime", "resolve_runtime", "torch_threads"]
 
 # The CPU instructions (torch.cpu.get_capabilities() names: x86 AVX-512 BF16 and AMX, Arm's BF16 extension) that
 # run bf16 matrix products natively; without one, CPU bf16 autocast is emulated by conversions, slower than fp32.
 CPU_BF16_FEATURES = ("avx512_bf16", "amx_bf16", "bf16")
+
+
+@contextmanager
+def torch_threads(n_threads: int | None) -> Iterator[None]:
+    """Run the block on ``n_threads`` torch threads (``None`` or 0: leave them), then restore the previous count.
+
+    ``torch.set_num_threads`` is process-wide: a fit that set it for good would leave every later fit, prediction
+    or test in the process on that many threads (slower, and with different float sums).
+    """
+    before = torch.get_num_threads()
+    if n_threads:
+        torch.set_num_threads(n_threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from medclf.errors import ConfigError
 from medclf.evaluation.metrics import classification_metrics
 from medclf.models.freezing import apply_freeze, frozen_eval_modules
 from medclf.training.callbacks import BestWeights, Callback, EarlyStopping, monitor_mode
-from medclf.training.device import Runtime, resolve_runtime
+from medclf.training.device import Runtime, resolve_runtime, torch_threads
 from medclf.training.distributed import (
     all_mean,
     gather_probs,
@@ -231,12 +231,15 @@ class Trainer:
         """Train every stage (or until a callback stops it) and keep the best weights.
 
         ``train_x``/``val_x`` are uint8 (N, C, H, W), tensors or :class:`~medclf.data.rows.Rows` (e.g. memory-mapped);
-        ``train_y``/``val_y`` class indices, or multi-hot floats.
+        ``train_y``/``val_y`` class indices, or multi-hot floats. ``training.num_threads`` holds for the fit only.
         """
+        with torch_threads(self.cfg.num_threads):
+            return self._fit(train_x, train_y, val_x, val_y)
+
+    def _fit(self, train_x: torch.Tensor | Rows, train_y: torch.Tensor, val_x: torch.Tensor | Rows,
+             val_y: torch.Tensor) -> FitResult:
         cfg = self.cfg
         runtime = self.runtime = resolve_runtime(cfg, self.model)
-        if cfg.num_threads:
-            torch.set_num_threads(cfg.num_threads)
         runtime.place(self.model)  # device and memory format, before compiling and before the optimizer
         train_x, val_x = Rows.of(train_x), Rows.of(val_x)  # one gather path for tensors and memory maps
         feed = make_feed(train_x, runtime)  # CUDA: the uint8 set on the GPU when it fits, else a pinned buffer

@@ -31,7 +31,7 @@ from medclf.config import TrainingConfig
 from medclf.data.rows import Rows
 from medclf.errors import ConfigError
 from medclf.models.freezing import apply_freeze, frozen_eval_modules
-from medclf.training.device import Runtime, resolve_runtime
+from medclf.training.device import Runtime, resolve_runtime, torch_threads
 from medclf.training.loop import (
     TrainingAugmentation,
     _batches,
@@ -112,37 +112,38 @@ def lr_range_test(
     if len(train_x) < 2:
         raise ConfigError(f"The training split has {len(train_x)} image(s); the range test needs at least 2 "
                           "(a batch normalises over at least two images).")
-    train_x = Rows.of(train_x)
-    run = _prepare(model, cfg, train_x, train_y, class_names=class_names, multilabel=multilabel)
-    generator = torch.Generator().manual_seed(seed)
+    with torch_threads(cfg.num_threads):  # training.num_threads holds for the sweep only
+        train_x = Rows.of(train_x)
+        run = _prepare(model, cfg, train_x, train_y, class_names=class_names, multilabel=multilabel)
+        generator = torch.Generator().manual_seed(seed)
 
-    lrs, losses, smoothed, stopped = [], [], [], None
-    average, best = 0.0, math.inf
-    batches = _cycled_batches(train_y, cfg, multilabel=multilabel, generator=generator)
-    for step, lr in enumerate(np.geomspace(start, end, n_steps).tolist()):
-        for group, ratio in zip(run.optimizer.param_groups, run.ratios):
-            group["lr"] = lr * ratio
-        idx, is_copy = next(batches)
-        x = augment_batch(train_x.take(idx), is_copy, run.augment, generator)
-        y = train_y[idx].to(run.runtime.device, non_blocking=True)
-        loss = float(train_step(model, run.objective, run.optimizer, run.scaler, x, y, run.runtime))
-        if not math.isfinite(loss):
-            stopped = "non-finite"
-            break
-        average = SMOOTHING * average + (1 - SMOOTHING) * loss
-        smooth = average / (1 - SMOOTHING ** (step + 1))  # bias correction: the average starts at 0
-        lrs.append(lr)
-        losses.append(loss)
-        smoothed.append(smooth)
-        if on_step is not None:
-            on_step(step + 1, lr, loss)
-        best = min(best, smooth)
-        if smooth > diverge * best:
-            stopped = "diverged"
-            break
-    lr_part, loss_part = _suggestion_window(lrs, smoothed, n_steps)
-    return LRFindResult(lrs, losses, smoothed, start=start, end=end, n_steps=n_steps, stopped=stopped,
-                        steepest=steepest_lr(lr_part, loss_part), valley=valley_lr(lr_part, loss_part))
+        lrs, losses, smoothed, stopped = [], [], [], None
+        average, best = 0.0, math.inf
+        batches = _cycled_batches(train_y, cfg, multilabel=multilabel, generator=generator)
+        for step, lr in enumerate(np.geomspace(start, end, n_steps).tolist()):
+            for group, ratio in zip(run.optimizer.param_groups, run.ratios):
+                group["lr"] = lr * ratio
+            idx, is_copy = next(batches)
+            x = augment_batch(train_x.take(idx), is_copy, run.augment, generator)
+            y = train_y[idx].to(run.runtime.device, non_blocking=True)
+            loss = float(train_step(model, run.objective, run.optimizer, run.scaler, x, y, run.runtime))
+            if not math.isfinite(loss):
+                stopped = "non-finite"
+                break
+            average = SMOOTHING * average + (1 - SMOOTHING) * loss
+            smooth = average / (1 - SMOOTHING ** (step + 1))  # bias correction: the average starts at 0
+            lrs.append(lr)
+            losses.append(loss)
+            smoothed.append(smooth)
+            if on_step is not None:
+                on_step(step + 1, lr, loss)
+            best = min(best, smooth)
+            if smooth > diverge * best:
+                stopped = "diverged"
+                break
+        lr_part, loss_part = _suggestion_window(lrs, smoothed, n_steps)
+        return LRFindResult(lrs, losses, smoothed, start=start, end=end, n_steps=n_steps, stopped=stopped,
+                            steepest=steepest_lr(lr_part, loss_part), valley=valley_lr(lr_part, loss_part))
 
 
 @dataclass
@@ -162,8 +163,6 @@ def _prepare(model: nn.Module, cfg: TrainingConfig, train_x: Rows, train_y: torc
     """Device, memory format, first-stage freezing and optimizer, loss, augmentation and scaler, as in
     :meth:`medclf.training.Trainer.fit`; leaves ``model`` in training mode (frozen BatchNorm in eval)."""
     runtime = resolve_runtime(cfg, model)
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
     model.to(runtime.device)
     if runtime.channels_last and hasattr(model, "to_channels_last"):
         model.to_channels_last()
