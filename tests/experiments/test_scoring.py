@@ -104,3 +104,53 @@ def test_multilabel_fold_spread_is_one_vs_rest_per_label():
     assert spread["operating_points"]["positive_class"] is None
     assert set(spread["operating_points"]["splits"]["test"]) == {"x", "y", "z"}
     assert "exact_match" in spread["intervals"]["test"]
+
+
+def _binary_set() -> SimpleNamespace:
+    data, scored = _binary_fold()
+    probs = np.concatenate([scored["val"][1], scored["test"][1]])
+    from medclf.experiments.scoring import LEVELS
+
+    no_units = {attribute: None for _, attribute, *_ in LEVELS}
+    return SimpleNamespace(labels=data.labels, class_names=data.class_names, multilabel=False,
+                           ids=[f"img{i}" for i in range(12)], **no_units), probs
+
+
+def test_a_tuned_two_class_threshold_is_chosen_on_val_and_decides_every_later_split():
+    """evaluation.threshold: tuned puts Youden's threshold (0.55 on val) behind accuracy, the confusion matrix and the
+    predicted column of val and test; test's own best threshold (0.45) is never looked at."""
+    from medclf.experiments.scoring import score_split
+
+    data, probs = _binary_set()
+    tuned = EvaluationConfig(threshold="tuned")
+    val, test = np.arange(8), np.arange(8, 12)
+    metrics, matrix, rows, _, thresholds = score_split(data, val, probs[val], split="val", evaluation=tuned)
+    assert thresholds.tolist() == [0.55]
+    assert metrics["accuracy"] == 7 / 8 and matrix == [[3, 1], [0, 4]]  # 0.6 was "normal" at 0.5 and stays so
+    test_metrics, test_matrix, test_rows, _, same = score_split(data, test, probs[test], split="test",
+                                                                 evaluation=tuned, thresholds=thresholds)
+    assert same is thresholds
+    # at 0.55 the test positives 0.5 and 0.45 are missed: 2 of 4 right
+    assert test_metrics["accuracy"] == 0.5 and test_matrix == [[2, 0], [2, 0]]
+    assert [r["predicted"] for r in test_rows] == ["abnormal"] * 4
+    fixed, fixed_matrix, *_, fixed_threshold = score_split(data, test, probs[test], split="test",
+                                                            evaluation=EvaluationConfig(threshold=0.45))
+    assert fixed["accuracy"] == 1.0 and fixed_matrix == [[2, 0], [0, 2]] and fixed_threshold.tolist() == [0.45]
+
+
+def test_a_tuned_threshold_is_not_chosen_on_a_split_other_than_val():
+    from medclf.experiments.scoring import score_split
+
+    data, probs = _binary_set()
+    test = np.arange(8, 12)
+    *_, thresholds = score_split(data, test, probs[test], split="test", evaluation=EvaluationConfig(threshold="tuned"))
+    assert thresholds is None  # the most probable class, as at 0.5
+
+
+def test_a_fixed_two_class_threshold_decides_the_positive_class():
+    from medclf.evaluation.metrics import decide
+
+    probs = np.array([[0.7, 0.3], [0.4, 0.6], [0.2, 0.8]])
+    assert decide(probs).tolist() == [0, 1, 1]
+    assert decide(probs, 0.7).tolist() == [0, 0, 1]
+    assert decide(np.array([[0.5, 0.2, 0.3]]), 0.1).tolist() == [0]  # more than two classes: the most probable

@@ -78,7 +78,9 @@ class EvaluationConfig(_Section):
     """How predictions are scored beyond the image level."""
 
     patient_aggregation: Literal["mean", "vote"] = "mean"  # how image probabilities become a patient's (study's)
-    threshold: Literal["tuned"] | float = 0.5  # multi-label: decision threshold, or tuned per label on val
+    # decision threshold: multi-label, of each label (tuned: max F1 per label on val); two classes, of the positive
+    # class (tuned: Youden's J on val); the headline accuracy, F1 and confusion matrices are read at it
+    threshold: Literal["tuned"] | float = 0.5
     operating_points: OperatingPointsConfig = OperatingPointsConfig()
     # test-time augmentation: predictions averaged over the identity and these flips (evaluation, predict, export)
     tta: list[Literal["hflip", "vflip"]] = []

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.stats import rankdata
 
+from medclf.evaluation.metrics import decide
 from medclf.evaluation.statistics import bootstrap_intervals
 
 __all__ = [
@@ -32,14 +33,15 @@ __all__ = [
 
 
 # ---------------------------------------------------------------------------------------------- single-label
-def _confusion(y: np.ndarray, probs: np.ndarray) -> np.ndarray:
+def _confusion(y: np.ndarray, probs: np.ndarray, threshold: float | None = None) -> np.ndarray:
     k = probs.shape[1]
-    return np.bincount(y * k + probs.argmax(axis=1), minlength=k * k).reshape(k, k)
+    return np.bincount(y * k + decide(probs, threshold), minlength=k * k).reshape(k, k)
 
 
-def _per_class(y: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _per_class(y: np.ndarray, probs: np.ndarray,
+               threshold: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(tp, predicted, actual, f1) per class; precision, recall and F1 are 0 where undefined (as sklearn)."""
-    cm = _confusion(y, probs)
+    cm = _confusion(y, probs, threshold)
     tp, predicted, actual = np.diag(cm), cm.sum(axis=0), cm.sum(axis=1)
     denominator = predicted + actual
     f1 = np.divide(2 * tp, denominator, out=np.zeros(len(tp)), where=denominator > 0)
@@ -75,9 +77,10 @@ def _loss(y: np.ndarray, probs: np.ndarray) -> float:
     return float(-np.log(clipped[np.arange(len(y)), y]).mean())
 
 
-def fast_metrics(y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
-    """The single-label summary metrics of (N,) class indices and (N, K) probabilities, in one pass."""
-    tp, predicted, actual, f1 = _per_class(y, probs)
+def fast_metrics(y: np.ndarray, probs: np.ndarray, threshold: float | None = None) -> dict[str, float]:
+    """The single-label summary metrics of (N,) class indices and (N, K) probabilities, in one pass (decisions as
+    :func:`~medclf.evaluation.metrics.decide` makes them)."""
+    tp, predicted, actual, f1 = _per_class(y, probs, threshold)
     present = actual > 0
     return {
         "accuracy": float(tp.sum() / len(y)),
@@ -189,14 +192,15 @@ def _mean_ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(a, b, out=np.zeros(a.shape), where=b > 0).mean(axis=1)
 
 
-def resampled_metrics(y: np.ndarray, probs: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
+def resampled_metrics(y: np.ndarray, probs: np.ndarray, weights: np.ndarray,
+                      threshold: float | None = None) -> dict[str, np.ndarray]:
     """:func:`fast_metrics` of every resample at once: ``weights`` (B, N) image counts, values (B,) per metric.
 
     The counts of all resamples are matrix products (confusion cells, losses) and cumulative sums (AUC), so
     1000 resamples of thousands of images cost a fraction of a second instead of 1000 Python calls.
     """
     n, k = probs.shape
-    cells = weights @ np.eye(k * k)[y * k + probs.argmax(axis=1)]  # (B, k*k) confusion counts
+    cells = weights @ np.eye(k * k)[y * k + decide(probs, threshold)]  # (B, k*k) confusion counts
     cm = cells.reshape(len(weights), k, k)
     tp, predicted, actual = np.diagonal(cm, axis1=1, axis2=2), cm.sum(axis=1), cm.sum(axis=2)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -247,6 +251,7 @@ def metric_intervals(
     n_resamples: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
+    threshold: float | None = None,
 ) -> dict[str, list[float] | None]:
     """Percentile-bootstrap intervals of the fast metrics of one prediction set, resampling images (plain,
     not stratified), as JSON-ready ``{metric: [low, high]}`` (None where undefined in over half the resamples).
@@ -255,6 +260,7 @@ def metric_intervals(
         y: (N,) class indices, or for ``multilabel`` the packed (N, 2K) truth | decisions (:func:`pack_multilabel`).
         probs: (N, K) probabilities.
         names: metrics to bootstrap (default: every fast metric); names without a fast form are left out.
+        threshold: single-label, two classes: the positive class's decision threshold (None: the most probable).
     """
     fast, fast_names = (fast_multilabel_metrics, FAST_MULTILABEL_METRICS) if multilabel else (
         fast_metrics, FAST_METRICS)
@@ -263,7 +269,8 @@ def metric_intervals(
         return {}
     if not multilabel:  # vectorised: the same resamples and numbers as the loop below, far faster
         weights = resample_weights(len(y), n_resamples=n_resamples, seed=seed)
-        values = resampled_metrics(np.asarray(y, dtype=np.int64), np.asarray(probs, dtype=np.float64), weights)
+        values = resampled_metrics(np.asarray(y, dtype=np.int64), np.asarray(probs, dtype=np.float64), weights,
+                                   threshold)
         return percentile_intervals({name: values[name] for name in kept}, confidence=confidence)
     found = bootstrap_intervals(fast, kept, np.asarray(y), np.asarray(probs, dtype=np.float64),
                                 n_resamples=n_resamples, confidence=confidence, seed=seed)

@@ -28,6 +28,7 @@ __all__ = [
     "aggregate_folds",
     "classification_metrics",
     "confusion",
+    "decide",
     "higher_is_better",
 ]
 
@@ -52,6 +53,15 @@ def higher_is_better(metric: str) -> bool:
     return not (metric == "loss" or metric.endswith("_loss"))
 
 
+def decide(probs: np.ndarray, threshold: float | None = None) -> np.ndarray:
+    """Each row's predicted class index: the most probable class, or for two classes with a ``threshold`` the
+    positive class (index 1) where its probability reaches the threshold (``evaluation.threshold``)."""
+    probs = np.asarray(probs)
+    if threshold is not None and probs.ndim == 2 and probs.shape[1] == 2:
+        return (probs[:, 1] >= threshold).astype(np.int64)
+    return probs.argmax(axis=1)
+
+
 def _auc(y_true: np.ndarray, scores: np.ndarray) -> float:
     """ROC AUC of one binary problem; NaN when only one class is present (AUC is undefined)."""
     if len(np.unique(y_true)) < 2:
@@ -60,7 +70,7 @@ def _auc(y_true: np.ndarray, scores: np.ndarray) -> float:
 
 
 def classification_metrics(
-    y_true: np.ndarray, probs: np.ndarray, *, class_names: Sequence[str]
+    y_true: np.ndarray, probs: np.ndarray, *, class_names: Sequence[str], threshold: float | None = None
 ) -> dict[str, float]:
     """Every image-level metric of a single-label classifier.
 
@@ -68,6 +78,7 @@ def classification_metrics(
         y_true: (N,) true class indices.
         probs: (N, K) class probabilities (rows sum to 1).
         class_names: the K class names, used for the per-class keys.
+        threshold: two classes: the positive class's decision threshold (None: the most probable class).
 
     Returns:
         A flat dict of metric name to value; AUCs are NaN where undefined (a class absent from ``y_true``).
@@ -76,7 +87,7 @@ def classification_metrics(
     probs = np.asarray(probs, dtype=np.float64)
     n_classes = len(class_names)
     labels = np.arange(n_classes)
-    y_pred = probs.argmax(axis=1)
+    y_pred = decide(probs, threshold)
     with warnings.catch_warnings():
         # precision of a class never predicted is 0 by convention; sklearn warns about it every time
         warnings.simplefilter("ignore", UndefinedMetricWarning)
@@ -107,9 +118,10 @@ def classification_metrics(
     return out
 
 
-def confusion(y_true: np.ndarray, probs: np.ndarray, *, n_classes: int) -> list[list[int]]:
-    """Confusion matrix as nested lists: rows are true classes, columns predicted classes."""
-    y_pred = np.asarray(probs).argmax(axis=1)
+def confusion(y_true: np.ndarray, probs: np.ndarray, *, n_classes: int,
+              threshold: float | None = None) -> list[list[int]]:
+    """Confusion matrix as nested lists: rows are true classes, columns predicted classes (see :func:`decide`)."""
+    y_pred = decide(probs, threshold)
     return confusion_matrix(y_true, y_pred, labels=np.arange(n_classes)).tolist()
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "one_vs_rest",
     "point_names",
     "point_rates",
+    "youden_threshold",
 ]
 
 POINT_METRICS = ("sensitivity", "specificity", "ppv", "npv", "f1")  # each with a bootstrap interval
@@ -55,7 +56,8 @@ def one_vs_rest(
     return [class_names[c] for c in columns], truth, probs[:, columns]
 
 
-def _youden(truth: np.ndarray, scores: np.ndarray) -> float | None:
+def youden_threshold(truth: np.ndarray, scores: np.ndarray) -> float | None:
+    """The threshold maximising Youden's J (sensitivity + specificity - 1); None without both classes."""
     if not 0 < truth.sum() < len(truth):
         return None
     fpr, tpr, thresholds = roc_curve(truth, scores, drop_intermediate=False)
@@ -81,7 +83,7 @@ def choose_thresholds(truth: np.ndarray, scores: np.ndarray, *, sensitivities: S
         ``{point: threshold or None}`` (None: undefined on this split, e.g. Youden's J without negatives).
     """
     truth, scores = np.asarray(truth, dtype=np.int64), np.asarray(scores, dtype=np.float64)
-    out: dict[str, Any] = {"0.5": 0.5, "youden": _youden(truth, scores)}
+    out: dict[str, Any] = {"0.5": 0.5, "youden": youden_threshold(truth, scores)}
     for s, name in zip(sensitivities, point_names(sensitivities)[2:]):
         out[name] = _reaching(truth, scores, s)
     return out

@@ -17,9 +17,15 @@ from medclf.data.classes import positive_class
 from medclf.data.splitting import Fold
 from medclf.evaluation.aggregation import unit_metrics
 from medclf.evaluation.fast_metrics import metric_intervals, pack_multilabel
-from medclf.evaluation.metrics import SUMMARY_METRICS, aggregate_folds, classification_metrics, confusion
+from medclf.evaluation.metrics import SUMMARY_METRICS, aggregate_folds, classification_metrics, confusion, decide
 from medclf.evaluation.multilabel import MULTILABEL_SUMMARY, multilabel_metrics, tune_thresholds
-from medclf.evaluation.operating_points import POINT_METRICS, apply_points, choose_thresholds, one_vs_rest
+from medclf.evaluation.operating_points import (
+    POINT_METRICS,
+    apply_points,
+    choose_thresholds,
+    one_vs_rest,
+    youden_threshold,
+)
 from medclf.evaluation.statistics import t_interval
 from medclf.runfolder import prob_column, prob_columns
 
@@ -142,8 +148,9 @@ def score_split(
     Args:
         data: the dataset; ``idx`` indexes it, ``probs`` are the model's probabilities for those images.
         split: the split's name (a column of the prediction rows).
-        evaluation: the ``evaluation`` section (patient aggregation, multi-label threshold).
-        thresholds: multi-label per-label thresholds already chosen (on val); None: choose them now.
+        evaluation: the ``evaluation`` section (patient aggregation, decision threshold).
+        thresholds: multi-label per-label thresholds, or a two-class task's positive-class threshold (one value),
+            already chosen on val; None: choose them now (``tuned`` is chosen on ``val`` only, 0.5 elsewhere).
 
     Returns:
         (metrics, confusion or None for multi-label, prediction rows, {level: unit rows}, thresholds).
@@ -162,11 +169,14 @@ def score_split(
             for i, y_i, p in zip(idx, y, probs)
         ]
         return metrics, None, rows, {}, thresholds
-    metrics = classification_metrics(y, probs, class_names=names)
+    if thresholds is None and len(names) == 2:
+        thresholds = binary_threshold(evaluation, y, probs, tune=split == "val")
+    threshold = None if thresholds is None else float(thresholds[0])
+    metrics = classification_metrics(y, probs, class_names=names, threshold=threshold)
     rows = [
-        {"split": split, "id": data.ids[i], "label": names[int(y_i)], "predicted": names[int(p.argmax())]}
+        {"split": split, "id": data.ids[i], "label": names[int(y_i)], "predicted": names[int(d)]}
         | {prob_column(c): float(v) for c, v in zip(names, p)}
-        for i, y_i, p in zip(idx, y, probs)
+        for i, y_i, p, d in zip(idx, y, probs, decide(probs, threshold))
     ]
     unit_rows: dict[str, list[dict]] = {}
     for level, attribute, count_key, id_column in LEVELS:
@@ -174,10 +184,26 @@ def score_split(
         if units is None:
             continue
         metrics[level], level_rows = unit_metrics(
-            units[idx], y, probs, class_names=names, method=evaluation.patient_aggregation, count_key=count_key
+            units[idx], y, probs, class_names=names, method=evaluation.patient_aggregation, count_key=count_key,
+            threshold=threshold,
         )
         unit_rows[level] = [{"split": split, id_column: r.pop("unit")} | r for r in level_rows]
-    return metrics, confusion(y, probs, n_classes=len(names)), rows, unit_rows, None
+    return metrics, confusion(y, probs, n_classes=len(names), threshold=threshold), rows, unit_rows, thresholds
+
+
+def binary_threshold(evaluation: EvaluationConfig, y: np.ndarray, probs: np.ndarray, *,
+                     tune: bool) -> np.ndarray | None:
+    """A two-class task's decision threshold on the positive class from ``evaluation.threshold``, as a one-value
+    array; None at 0.5 (the same decision as the most probable class, ties aside).
+
+    ``tuned`` maximises Youden's J on ``y``/``probs`` when ``tune`` (the fold's validation split), which does not
+    depend on the class balance, so it carries to a test split whose prevalence differs; 0.5 where J is undefined.
+    """
+    fixed = evaluation.threshold
+    if fixed == "tuned":
+        chosen = youden_threshold((np.asarray(y) == 1).astype(np.int64), probs[:, 1]) if tune else None
+        return None if chosen is None else np.array([chosen])
+    return None if float(fixed) == 0.5 else np.array([float(fixed)])
 
 
 def _joined(names: list[str], flags: np.ndarray) -> str:
@@ -225,18 +251,22 @@ def split_intervals(
     y: np.ndarray, probs: np.ndarray, *, multilabel: bool, evaluation: EvaluationConfig, seed: int,
     thresholds: np.ndarray | None = None,
 ) -> dict[str, list[float] | None]:
-    """Bootstrap intervals of one prediction set's headline metrics (multi-label: decided at ``thresholds``).
+    """Bootstrap intervals of one prediction set's headline metrics, decided at ``thresholds`` (multi-label: one
+    per label; two classes: the positive class's, one value; None: 0.5 or the most probable class).
 
     Args:
         y: (N,) class indices, or (N, K) multi-hot labels.
         probs: (N, K) probabilities.
     """
     cfg = evaluation.operating_points
+    threshold = None
     if multilabel:
         t = thresholds if thresholds is not None else np.full(probs.shape[1], 0.5)
         y = pack_multilabel(y, probs >= t)
+    elif thresholds is not None:
+        threshold = float(thresholds[0])
     return metric_intervals(y, probs, multilabel=multilabel, names=summary_metric_names(multilabel),
-                            n_resamples=cfg.n_bootstrap, confidence=cfg.confidence, seed=seed)
+                            n_resamples=cfg.n_bootstrap, confidence=cfg.confidence, seed=seed, threshold=threshold)
 
 
 def fold_spread(

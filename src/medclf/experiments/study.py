@@ -499,6 +499,8 @@ def _run_fold(config: Config, data: ImageSet, fold: Fold, out: Path, *, callback
         "positive_class": positive_class(data.class_names, multilabel=data.multilabel),
         "activation": fit.activation,
         "tta": list(config.evaluation.tta),  # predict, export and serve average over the same flips
+        # two classes: the positive class's decision threshold (evaluation.threshold; null: the likelier class)
+        "decision_threshold": None if data.multilabel or thresholds is None else float(thresholds[0]),
         "preprocessing": preprocessing_from_config(config.data).to_dict(),
         "medclf_version": __version__,
     }
@@ -518,8 +520,9 @@ def _run_fold(config: Config, data: ImageSet, fold: Fold, out: Path, *, callback
         "parameters": _parameters(model, fit.trainable_per_stage),
         "runtime": fit.runtime,
     }
-    if thresholds is not None:
-        result["thresholds"] = {c: float(t) for c, t in zip(data.class_names, thresholds)}
+    if thresholds is not None:  # multi-label: each label's; two classes: the positive class's
+        named = data.class_names if data.multilabel else data.class_names[1:]
+        result["thresholds"] = {c: float(t) for c, t in zip(named, thresholds)}
     result |= fold_spread(data, scored, evaluation=config.evaluation, seed=config.seed, thresholds=thresholds)
     if (baseline := fold_baseline(config, data, fold, trainer.runtime)) is not None:  # evaluation.baseline
         result["baseline"] = baseline

@@ -17,7 +17,7 @@ import numpy as np
 from medclf import __version__, runfolder
 from medclf.config import Config, config_fingerprint
 from medclf.data import ImageSet
-from medclf.evaluation.metrics import classification_metrics, confusion
+from medclf.evaluation.metrics import classification_metrics, confusion, decide
 from medclf.evaluation.multilabel import multilabel_metrics
 from medclf.evaluation.statistics import corrected_resampled_ttest, wilcoxon_signed_rank
 from medclf.experiments.comparison import verdict
@@ -84,7 +84,8 @@ def write_summary(
 
 
 def _mean_thresholds(results: list[dict]) -> np.ndarray | None:
-    """Multi-label: the mean over folds of each label's threshold; None for single-label studies."""
+    """The mean over folds of each label's threshold (multi-label) or of the positive class's (two classes, when
+    ``evaluation.threshold`` is set); None otherwise."""
     if not all("thresholds" in r for r in results):
         return None
     return np.mean([list(r["thresholds"].values()) for r in results], axis=0)
@@ -95,7 +96,8 @@ def _ensemble_test(
 ) -> dict[str, Any]:
     """Each test image's mean probabilities over the folds that predicted it, read back from their predictions.csv.
 
-    Multi-label: a label is predicted at the mean of the folds' thresholds for it.
+    Multi-label: a label is predicted at the mean of the folds' thresholds for it; two classes: the positive class
+    at the mean of the folds' thresholds when they have one (each chosen on its own validation split).
 
     Raises:
         RunFolderError: a fold's prediction row is not a probability vector (names the fold, file and image).
@@ -121,16 +123,17 @@ def _ensemble_test(
         return {"metrics": multilabel_metrics(y, probs, class_names=names, thresholds=t), "confusion": [],
                 "y": y, "probs": probs, "thresholds": t}  # y, probs: for the intervals and operating points
     y = np.array([names.index(label) for label in labels])
+    threshold = None if thresholds is None else float(thresholds[0])
     rows = [
-        {"split": "test", "id": i, "label": label, "predicted": names[int(p.argmax())]}
+        {"split": "test", "id": i, "label": label, "predicted": names[int(d)]}
         | {runfolder.prob_column(c): float(v) for c, v in zip(names, p)}
-        for i, label, p in zip(ids, labels, probs)
+        for i, label, p, d in zip(ids, labels, probs, decide(probs, threshold))
     ]
     _write_ensemble(out, rows, names)
     return {
-        "metrics": classification_metrics(y, probs, class_names=names),
-        "confusion": confusion(y, probs, n_classes=len(names)),
-        "y": y, "probs": probs,
+        "metrics": classification_metrics(y, probs, class_names=names, threshold=threshold),
+        "confusion": confusion(y, probs, n_classes=len(names), threshold=threshold),
+        "y": y, "probs": probs, "thresholds": thresholds,
     }
 
 

@@ -33,7 +33,14 @@ from medclf.atomic import atomic_write_bytes
 from medclf.config import load_config
 from medclf.data import Preprocessing, load_dataset
 from medclf.errors import MedclfError, ModelError
-from medclf.inference.predict import UnitSettings, ensemble_proba, fold_models, model_tta, unit_settings
+from medclf.inference.predict import (
+    UnitSettings,
+    decision_threshold,
+    ensemble_proba,
+    fold_models,
+    model_tta,
+    unit_settings,
+)
 from medclf.models import Classifier
 from medclf.training import tta_probabilities
 
@@ -235,6 +242,7 @@ def export_onnx(run_dir: Path, *, fold: int | None = None, out: Path | None = No
     proto = to_onnx(ExportGraph([m for _, m in loaded]), torch.from_numpy(np.ascontiguousarray(example)))
     data = proto.SerializeToString()
     sidecar = _sidecar(run_dir, spec, folds=[k for k, _ in loaded], opset=_opset(proto), data=data)
+    sidecar["decision_threshold"] = decision_threshold([m.spec for _, m in loaded])  # predict --engine onnx
     parity = measure_parity(loaded, OnnxModel(data, sidecar), images, description=description,
                             batch_size=batch_size)
     if not parity.passed:

@@ -31,6 +31,7 @@ from medclf.data.csv_rows import read_csv_rows
 from medclf.data.formats import dicom_ids, is_dicom
 from medclf.errors import ConfigError, ModelError, RunFolderError
 from medclf.evaluation.aggregation import aggregate_units
+from medclf.evaluation.metrics import decide
 from medclf.models import Classifier, model_from_spec
 from medclf.training import TTA_FLIPS, predict_proba
 from medclf.training.device import inference_runtime
@@ -102,6 +103,14 @@ def _load_fold(run_dir: Path, k: int) -> Classifier:
     model = model_from_spec(spec, weights, source=folder / "model.json")
     model_tta(spec, source=folder / "model.json")  # a bad entry fails here, naming the file, not mid-prediction
     return model
+
+
+def decision_threshold(specs: list[dict[str, Any]]) -> float | None:
+    """A two-class ensemble's decision threshold on the positive class: the mean of its folds' (``model.json``
+    ``decision_threshold``, chosen on each fold's validation split by ``evaluation.threshold``), as the run's
+    ensemble was scored; None when a fold has none (the likelier class is predicted)."""
+    values = [spec.get("decision_threshold") for spec in specs]
+    return None if not values or any(v is None for v in values) else float(np.mean(values))
 
 
 def model_tta(spec: dict[str, Any], *, source: Path | str = "model.json") -> list[str]:
@@ -200,16 +209,17 @@ def _input_units(inputs: Sequence[str | Path], settings: UnitSettings) -> tuple[
 
 
 def _unit_rows(units: list[str], paths: list[Path], probs: np.ndarray, class_names: list[str], *,
-               id_column: str, method: str) -> list[dict]:
+               id_column: str, method: str, threshold: float | None = None) -> list[dict]:
     """One row per unit: its id, mean (or vote) probabilities, predicted class and image count."""
     # an image without an id is its own unit, as in the run; labels are unknown here, so all zero (unused)
     units = [u or str(p) for u, p in zip(units, paths)]
     ids, _, unit_probs, counts = aggregate_units(np.asarray(units), np.zeros(len(units), dtype=np.int64), probs,
-                                                 method=method)
+                                                 method=method, threshold=threshold)
+    decided = decide(unit_probs, None if method == "vote" else threshold)  # votes were decided per image
     return [
         {id_column: str(u)} | {runfolder.prob_column(c): float(v) for c, v in zip(class_names, p)}
-        | {"predicted": class_names[int(p.argmax())], "n_images": int(n)}
-        for u, p, n in zip(ids, unit_probs, counts)
+        | {"predicted": class_names[int(d)], "n_images": int(n)}
+        for u, p, n, d in zip(ids, unit_probs, counts, decided)
     ]
 
 
@@ -273,6 +283,7 @@ def predict_inputs(
         class_names, prep, settings = onnx_model.class_names, onnx_model.preprocessing, onnx_model.units
         paths, unit_ids = _input_units(inputs, settings)
         probs = onnx_model.predict(_decode_all(paths, prep).numpy(), batch_size=batch_size)
+        threshold = onnx_model.sidecar.get("decision_threshold")
     elif engine == "torch":
         if model is not None:
             raise ConfigError("--model names an exported ONNX model; it needs --engine onnx (the torch engine "
@@ -284,15 +295,17 @@ def predict_inputs(
         paths, unit_ids = _input_units(inputs, settings)
         probs = ensemble_proba(loaded, _decode_all(paths, prep), batch_size=batch_size, run_dir=run_dir,
                                precision=precision)
+        threshold = decision_threshold([m.spec for _, m in loaded])
     else:
         raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}.")
     rows = [
         {"path": str(p)} | {runfolder.prob_column(c): float(v) for c, v in zip(class_names, row)}
-        | {"predicted": class_names[int(row.argmax())]}
-        for p, row in zip(paths, probs)
+        | {"predicted": class_names[int(d)]}
+        for p, row, d in zip(paths, probs, decide(probs, threshold))
     ]
     units = {
-        level: _unit_rows(unit_ids[level], paths, probs, class_names, id_column=column, method=settings.method)
+        level: _unit_rows(unit_ids[level], paths, probs, class_names, id_column=column, method=settings.method,
+                          threshold=threshold)
         for level, column, _ in UNIT_LEVELS if any(unit_ids[level])
     }
     written = _write_outputs(out, rows, units, class_names) if out is not None else []
