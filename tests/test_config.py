@@ -8,6 +8,7 @@ import yaml
 
 from medclf.config import (
     RECIPES,
+    Config,
     apply_overrides,
     config_fingerprint,
     dump_config,
@@ -237,3 +238,22 @@ def test_data_memory_keys_are_checked_and_left_out_of_the_fingerprint(tmp_path: 
         parse_config({"data": MINIMAL["data"] | {"memory": "disk"}})
     with pytest.raises(ConfigError, match=r"data\.memory_share"):
         parse_config({"data": MINIMAL["data"] | {"memory_share": 1.5}})
+
+
+@pytest.mark.parametrize(("lever", "on"), [("ema", 0.999), ("mixup", {}), ("progressive_resize", {})])
+def test_training_levers_off_leave_the_fingerprint_as_it_was_and_on_change_it(monkeypatch, lever, on):
+    def study(**training):
+        return parse_config({"data": {"source": {"type": "synthetic"}}, "training": training})
+
+    now = config_fingerprint(study())
+    real_dump = Config.model_dump
+
+    def dump_before_the_key(self, **kw):  # the schema as it was before the lever existed
+        data = real_dump(self, **kw)
+        data["training"].pop(lever)
+        return data
+
+    monkeypatch.setattr(Config, "model_dump", dump_before_the_key)
+    assert config_fingerprint(study()) == now
+    monkeypatch.undo()
+    assert config_fingerprint(study(**{lever: on})) != now

@@ -240,11 +240,11 @@ def test_a_bf16_fit_on_cpu_autocasts_without_a_scaler_and_keeps_float32_weights(
     seen = []  # (scaler enabled, autocast dtype of the forward, logits dtype) per step
     real_step = loop.train_step
 
-    def step(model, objective, optimizer, scaler, x, y, runtime):
+    def step(model, objective, optimizer, scaler, x, y, runtime, **kw):  # kw: batch_step (None here)
         with runtime.autocast():
             logits_dtype = model(loop._to_input(x, runtime)).dtype
         seen.append((scaler.is_enabled(), logits_dtype))
-        return real_step(model, objective, optimizer, scaler, x, y, runtime)
+        return real_step(model, objective, optimizer, scaler, x, y, runtime, **kw)
 
     monkeypatch.setattr(loop, "train_step", step)
     trainer, result = _fit(TrainingConfig(epochs=2, batch_size=16, device="cpu", precision="bf16"))

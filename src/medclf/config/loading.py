@@ -292,7 +292,8 @@ def config_fingerprint(config: Config) -> str:
 # Keys added after run folders existed, left out of the fingerprint while at their default: a default computes
 # what those runs computed, so they keep their hash; a written value changes it.
 _LATER_DEFAULTS = {"training.probe": {"cs": 10, "inner_folds": 5, "max_iter": 2000}, "training.stages.kind": "sgd",
-                   "evaluation.baseline": "auto", "training.compile": False}
+                   "evaluation.baseline": "auto", "training.compile": False, "training.ema": None,
+                   "training.mixup": None, "training.progressive_resize": None}
 
 
 def _drop_later_defaults(data: dict[str, Any]) -> None:
@@ -301,6 +302,9 @@ def _drop_later_defaults(data: dict[str, Any]) -> None:
         training.pop("probe")
     if training.get("compile") is _LATER_DEFAULTS["training.compile"]:
         training.pop("compile")
+    for lever in ("ema", "mixup", "progressive_resize"):  # off (null) trains as before they existed
+        if lever in training and training[lever] is _LATER_DEFAULTS[f"training.{lever}"]:
+            training.pop(lever)
     for stage in training.get("stages", []):
         if stage.get("kind") == _LATER_DEFAULTS["training.stages.kind"]:
             stage.pop("kind")

@@ -120,6 +120,36 @@ class ProbeConfig(_Section):
     max_iter: int = Field(2000, ge=1)  # the solver's iteration limit per fit
 
 
+class EmaConfig(_Section):
+    """An exponential moving average of the weights (timm's ModelEmaV3), validated and saved in their place."""
+
+    decay: float = Field(0.999, ge=0, lt=1)  # the average's decay per optimizer step (0: the raw weights)
+    warmup: bool = True  # ramp the decay up from 0 over the first steps of each stage (timm's use_warmup)
+
+
+class MixupConfig(_Section):
+    """Mixup / CutMix of training batches (timm's Mixup): mixed images, soft targets."""
+
+    mixup_alpha: float = Field(0.2, ge=0)  # Beta(alpha, alpha) of the mixing weight; 0: no mixup
+    cutmix_alpha: float = Field(0.0, ge=0)  # Beta(alpha, alpha) of the pasted box's area; 0: no cutmix
+    prob: float = Field(1.0, gt=0, le=1)  # the chance a batch is mixed at all
+    switch_prob: float = Field(0.5, ge=0, le=1)  # with both alphas: the chance a mixed batch uses cutmix
+
+    @model_validator(mode="after")
+    def _one_alpha(self) -> MixupConfig:
+        if self.mixup_alpha == 0 and self.cutmix_alpha == 0:
+            raise ValueError("mixup_alpha and cutmix_alpha are both 0, which mixes nothing: set one above 0, "
+                             "or training.mixup: null to turn mixing off")
+        return self
+
+
+class ProgressiveResizeConfig(_Section):
+    """Train the first part of each stage on smaller images (validation is always at full size)."""
+
+    start_scale: float = Field(0.5, gt=0, le=1)  # the first epoch's side length, as a fraction of the full one
+    until: float = Field(0.5, gt=0, le=1)  # fraction of each stage's epochs over which the size grows to full
+
+
 # A recipe is a named set of training defaults; keys the user writes win. "finetune" is what measured best on
 # CPU (AdamW + one-cycle + label smoothing + flips); the others reproduce the plain recipes of older notebooks.
 RECIPES: dict[str, dict[str, Any]] = {
@@ -190,6 +220,17 @@ class TrainingConfig(_Section):
     channels_last: Literal["auto"] | bool = "auto"  # auto: on CUDA, or for depthwise-conv models on CPU
     compile: bool = False  # torch.compile the model in place (a one-off compile per shape; changes numerics)
     num_threads: int | None = Field(None, ge=1)  # CPU threads; default: torch's choice
+    ema: EmaConfig | None = None  # weight EMA ({decay, warmup} or a decay); null: off
+    mixup: MixupConfig | None = None  # mixup / cutmix of training batches; null: off
+    progressive_resize: ProgressiveResizeConfig | None = None  # smaller training images early on; null: off
+
+    @field_validator("ema", mode="before")
+    @classmethod
+    def _ema_shorthand(cls, v: Any) -> Any:
+        # ema: 0.999 reads as {decay: 0.999}; bool is excluded, as ema: true would read as a decay of 1
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return {"decay": v}
+        return v
 
     @model_validator(mode="before")
     @classmethod

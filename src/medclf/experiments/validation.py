@@ -35,6 +35,7 @@ from medclf.registry import Registry, closest
 from medclf.training.device import compiler_problem, cpu_precision_problem
 from medclf.training.loop import compile_problem
 from medclf.training.losses import LOSSES
+from medclf.training.mixing import mixup_problem
 from medclf.training.optimizers import OPTIMIZERS
 from medclf.training.schedulers import SCHEDULERS
 
@@ -63,6 +64,7 @@ def check_config(config: Config, *, origin: str = "config", check_device: bool =
         *_model_problems(config.model),
         *_training_problems(config.training),
         *_key_problems(config),
+        *_resize_problems(config),
         *probe_problems(config),
         *_data_problems(config),
         *(_device_problems(config.training) if check_device else ()),
@@ -131,6 +133,24 @@ def _training_problems(training: TrainingConfig) -> Iterator[Problem]:
     yield from _monitor_problems("training.monitor", training.monitor)
     if problem := compile_problem(training):
         yield ("training.compile", problem, training.compile)
+    if problem := mixup_problem(training):  # a multi-label task is refused by the Trainer, which knows the data
+        yield ("training.mixup", problem, training.mixup.model_dump())
+
+
+def _resize_problems(config: Config) -> Iterator[Problem]:
+    """training.progressive_resize with a layer network that flattens a feature map of fixed size."""
+    model = config.model
+    if config.training.progressive_resize is None or model.name != "layers":
+        return
+    ordered = [layer for i in range(len(model.layers) + 1)
+               for layer in [*model.insert.get(i, []), *model.layers[i:i + 1]]]
+    first = next((layer.type for layer in ordered if layer.type in ("globalpool", "flatten", "dense")), None)
+    if first in ("flatten", "dense"):
+        yield ("training.progressive_resize",
+               f"trains on smaller images early on, but this layer network's first {first} layer flattens a "
+               "feature map whose size follows the image's, into layers sized for the full image. Put a "
+               "globalpool layer before it, or set training.progressive_resize: null",
+               config.training.progressive_resize.model_dump())
 
 
 def _registered(where: str, registry: Registry[Any], name: str) -> Iterator[Problem]:

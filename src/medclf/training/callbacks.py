@@ -115,8 +115,9 @@ class BestWeights(Callback):
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, Any]) -> None:
         check_logged(self.monitor, logs, key="training.monitor", required=False)
         value = float(logs.get(self.monitor, math.nan))
-        self._overall.offer(value, epoch, trainer.model)
-        self.stage_best.offer(value, epoch, trainer.model)
+        # the weights validation scored: the weight EMA's when training.ema is on
+        self._overall.offer(value, epoch, trainer.eval_model)
+        self.stage_best.offer(value, epoch, trainer.eval_model)
 
 
 class EarlyStopping(Callback):

@@ -36,8 +36,10 @@ from medclf.training.distributed import (
     world,
     wrap,
 )
+from medclf.training.ema import WeightEma
 from medclf.training.feeding import make_feed
 from medclf.training.losses import build_loss, probabilities
+from medclf.training.mixing import BatchStep, MixBatch, ProgressiveResize, chain, mixup_problem
 from medclf.training.optimizers import build_optimizer
 from medclf.training.sampling import plan_labels, plan_size, training_plan
 from medclf.training.schedulers import build_scheduler
@@ -206,7 +208,10 @@ class Trainer:
         self.metrics_fn = metrics_fn or (lambda y, p: classification_metrics(y, p, class_names=self.class_names))
         self.best = BestWeights(cfg.monitor, monitor_mode(cfg))
         self.early_stopping = _early_stopping(cfg)
-        builtin = [self.best] + ([self.early_stopping] if self.early_stopping else [])
+        self.ema = WeightEma(cfg.ema) if cfg.ema is not None else None
+        self.resize = ProgressiveResize(cfg.progressive_resize) if cfg.progressive_resize is not None else None
+        self.batch_step: BatchStep | None = None  # what train_step does to the float batch (set by fit)
+        builtin = [c for c in (self.ema, self.resize, self.best, self.early_stopping) if c is not None]
         self.callbacks: list[Callback] = [*builtin, *callbacks]
         self.should_stop = False  # a callback sets it to end the current stage after this epoch
         self.steps_per_epoch = 0
@@ -219,6 +224,8 @@ class Trainer:
         self.probe_fits: list[Any] = []  # each probe stage's ProbeFit (its C, inner folds and notes), in order
         if problem := compile_problem(cfg):
             raise ConfigError(f"training.compile: {problem}")
+        if problem := mixup_problem(cfg, multilabel=multilabel):
+            raise ConfigError(f"training.mixup: {problem}")
         if multilabel and cfg.oversample != "none":
             raise ConfigError(
                 f"training.oversample: {cfg.oversample!r} balances classes of single-label data; a multi-label "
@@ -248,6 +255,8 @@ class Trainer:
         objective = build_loss(cfg.loss, class_names=self.class_names, train_targets=train_y.numpy(),
                                multilabel=self.multilabel).to(runtime.device)
         self.activation = objective.activation
+        mix = MixBatch(cfg.mixup, n_classes=objective.n_outputs, generator=self.own_rng) if cfg.mixup else None
+        self.batch_step = chain(self.resize, mix)  # resized first: mixing the smaller batch is cheaper
         augment = training_augmentations(cfg, size_hw=tuple(train_x.shape[-2:]), channels=int(train_x.shape[1]))
         n_planned = plan_size(plan_labels(train_y.numpy(), multilabel=self.multilabel), cfg.oversample)
         self.steps_per_epoch = _n_train_steps(n_planned, cfg.batch_size, min_last=_min_last_batch())
@@ -360,7 +369,8 @@ class Trainer:
             idx = shard(idx)  # this process's share of the global batch (all of it in one process)
             x = augment_batch(feed.take(order[idx]), is_copy[idx], augment, self.own_rng)
             y = train_y[order[idx]].to(runtime.device, non_blocking=True)
-            losses.append(train_step(self.train_model, objective, optimizer, scaler, x, y, runtime))
+            losses.append(train_step(self.train_model, objective, optimizer, scaler, x, y, runtime,
+                                     batch_step=self.batch_step))
             schedule.after_batch()
             self._call("on_batch_end", batch, losses[-1])  # a tensor: .item() would sync the GPU
         return losses
@@ -384,13 +394,20 @@ class Trainer:
             trainable_per_stage=list(self.trainable_per_stage),
         )
 
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights validation scores and best-weight keeping copies: the weight EMA's during its stages
+        (``training.ema``), else the model itself."""
+        ema = self.ema.module if self.ema is not None else None
+        return ema if ema is not None else self.model
+
     def _validate(self, val_x: Rows, val_y: torch.Tensor) -> dict[str, float]:
         if len(val_x) == 0:
             return {}
         if is_distributed():  # each process predicts its shard with rank 0's buffers; all gather the whole set
-            sync_buffers(self.model)
+            sync_buffers(self.eval_model)
             val_x = val_x.subset(shard(np.arange(len(val_x))))
-        probs = gather_probs(predict_proba(self.model, val_x, batch_size=self.cfg.eval_batch_size,
+        probs = gather_probs(predict_proba(self.eval_model, val_x, batch_size=self.cfg.eval_batch_size,
                                            runtime=self.runtime, activation=self.activation))
         metrics = self.metrics_fn(val_y.numpy(), probs)
         return {f"val_{name}": value for name, value in metrics.items() if "/" not in name}
@@ -402,14 +419,19 @@ class Trainer:
 
 def train_step(
     model: nn.Module, objective: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-    x: torch.Tensor, y: torch.Tensor, runtime: Runtime,
+    x: torch.Tensor, y: torch.Tensor, runtime: Runtime, *, batch_step: BatchStep | None = None,
 ) -> torch.Tensor:
     """One optimisation step on a uint8 batch ``x`` and its targets ``y`` (on the device); the detached loss.
 
-    Shared by :meth:`Trainer.fit` and the learning-rate finder, so both train exactly alike (autocast, scaler).
+    ``batch_step`` changes the float batch and targets first (progressive resizing, mixup:
+    :mod:`medclf.training.mixing`). Shared by :meth:`Trainer.fit` and the learning-rate finder, so both train
+    exactly alike (autocast, scaler).
     """
+    x_in = _to_input(x, runtime)
+    if batch_step is not None:
+        x_in, y = batch_step(x_in, y)
     with runtime.autocast():
-        loss = objective(model(_to_input(x, runtime)), y)
+        loss = objective(model(x_in), y)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)

@@ -179,7 +179,9 @@ def _cross_entropy(cfg: LossConfig, *, names: Sequence[str], counts: np.ndarray,
     weight = _per_class(cfg.class_weights, key="training.loss.class_weights", names=names, counts=counts)
 
     def fn(self: Objective, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, target.long(), weight=getattr(self, "weight", None),
+        # class indices (N,), or class probabilities (N, K) from training.mixup (smoothed here all the same)
+        target = target if target.dim() == 2 else target.long()
+        return F.cross_entropy(logits, target, weight=getattr(self, "weight", None),
                                label_smoothing=cfg.label_smoothing)
 
     return fn, {"weight": weight}

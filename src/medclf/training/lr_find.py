@@ -41,6 +41,7 @@ from medclf.training.loop import (
     training_augmentations,
 )
 from medclf.training.losses import build_loss
+from medclf.training.mixing import MixBatch, mixup_problem
 from medclf.training.optimizers import build_optimizer
 from medclf.training.sampling import training_plan
 
@@ -109,6 +110,8 @@ def lr_range_test(
         ConfigError: ``start``, ``end`` or ``n_steps`` out of range, or fewer than two training images.
     """
     check_lr_range(start, end, n_steps)
+    if problem := mixup_problem(cfg, multilabel=multilabel):
+        raise ConfigError(f"training.mixup: {problem}")
     if len(train_x) < 2:
         raise ConfigError(f"The training split has {len(train_x)} image(s); the range test needs at least 2 "
                           "(a batch normalises over at least two images).")
@@ -116,6 +119,8 @@ def lr_range_test(
         train_x = Rows.of(train_x)
         run = _prepare(model, cfg, train_x, train_y, class_names=class_names, multilabel=multilabel)
         generator = torch.Generator().manual_seed(seed)
+        # mixed batches, as the fit trains on (progressive resizing is not: the sweep stands for full-size steps)
+        mix = MixBatch(cfg.mixup, n_classes=run.objective.n_outputs, generator=generator) if cfg.mixup else None
 
         lrs, losses, smoothed, stopped = [], [], [], None
         average, best = 0.0, math.inf
@@ -126,7 +131,8 @@ def lr_range_test(
             idx, is_copy = next(batches)
             x = augment_batch(train_x.take(idx), is_copy, run.augment, generator)
             y = train_y[idx].to(run.runtime.device, non_blocking=True)
-            loss = float(train_step(model, run.objective, run.optimizer, run.scaler, x, y, run.runtime))
+            loss = float(train_step(model, run.objective, run.optimizer, run.scaler, x, y, run.runtime,
+                                    batch_step=mix))
             if not math.isfinite(loss):
                 stopped = "non-finite"
                 break
