@@ -27,11 +27,19 @@ Three measurements, printed as Markdown tables (and written as JSON with ``--out
    Finally a tiny 2-fold x 2-epoch study (``run_study``) on the same folder, with a fresh cache, checks that a
    study decodes each image exactly once, whatever its number of folds and epochs.
 
+``--compile`` and ``--precision bf16`` change both sides alike: medclf trains with ``training.compile: true`` /
+``training.precision: bf16`` and the pure loop compiles its network / runs its forward pass and loss under bf16
+autocast, so the ratio still compares like with like (the warm-up epoch, dropped, pays the compile; the folder
+epochs train two epochs and time the second). Where medclf refuses the setting on this CPU (bf16 without bf16
+instructions, compile without a C++ compiler) the script prints medclf's reason, records it and exits 0.
+
 Usage::
 
     python benchmarks/throughput.py                 # ~7 minutes on an idle 2-core CPU
     python benchmarks/throughput.py --quick         # smoke check, ~15 s idle
-    python benchmarks/throughput.py --wait-load 0.6 --out bench.json
+    python benchmarks/throughput.py --wait-load 0.6 --out bench.json     # or --out DIR: throughput.json + .md
+    python benchmarks/throughput.py --compile --out /tmp/bench-compile   # compile: minutes more
+    python benchmarks/throughput.py --precision bf16 --out /tmp/bench-bf16
 
 On a machine shared with other CPU-bound jobs, multi-threaded torch (GNU OpenMP's default active spin-wait)
 can run many times slower than alone; ``OMP_WAIT_POLICY=PASSIVE python benchmarks/throughput.py`` keeps the
@@ -41,12 +49,8 @@ timings usable there (both paths are affected alike, so the ratios stay comparab
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
-import platform
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -55,9 +59,20 @@ from typing import Any
 
 import numpy as np
 import torch
+from _common import (
+    LoadSampler,
+    cpu_bf16_refusal,
+    ips,
+    load1,
+    machine_info,
+    machine_line,
+    med,
+    wait_for_quiet,
+    warn_if_loaded,
+    write_results,
+)
 from torch import nn
 
-import medclf
 from medclf.config import ModelConfig, TrainingConfig, parse_config
 from medclf.data import cache as decode_cache
 from medclf.data import load_dataset
@@ -65,104 +80,21 @@ from medclf.data.augmentation import build_augmentation
 from medclf.experiments.study import run_study
 from medclf.models import build_model
 from medclf.training import Callback, Trainer, batch_indices, resolve_runtime
+from medclf.training.device import compiler_problem, torch_threads
 from medclf.training.loop import _to_input
 
 DEFAULT_MODELS = ["resnet18", "tf_efficientnet_lite0"]
 
 
-# ------------------------------------------------------------------------------------------------ helpers
-def load1() -> float:
-    return round(os.getloadavg()[0], 2)
+def speed_keys(args: argparse.Namespace) -> dict[str, Any]:
+    """The training keys ``--precision`` and ``--compile`` set, for every medclf fit and study of the run."""
+    return {"precision": args.precision, "compile": args.compile}
 
 
-def wait_for_quiet(threshold: float, max_wait_s: float, poll_s: float = 30.0) -> dict[str, Any]:
-    """Poll the 1-minute load average until it is below ``threshold`` or ``max_wait_s`` has passed."""
-    start = time.monotonic()
-    while True:
-        load = load1()
-        waited = time.monotonic() - start
-        if load < threshold:
-            print(f"load average {load} < {threshold} after {waited:.0f} s: starting", flush=True)
-            return {"threshold": threshold, "waited_s": round(waited), "quiet": True, "load_at_start": load}
-        if waited >= max_wait_s:
-            print(f"load average still {load} after {waited:.0f} s: running anyway", flush=True)
-            return {"threshold": threshold, "waited_s": round(waited), "quiet": False, "load_at_start": load}
-        print(f"load average {load} >= {threshold}; waiting ({waited:.0f}/{max_wait_s:.0f} s)", flush=True)
-        time.sleep(poll_s)
-
-
-class LoadSampler:
-    """Samples the 1-minute load average every ``period_s`` seconds in a background thread."""
-
-    def __init__(self, period_s: float = 10.0) -> None:
-        import threading
-
-        self.samples: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(period_s,), daemon=True)
-
-    def _run(self, period_s: float) -> None:
-        while not self._stop.is_set():
-            self.samples.append(load1())
-            self._stop.wait(period_s)
-
-    def __enter__(self) -> LoadSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def summary(self) -> dict[str, float]:
-        s = self.samples or [float("nan")]
-        return {"min": min(s), "median": med(s), "max": max(s), "n_samples": len(self.samples)}
-
-
-def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    ram_gib = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                ram_gib = round(int(line.split()[1]) / 2**20, 1)
-    except OSError:
-        pass
-    import timm
-
-    return {
-        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "ram_gib": ram_gib,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "timm": timm.__version__,
-        "medclf": medclf.__version__,
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "cuda_available": torch.cuda.is_available(),
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset: active spin-wait)"),
-    }
-
-
-def ips(n_images: int, seconds: float) -> float:
-    return n_images / seconds if seconds > 0 else float("nan")
-
-
-def med(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
-def default_training(**overrides: Any) -> TrainingConfig:
-    """The default recipe (AdamW, one-cycle, label smoothing 0.1, hflip) on the CPU."""
-    return TrainingConfig(**({"device": "cpu"} | overrides))
+def default_training(args: argparse.Namespace, **overrides: Any) -> TrainingConfig:
+    """The default recipe (AdamW, one-cycle, label smoothing 0.1, hflip) on the CPU, at ``--precision`` and
+    ``--compile``."""
+    return TrainingConfig(**({"device": "cpu"} | speed_keys(args) | overrides))
 
 
 # ------------------------------------------------------------------------------- 1. pure vs medclf's loop
@@ -173,6 +105,8 @@ class PureLoop:
         self, name: str, channels_last: bool, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int,
         total_steps: int, seed: int, cfg: TrainingConfig,
     ) -> None:
+        """``cfg.compile`` compiles the network (its first epoch pays for it) and ``cfg.precision: bf16`` runs the
+        forward pass and the loss under bf16 autocast, as medclf's ``train_step`` does: like compared with like."""
         from timm.optim import param_groups_weight_decay
         from torch.optim.lr_scheduler import OneCycleLR
 
@@ -196,14 +130,18 @@ class PureLoop:
             pct_start=cfg.scheduler.pct_start,
         )
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.loss.label_smoothing)
+        self.autocast_dtype = torch.bfloat16 if cfg.precision == "bf16" else None
+        if cfg.compile:  # in place, as medclf compiles its Classifier; the net alone, as its input is ready here
+            self.model.net.compile()
 
     def epoch(self) -> tuple[float, float]:
         """(wall seconds, process CPU seconds) of one pass over the batches."""
-        model, net, optimizer, scheduler, loss_fn = self.model, self.model.net, self.optimizer, self.scheduler, self.loss_fn
-        model.train()
+        net, optimizer, scheduler, loss_fn = self.model.net, self.optimizer, self.scheduler, self.loss_fn
+        self.model.train()
         start, cpu_start = time.perf_counter(), time.process_time()
         for xb, yb in self.batches:
-            loss = loss_fn(net(xb), yb)
+            with torch.autocast("cpu", dtype=self.autocast_dtype or torch.bfloat16, enabled=bool(self.autocast_dtype)):
+                loss = loss_fn(net(xb), yb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -251,7 +189,7 @@ def bench_loop(name: str, args: argparse.Namespace) -> dict[str, Any]:
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (n, 3, args.size, args.size), dtype=torch.uint8, generator=g)
     labels = torch.randint(0, 2, (n,), generator=g)
-    cfg = default_training(epochs=epochs, batch_size=args.batch_size, num_threads=args.threads)
+    cfg = default_training(args, epochs=epochs, batch_size=args.batch_size, num_threads=args.threads)
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(name=name), in_chans=3, n_classes=2)
@@ -306,7 +244,7 @@ def bench_pipeline(name: str, args: argparse.Namespace, n_batches: int) -> dict[
     """Median milliseconds per batch of each step medclf adds before the network (no autograd involved)."""
     n = max(args.steps, 4) * args.batch_size
     images = torch.randint(0, 256, (n, 3, args.size, args.size), dtype=torch.uint8)
-    cfg = default_training(batch_size=args.batch_size)
+    cfg = default_training(args, batch_size=args.batch_size)
     model = build_model(ModelConfig(name=name), in_chans=3, n_classes=2)
     runtime = resolve_runtime(cfg, model)
     if runtime.channels_last:
@@ -361,16 +299,22 @@ def make_folder(root: Path, n_images: int, size: int = 256) -> tuple[Path, float
     return folder, time.perf_counter() - start
 
 
-def one_epoch(images: np.ndarray, labels: np.ndarray, args: argparse.Namespace, *, max_images: int | None = None) -> float:
-    """Seconds of one default-recipe training epoch of a fresh (seeded) model on ``images``."""
+def one_epoch(
+    images: np.ndarray, labels: np.ndarray, args: argparse.Namespace, *, max_images: int | None = None
+) -> float:
+    """Seconds of one default-recipe training epoch of a fresh (seeded) model on ``images``.
+
+    With ``--compile`` the fresh model compiles in its first epoch: it trains two and the second is timed, so the
+    cold/warm comparison stays about the data, not the compiler.
+    """
     x, y = torch.from_numpy(images), torch.from_numpy(labels)
     if max_images is not None:
         x, y = x[:max_images], y[:max_images]
     torch.manual_seed(0)
     model = build_model(ModelConfig(name=args.folder_model), in_chans=x.shape[1], n_classes=2)
-    cfg = default_training(epochs=1, batch_size=args.batch_size, num_threads=args.threads)
+    cfg = default_training(args, epochs=2 if args.compile else 1, batch_size=args.batch_size, num_threads=args.threads)
     fit = Trainer(model, cfg, class_names=["a", "b"], seed=0).fit(x, y, x[:0], y[:0])
-    return fit.history[0]["time_s"]
+    return fit.history[-1]["time_s"]
 
 
 def bench_folder(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -436,7 +380,8 @@ def bench_study(folder: Path, workdir: Path, args: argparse.Namespace) -> dict[s
         "data": {"source": {"type": "folder", "path": str(folder)}, "image_size": args.study_size, "channels": 3,
                  "cache_dir": str(cache_dir)},
         "model": {"name": args.folder_model},
-        "training": {"epochs": 2, "batch_size": args.batch_size, "device": "cpu", "num_threads": args.threads},
+        "training": {"epochs": 2, "batch_size": args.batch_size, "device": "cpu", "num_threads": args.threads}
+        | speed_keys(args),
         "cv": {"n_folds": 2},
     })
     decode_cache.STATS.reset()
@@ -459,7 +404,7 @@ def markdown(results: dict[str, Any]) -> str:
     if loops:
         r0 = loops[0]
         lines += [
-            f"Training throughput, fp32 CPU, {r0['image_size']} px, batch {r0['batch_size']}, "
+            f"Training throughput, {results['precision_label']} CPU, {r0['image_size']} px, batch {r0['batch_size']}, "
             f"{r0['steps_per_epoch']} steps/epoch, median of {r0['measured_epochs']} epochs after a warm-up:",
             "",
             "| model | memory format (medclf auto) | pure images/s | medclf images/s | medclf / pure "
@@ -527,7 +472,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--folder-model", default="resnet18", help="model of the folder epochs (default %(default)s)")
     p.add_argument("--study-size", type=int, default=32, help="image size of the study check (default %(default)s)")
     p.add_argument("--workdir", type=Path, default=None, help="where the JPEG folder is made (default: a temp dir)")
-    p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    p.add_argument("--out", type=Path, default=None,
+                   help="a folder for throughput.json and throughput.md, or a .json file (the .md beside it)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="fp32, or bf16 autocast in medclf and in the pure loop (refused, exit 0, on a CPU "
+                        "without bf16 instructions)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the model in medclf (training.compile) and the network in the pure loop; "
+                        "the warm-up epoch pays the compile")
     p.add_argument("--skip-loop", action="store_true", help="skip the pure-vs-medclf measurement")
     p.add_argument("--skip-folder", action="store_true", help="skip the folder (cold/warm) measurement")
     p.add_argument("--wait-load", type=float, default=None, metavar="LOAD",
@@ -545,36 +497,45 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    results: dict[str, Any] = {"machine": machine_info(), "args": {k: str(v) for k, v in vars(args).items()}}
+    results: dict[str, Any] = {"machine": machine_info(), "args": {k: str(v) for k, v in vars(args).items()},
+                               "precision_label": args.precision + (" + torch.compile" if args.compile else "")}
+    if refusal := refused(args):
+        # a refused setting is a result too: the lead's full run records it instead of failing
+        print(f"skipped: {refusal}", flush=True)
+        results["skipped"] = refusal
+        for path in write_results(args.out, "throughput", results, f"Skipped: {refusal}"):
+            print(f"wrote {path}")
+        return 0
     if args.wait_load is not None:
         results["wait"] = wait_for_quiet(args.wait_load, args.wait_max)
-    torch.set_num_threads(args.threads)
-    results["machine"]["torch_threads"] = torch.get_num_threads()
-    results["load_avg_start"] = list(os.getloadavg())
-    if results["load_avg_start"][0] > 0.5 * (os.cpu_count() or 1):
-        print(f"warning: the 1-minute load average is {results['load_avg_start'][0]:.2f} on {os.cpu_count()} cores; "
-              "other processes distort the timings (multi-threaded torch can slow down many times over when it "
-              "shares its cores). Consider --wait-load 0.6, or OMP_WAIT_POLICY=PASSIVE in the environment.",
-              flush=True)
-    start = time.perf_counter()
-    with LoadSampler() as sampler:
-        measure(args, results)
+    with torch_threads(args.threads):
+        results["machine"]["torch_threads"] = torch.get_num_threads()
+        results["load_avg_start"] = list(os.getloadavg())
+        warn_if_loaded(results["load_avg_start"][0])
+        start = time.perf_counter()
+        with LoadSampler() as sampler:
+            measure(args, results)
     results["load_avg_during"] = sampler.summary()
     results["load_avg_end"] = list(os.getloadavg())
     results["wall_s"] = time.perf_counter() - start
-    m = results["machine"]
-    print()
-    print(f"{m['cpu']}, {m['cpu_count']} cores, {m['ram_gib']} GiB, torch {m['torch']} ({m['torch_threads']} threads), "
-          f"OMP_WAIT_POLICY {m['omp_wait_policy']}, {m['date']}; 1-minute load average {results['load_avg_start'][0]:.2f} at start, "
-          f"{results['load_avg_during']['median']:.2f} median during the run (max "
-          f"{results['load_avg_during']['max']:.2f}); {results['wall_s']:.0f} s")
-    print()
-    print(markdown(results))
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"\nwrote {args.out}")
+    load = results["load_avg_during"]
+    header = (f"{machine_line(results['machine'])}, OMP_WAIT_POLICY {results['machine']['omp_wait_policy']}; "
+              f"1-minute load average {results['load_avg_start'][0]:.2f} at start, {load['median']:.2f} median during "
+              f"the run (max {load['max']:.2f}); {results['wall_s']:.0f} s")
+    table = markdown(results)
+    print(f"\n{header}\n\n{table}")
+    for path in write_results(args.out, "throughput", results, f"{header}\n\n{table}"):
+        print(f"wrote {path}")
     return 0
+
+
+def refused(args: argparse.Namespace) -> str | None:
+    """Why this CPU cannot run ``--precision``/``--compile`` as medclf would (medclf's own reason), or None."""
+    if args.precision == "bf16" and (problem := cpu_bf16_refusal()):
+        return f"--precision bf16: training.precision {problem}."
+    if args.compile and (problem := compiler_problem()):
+        return f"--compile: training.compile {problem}."
+    return None
 
 
 def measure(args: argparse.Namespace, results: dict[str, Any]) -> None:
