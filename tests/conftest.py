@@ -15,6 +15,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MEDCLF_CACHE", os.path.join(os.path.dirname(__file__), "..", ".medclf-cache", "tests"))
 
 sys.path.insert(0, os.path.dirname(__file__))  # shared helper modules of the tests (dicom_files)
+sys.path.append(os.path.join(os.path.dirname(__file__), "reliability"))  # reliability_harness (the ``cli``)
 
 from tiny_data import CLASSES, _draw, tiny_study  # noqa: E402  (after the sys.path line above)
 
@@ -48,32 +49,50 @@ def tiny_splits(tmp_path_factory) -> Path:
     return root
 
 
-def _train(config: dict, root: Path) -> Path:
-    """Run the real ``medclf run`` on ``config`` into ``root/run`` and return the finished run folder.
+@pytest.fixture(scope="session")
+def cli(tmp_path_factory):
+    """``cli("run", config, "--out", out)``: a real ``medclf`` command in its own process, forked from one warm
+    server per session (tests/reliability/reliability_harness.py ``Cli``: its own argv, environment, exit code
+    and output files, without paying the ~10 s of importing torch and timm each time)."""
+    from reliability_harness import Cli
+
+    runner = Cli(tmp_path_factory.mktemp("cli"))
+    runner.env["COLUMNS"] = "400"  # rich does not fold a long path in a message
+    yield runner
+    runner.close()
+
+
+def _train(config: dict, root: Path, cli, *, report: bool = True) -> Path:
+    """Run the real ``medclf run`` on ``config`` into ``root/run`` (through ``cli``) and return the finished run
+    folder; ``report=False`` leaves the report out (most of a tiny run's time) for tests that do not read it.
 
     What the command printed is kept beside the folder, in ``root/run.stdout`` (``run.parent / "run.stdout"``).
     """
-    import subprocess
-    import sys
-
     path = root / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     out = root / "run"
-    done = subprocess.run([sys.executable, "-m", "medclf", "run", str(path), "--out", str(out), "--quiet"],
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
+    # on the test process's thread count: tests that resume or retrain the run in process compare to the bit
+    threads = {"MEDCLF_TEST_TORCH_THREADS": str(__import__("torch").get_num_threads())}
+    done = cli("run", path, "--out", out, "--quiet", no_report=not report, env=threads)
+    assert done.returncode == 0, done
     (root / "run.stdout").write_text(done.stdout)
     return out
 
 
+@pytest.fixture()
+def train(cli):
+    """``train(config, root, report=True)``: :func:`_train` through the session's ``cli``."""
+    return lambda config, root, *, report=True: _train(config, root, cli, report=report)
+
+
 @pytest.fixture(scope="session")
-def trained_run(tiny_splits: Path, tmp_path_factory) -> Path:
+def trained_run(tiny_splits: Path, tmp_path_factory, cli) -> Path:
     """A finished three-class run (2 folds, test split) of ``tiny_config``'s study, trained once per session.
 
     Read it, never write into it: a test that changes a run folder works on a copy (``copy_run``).
     """
     root = tmp_path_factory.mktemp("trained")
-    return _train(tiny_study(tiny_splits, root / "cache"), root)
+    return _train(tiny_study(tiny_splits, root / "cache"), root, cli)
 
 
 @pytest.fixture(scope="session")
@@ -90,10 +109,10 @@ def binary_splits(tiny_splits: Path, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def binary_run(binary_splits: Path, tmp_path_factory) -> Path:
+def binary_run(binary_splits: Path, tmp_path_factory, cli) -> Path:
     """A finished two-class run (abnormal/normal, 2 folds, test split), trained once per session; read only."""
     root = tmp_path_factory.mktemp("binary_run")
-    return _train(tiny_study(binary_splits, root / "cache"), root)
+    return _train(tiny_study(binary_splits, root / "cache"), root, cli)
 
 
 @pytest.fixture()

@@ -78,7 +78,8 @@ def test_run_study_calls_every_hook_in_order_with_its_arguments(tiny_splits: Pat
     assert not (out / "report.html").exists()  # report=False: no report, no on_report
 
 
-def test_a_failing_callback_raises_keeps_finished_folds_and_the_study_resumes(trained_run: Path, copy_run):
+def test_a_failing_callback_raises_keeps_finished_folds_and_the_study_resumes(trained_run: Path, copy_run,
+                                                                            figures_not_drawn):
     run = copy_run(trained_run)
     (run / "fold-1" / "complete.json").unlink()  # fold 1 is to be trained again
     with pytest.raises(RuntimeError, match="a bug in the user's callback"):

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import numpy as np
 
-from conftest import _train
 from medclf.inference.predict import decision_threshold, predict_inputs
 from tiny_data import tiny_study
 
 
 def test_a_tuned_threshold_is_recorded_per_fold_and_decides_the_ensemble_and_predict(binary_splits: Path,
-                                                                                       tmp_path: Path, monkeypatch):
-    run = _train(tiny_study(binary_splits, tmp_path / "cache", training={"epochs": 1},
-                            evaluation={"threshold": "tuned"}), tmp_path)
+                                                                                       tmp_path: Path, monkeypatch,
+                                                                                       train):
+    run = train(tiny_study(binary_splits, tmp_path / "cache", training={"epochs": 1},
+                           evaluation={"threshold": "tuned"}), tmp_path, report=False)
     chosen = []
     for k in (0, 1):
         metrics = json.loads((run / f"fold-{k}" / "metrics.json").read_text())

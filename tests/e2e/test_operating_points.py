@@ -5,8 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -101,13 +99,12 @@ def test_report_has_the_operating_point_table_and_roc_markers(binary_run):
         assert series.x[0] == pytest.approx(1 - values["specificity"]) and series.y[0] == values["sensitivity"]
 
 
-def test_report_of_a_run_without_operating_points_says_so(binary_run, copy_run):
+def test_report_of_a_run_without_operating_points_says_so(binary_run, copy_run, cli):
     run = copy_run(binary_run)
     summary = _summary(run)
     del summary["operating_points"], summary["ensemble_intervals"]
     (run / "summary.json").write_text(json.dumps(summary))
-    done = subprocess.run([sys.executable, "-m", "medclf", "report", str(run)], capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr
+    done = cli("report", run)
+    assert done.returncode == 0, done
     assert "summary.json has no operating points" in (run / "report.html").read_text()
     assert not (run / "tables" / "operating-points-ensemble-test.csv").exists()

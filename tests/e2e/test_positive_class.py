@@ -16,6 +16,8 @@ from typer.testing import CliRunner
 from medclf.cli import app
 from tiny_data import tiny_study
 
+# the reports are read for their text; each figure is still built, and drawn for real elsewhere (figure_stub.py)
+pytestmark = pytest.mark.usefixtures("figures_not_drawn")
 runner = CliRunner()  # in-process: a fresh interpreter importing torch would cost more than the tiny run
 
 

@@ -12,8 +12,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -155,18 +153,16 @@ def _close(a: dict, b: dict) -> bool:
     return True
 
 
-def test_a_sweep_killed_mid_run_resumes_to_the_same_comparison(sequential, sweep_file: Path, tmp_path: Path):
+def test_a_sweep_killed_mid_run_resumes_to_the_same_comparison(sequential, sweep_file: Path, tmp_path: Path, cli):
     # killed as soon as its first fold is complete: the three folds left take seconds, the poll 0.02 s
     out = tmp_path / "killed"
-    env = os.environ | {"OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "medclf", "sweep", str(sweep_file), "--out", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    command = cli.start("sweep", sweep_file, "--out", out)  # its own process (on one thread), to be killed
     deadline = time.monotonic() + 300
     # a fold is finished once its complete.json (written last) exists
     while not list(out.glob("runs/*/fold-*/complete.json")) and time.monotonic() < deadline:
         time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    os.kill(command.pid, signal.SIGKILL)
+    assert command.wait().returncode != 0
     finished = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/fold-*/complete.json")}
     assert 1 <= len(finished) < 4 and not (out / "comparison.json").exists()
 

@@ -20,6 +20,8 @@ sys.path.insert(0, str(Path(__file__).parent))  # reliability_harness, for the t
 
 from reliability_harness import Cli, file_hashes, read_csv, report_files, results  # noqa: E402
 
+# ``cli`` (the fork server that starts every command) is tests/conftest.py's: one per session for the whole suite
+
 
 def _e2e_conftest():
     """tests/e2e/conftest.py, for its image generator (one definition of the tiny data)."""
@@ -27,15 +29,6 @@ def _e2e_conftest():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture(scope="session")
-def cli(tmp_path_factory) -> Cli:
-    """Runs medclf commands (see reliability_harness.Cli); one fork server per session."""
-    runner = Cli(tmp_path_factory.mktemp("cli"))
-    runner.env["COLUMNS"] = "400"  # rich does not fold a long path in a message
-    yield runner
-    runner.close()
 
 
 @pytest.fixture(scope="session")

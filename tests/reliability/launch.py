@@ -17,7 +17,8 @@ fault named by ``$MEDCLF_FAULT``::
 Paths are matched with :func:`fnmatch.fnmatch` on the absolute POSIX path. The points are files, not functions,
 so they survive refactors of the code that writes them: every file medclf writes goes through
 ``medclf.atomic`` (a temporary, ``fsync``, ``os.replace``). ``$MEDCLF_FAULT_NO_REPORT=1`` skips the report step
-of ``medclf run`` in the cases that do not look at it (it is most of a tiny run's time).
+of ``medclf run`` in the cases that do not look at it (it is most of a tiny run's time);
+``$MEDCLF_TEST_TORCH_THREADS=N`` runs the command on N torch threads (commands run on one by default).
 
 ``launch.py --serve`` is a fork server: it imports medclf (torch and timm: ~10 s) once, then reads JSON requests
 on stdin and forks one child per command. Each child is its own process running ``medclf.cli.main()`` with its
@@ -120,6 +121,10 @@ def run_cli(argv: list[str]) -> int:
 
     if os.environ.get("MEDCLF_FAULT_NO_REPORT") == "1":
         _skip_reports(medclf.cli)
+    if threads := os.environ.get("MEDCLF_TEST_TORCH_THREADS"):  # as many as the test process that reads the run
+        import torch
+
+        torch.set_num_threads(int(threads))
     sys.argv = ["medclf", *argv]
     try:
         medclf.cli.main()
