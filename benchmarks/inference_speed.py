@@ -2,10 +2,11 @@
 """Inference speed on the CPU: images/s of prediction along each path medclf could take, against the speed of light
 of that path, and of ``medclf predict``'s own functions (issue 16, requirement 4). Run by hand, never by the tests.
 
-For each model (timm's ``test_resnet`` with output_stride 8 at 28 px, ``tf_efficientnet_lite0`` at 128 px; 1
-channel; random weights) a real run folder is trained first (one epoch on random images, ``cv.mode: holdout``: one
-fold, so each prediction is one model's work), then every path predicts the same ``--images`` uint8 images at each
-``--batch-sizes``, on ``--threads`` torch threads, the median of ``--repeats`` passes after a warm-up pass:
+For each model (timm's ``test_resnet`` with output_stride 8 at 28 px, ``tf_efficientnet_lite0`` at 128 px,
+``resnet18``, medclf's default model, at 224 px; 1 channel; random weights) a real run folder is trained first (one
+epoch on random images, ``cv.mode: holdout``: one fold, so each prediction is one model's work), then every path
+predicts the same ``--images`` uint8 images at each ``--batch-sizes``, on ``--threads`` torch threads, the median of
+``--repeats`` passes after a warm-up pass:
 
 - **paths** (``predict_proba`` with a given Runtime, as evaluation and ``predict`` call it: uint8 -> float, the model's
   normalisation, forward pass, softmax): ``fp32`` contiguous, ``channels_last``, ``bf16`` autocast (skipped with
@@ -22,7 +23,7 @@ fold, so each prediction is one model's work), then every path predicts the same
 
 Writes ``inference_speed.json`` and ``inference_speed.md`` to ``--out``.
 
-    .venv/bin/python benchmarks/inference_speed.py --out /tmp/inference        # both models, ~15 min on 2 cores
+    .venv/bin/python benchmarks/inference_speed.py --out /tmp/inference        # every model, ~25 min on 2 cores
     .venv/bin/python benchmarks/inference_speed.py --quick --out /tmp/inference-quick   # smoke check (no compile)
     .venv/bin/python benchmarks/inference_speed.py --quick --paths compile --out /tmp/inference-quick  # compile
 """
@@ -53,7 +54,7 @@ from medclf.training import predict_proba
 from medclf.training.device import Runtime, compiler_problem, inference_runtime, torch_threads
 
 # name, image side (px), model kwargs
-MODELS = {"test_resnet": (28, {"output_stride": 8}), "tf_efficientnet_lite0": (128, {})}
+MODELS = {"test_resnet": (28, {"output_stride": 8}), "tf_efficientnet_lite0": (128, {}), "resnet18": (224, {})}
 PATHS = ("fp32", "channels_last", "bf16", "compile", "onnxruntime")
 CPU = torch.device("cpu")
 
@@ -202,9 +203,12 @@ def predict_functions(run_dir: Path, images: torch.Tensor, pngs: Path, batch: in
     rows = []
     calls = {
         "ensemble_proba (torch, tensor in)": lambda: ensemble_proba(loaded, images, batch_size=batch, device=CPU),
-        "predict_inputs (torch engine, PNGs)": lambda: predict_inputs(run_dir, [pngs], batch_size=batch),
+        "predict_inputs (torch engine, PNGs)": lambda: predict_inputs(run_dir, [pngs], batch_size=batch,
+                                                                     engine="torch"),
         "predict_inputs (onnx engine, PNGs)": lambda: predict_inputs(run_dir, [pngs], batch_size=batch,
                                                                     engine="onnx", model=export_dir),
+        # `medclf predict RUN_DIR PNGS` as it stands: engine auto (the current export: onnx), the default batch
+        "predict_inputs (defaults, PNGs)": lambda: predict_inputs(run_dir, [pngs]),
     }
     for label, call in calls.items():
         first, times = timed(call, repeats)
@@ -288,7 +292,7 @@ def _one_off(row: dict[str, Any]) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--models", nargs="+", choices=list(MODELS), default=None,
-                   help="default: both (--quick: test_resnet)")
+                   help="default: all (--quick: test_resnet)")
     p.add_argument("--size", type=int, default=None, help="image side for every model (default: each model's own)")
     p.add_argument("--paths", nargs="+", choices=PATHS, default=None,
                    help="default: all (--quick: all but compile, whose compiles take minutes on 2 busy cores)")

@@ -5,9 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -15,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from medclf.cli import app
+from medclf.inference.predict import predict_inputs
 
 CLASSES = ["blank", "circle", "square"]
 runner = CliRunner()
@@ -26,13 +26,11 @@ def _read(path: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def exported(trained_run: Path, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+def exported(trained_run: Path, tmp_path_factory, cli) -> tuple[Path, Any]:
     """A copy of the session run with the default export (RUN_DIR/export/), made once by the real command."""
     run = tmp_path_factory.mktemp("export") / "run"
     shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns(".medclf.lock"))
-    done = subprocess.run([sys.executable, "-m", "medclf", "export", str(run), "--format", "onnx"],
-                          capture_output=True, text=True, timeout=600)
-    return run, done
+    return run, cli("export", run, "--format", "onnx")
 
 
 def test_export_writes_the_ensemble_graph_and_its_sidecar_and_reports_parity(exported):
@@ -78,6 +76,26 @@ def test_predict_with_the_onnx_engine_matches_torch(exported, tiny_splits: Path,
     b = np.array([[float(r[c]) for c in columns] for r in onnx_rows])
     assert np.abs(a - b).max() <= 1e-4
     assert [r["predicted"] for r in torch_rows] == [r["predicted"] for r in onnx_rows]
+
+
+def test_predict_takes_the_onnx_engine_only_for_an_export_of_the_runs_current_weights(exported, tiny_splits: Path,
+                                                                                      tmp_path: Path):
+    run, done = exported
+    assert done.returncode == 0, done.stderr
+    sidecar_path = run / "export" / "export.json"
+    sidecar = json.loads(sidecar_path.read_text())
+    assert sorted(sidecar["weights_sha256"]) == ["0", "1"]
+    inputs = [tiny_splits / "test"]
+    assert predict_inputs(run, inputs).engine == "onnx"  # the default, auto: the export is current
+    assert predict_inputs(run, inputs, fold=0).engine == "torch"  # one fold: the export is the ensemble
+    try:
+        stale = sidecar | {"weights_sha256": sidecar["weights_sha256"] | {"1": "0" * 64}}  # fold 1 retrained since
+        for changed in (stale, {k: v for k, v in sidecar.items() if k != "weights_sha256"}):  # or an older export
+            sidecar_path.write_text(json.dumps(changed))
+            result = runner.invoke(app, ["predict", str(run), *map(str, inputs), "--out", str(tmp_path / "p.csv")])
+            assert result.exit_code == 0 and "(torch engine)" in " ".join(result.output.split()), result.output
+    finally:
+        sidecar_path.write_text(json.dumps(sidecar))
 
 
 def test_predict_with_a_csv_of_patient_ids_writes_the_patient_file(exported, tiny_splits: Path, tmp_path: Path):

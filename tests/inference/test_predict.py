@@ -64,14 +64,14 @@ def _varied(name: str) -> tuple[torch.nn.Module, torch.Tensor]:
     return model, images
 
 
-@pytest.mark.parametrize(("name", "channels_last"), [("tf_efficientnet_lite0", True), ("test_resnet", False)])
-def test_ensemble_proba_runs_the_fast_memory_format_at_the_probabilities_of_contiguous_fp32(name, channels_last):
+@pytest.mark.parametrize("name", ["tf_efficientnet_lite0", "test_resnet"])
+def test_ensemble_proba_runs_channels_last_at_the_probabilities_of_contiguous_fp32(name):
     model, images = _varied(name)
     reference = copy.deepcopy(model)
     cpu = torch.device("cpu")
     got = ensemble_proba([(0, model)], images, batch_size=4, device=cpu)
-    # depthwise convolutions (EfficientNet) run channels-last on the CPU, as in training; ResNets stay contiguous
-    assert model.memory_format == (torch.channels_last if channels_last else torch.contiguous_format)
+    # prediction runs channels-last on the CPU for every model (the plain ResNet too, unlike its training)
+    assert model.memory_format == torch.channels_last
     expected = predict_proba(reference, images, batch_size=4, tta=["hflip"],
                              runtime=Runtime(device=cpu, amp_dtype=None, channels_last=False))
     assert reference.memory_format == torch.contiguous_format and np.ptp(expected, axis=0).max() > 0.05
@@ -162,9 +162,9 @@ def test_predict_passes_bf16_to_the_fold_models(monkeypatch, trained_run: Path, 
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
-    ({"engine": "tensorrt"}, r"--engine must be one of torch, onnx, got 'tensorrt'"),
+    ({"engine": "tensorrt"}, r"--engine must be one of auto, torch, onnx, got 'tensorrt'"),
     ({"engine": "onnx", "fold": 0}, r"--fold chooses a torch fold model"),
-    ({"model": Path("model.onnx")}, r"--model names an exported ONNX model; it needs --engine onnx"),
+    ({"engine": "torch", "model": Path("model.onnx")}, r"--model names an exported ONNX model; it needs --engine onnx"),
     ({"engine": "onnx", "precision": "bf16"}, r"precision 'bf16' runs the torch engine's fold models; the ONNX "),
 ])
 def test_engine_options_that_do_not_fit_are_refused(trained_run: Path, tiny_splits: Path, kwargs, match):
@@ -175,3 +175,11 @@ def test_engine_options_that_do_not_fit_are_refused(trained_run: Path, tiny_spli
 def test_the_onnx_engine_without_an_export_says_how_to_make_one(trained_run: Path, tiny_splits: Path, tmp_path: Path):
     with pytest.raises(ModelError, match=r"model.onnx does not exist; .*`medclf export RUN_DIR`"):
         predict_inputs(trained_run, [tiny_splits / "test" / "blank"], engine="onnx", model=tmp_path)
+
+
+def test_the_default_prediction_batch_holds_a_fixed_number_of_pixels():
+    from medclf.inference.predict import predict_batch_size
+
+    assert predict_batch_size((28, 28)) == 256  # small images: the cap
+    assert predict_batch_size((224, 224)) == 16 and predict_batch_size((112, 112)) == 64
+    assert predict_batch_size((4096, 4096)) == 1  # never none

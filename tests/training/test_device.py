@@ -63,11 +63,12 @@ def test_cpu_bf16_support_reads_the_cpus_instructions(monkeypatch, capabilities,
     assert cpu_bf16_supported() is supported
 
 
-def test_inference_runtime_uses_trainings_memory_format_rule_and_fp32_by_default(bf16_cpu):
+def test_inference_runtime_is_channels_last_for_every_model_and_fp32_by_default(bf16_cpu):
     cpu = torch.device("cpu")
     assert inference_runtime(timm.create_model("test_efficientnet"), cpu).channels_last
-    plain = inference_runtime(timm.create_model("test_resnet"), cpu)
-    assert not plain.channels_last and plain.amp_dtype is None
+    plain = inference_runtime(timm.create_model("test_resnet"), cpu)  # training keeps a plain ResNet contiguous
+    assert plain.channels_last and plain.amp_dtype is None
+    assert not resolve_runtime(TrainingConfig(device="cpu"), timm.create_model("test_resnet")).channels_last
     assert inference_runtime(timm.create_model("test_resnet"), torch.device("cuda")).channels_last
     bf16 = inference_runtime(timm.create_model("test_resnet"), cpu, precision="bf16")
     assert bf16.amp_dtype == torch.bfloat16

@@ -307,8 +307,9 @@ def predict(
         "predictions.csv"
     ),
     fold: Annotated[int | None, typer.Option("--fold", help="Use one fold's model, not the ensemble.")] = None,
-    engine: Annotated[str, typer.Option("--engine", help="torch (the fold models) or onnx (onnxruntime on the "
-                                        "model `medclf export` wrote).")] = "torch",
+    engine: Annotated[str, typer.Option("--engine", help="torch (the fold models), onnx (onnxruntime on the "
+                                        "model `medclf export` wrote), or auto: onnx when RUN_DIR/export holds an "
+                                        "export of the run's current fold weights (faster), else torch.")] = "auto",
     model: Annotated[Path | None, typer.Option("--model", help="With --engine onnx: model.onnx or its folder "
                                                "[default: RUN_DIR/export].")] = None,
     quiet: QuietOpt = False,

@@ -467,6 +467,10 @@ def _run_fold(config: Config, data: ImageSet, fold: Fold, out: Path, *, callback
     images = Rows(data.images)
 
     eval_start = time.perf_counter()
+    # scored as medclf predict predicts (channels-last, measured faster for prediction on every model; training's
+    # precision): the fold's predictions.csv and a later `medclf predict` of the same images agree
+    scoring = dataclasses.replace(trainer.runtime, channels_last=True)
+    scoring.place(model)
     metrics, confusions, rows, unit_rows, thresholds = {}, {}, [], {}, None
     scored: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # split: (idx, probs), for the operating points
     for split in EVAL_SPLITS:
@@ -474,7 +478,7 @@ def _run_fold(config: Config, data: ImageSet, fold: Fold, out: Path, *, callback
         if len(idx) == 0:
             continue
         probs = predict_proba(model, images.subset(idx), batch_size=config.training.eval_batch_size,
-                              runtime=trainer.runtime, activation=fit.activation, tta=config.evaluation.tta)
+                              runtime=scoring, activation=fit.activation, tta=config.evaluation.tta)
         runfolder.check_probabilities(
             probs, where=f"fold {fold.index} ({fd}), {split} split",
             fix="training diverged (see its history.csv): lower training.optimizer.lr and run again; "

@@ -75,7 +75,7 @@ def explain_images(
     out: Path,
     fold: int | None = None,
     class_name: str | None = None,
-    batch_size: int = 64,
+    batch_size: int | None = None,
 ) -> list[dict]:
     """Write one Grad-CAM PNG per input image and ``explanations.csv`` into ``out``.
 
@@ -85,7 +85,7 @@ def explain_images(
         out: the output folder (created).
         fold: explain only this fold's model instead of the ensemble of all folds.
         class_name: the class to explain for every image; default the class each image is predicted.
-        batch_size: images per forward pass.
+        batch_size: images per forward pass (default: as ``medclf predict``).
 
     Returns:
         One dict per image: path, prob_<class>..., predicted, probability (of the predicted class),

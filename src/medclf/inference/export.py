@@ -19,6 +19,7 @@ timm's ResNets and EfficientNets here, faster, but is deprecated since torch 2.9
 from __future__ import annotations
 
 import hashlib
+import json
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,13 +40,15 @@ from medclf.inference.predict import (
     ensemble_proba,
     fold_models,
     model_tta,
+    predict_batch_size,
     unit_settings,
 )
 from medclf.models import Classifier
 from medclf.training import tta_probabilities
 
 __all__ = ["EXPORT_DIR", "ONNX_FILE", "PARITY_TOLERANCE", "SIDECAR", "ExportGraph", "ExportResult", "OnnxModel",
-           "Parity", "default_export_dir", "export_onnx", "measure_parity", "parity_images", "to_onnx"]
+           "Parity", "current_export", "default_export_dir", "export_onnx", "measure_parity", "parity_images",
+           "to_onnx"]
 
 EXPORT_DIR = "export"  # RUN_DIR/export/ unless --out says otherwise
 ONNX_FILE = "model.onnx"
@@ -171,8 +174,10 @@ class OnnxModel:
     def units(self) -> UnitSettings:
         return UnitSettings.from_dict(self.sidecar)
 
-    def predict(self, images: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
-        """Probabilities (N, K) float64 of uint8 ``images`` (N, C, H, W)."""
+    def predict(self, images: np.ndarray, *, batch_size: int | None = None) -> np.ndarray:
+        """Probabilities (N, K) float64 of uint8 ``images`` (N, C, H, W); ``batch_size`` default:
+        :func:`~medclf.inference.predict.predict_batch_size` of their size."""
+        batch_size = batch_size or predict_batch_size(images.shape[-2:])
         name = self.session.get_inputs()[0].name
         out = [self.session.run(None, {name: images[i:i + batch_size]})[0] for i in range(0, len(images), batch_size)]
         return np.concatenate(out).astype(np.float64) if out else np.zeros((0, len(self.class_names)))
@@ -209,7 +214,7 @@ def _synthetic(spec: dict[str, Any]) -> np.ndarray:
 
 
 def measure_parity(loaded: list[tuple[int, Classifier]], onnx_model: OnnxModel, images: np.ndarray, *,
-                   description: str, batch_size: int = 64) -> Parity:
+                   description: str, batch_size: int | None = None) -> Parity:
     """onnxruntime's probabilities against torch's (:func:`ensemble_proba`, on the CPU like onnxruntime)."""
     reference = ensemble_proba(loaded, torch.from_numpy(images), batch_size=batch_size, device=torch.device("cpu"))
     exported = onnx_model.predict(images, batch_size=batch_size)
@@ -220,14 +225,14 @@ def measure_parity(loaded: list[tuple[int, Classifier]], onnx_model: OnnxModel, 
 
 # ---------------------------------------------------------------------------------------------- export
 def export_onnx(run_dir: Path, *, fold: int | None = None, out: Path | None = None,
-                batch_size: int = 64) -> ExportResult:
+                batch_size: int | None = None) -> ExportResult:
     """Export the fold ensemble of ``run_dir`` (or fold ``fold``) to ``out/model.onnx`` + ``out/export.json``.
 
     Args:
         run_dir: a run folder written by ``medclf run``.
         fold: export only this fold's model; default: every fold in one graph.
         out: the folder to write; default ``RUN_DIR/export``.
-        batch_size: images per forward pass of the parity check.
+        batch_size: images per forward pass of the parity check (default: as ``medclf predict``).
 
     Raises:
         RunFolderError: a fold is incomplete or damaged (as for ``medclf predict``).
@@ -243,6 +248,7 @@ def export_onnx(run_dir: Path, *, fold: int | None = None, out: Path | None = No
     data = proto.SerializeToString()
     sidecar = _sidecar(run_dir, spec, folds=[k for k, _ in loaded], opset=_opset(proto), data=data)
     sidecar["decision_threshold"] = decision_threshold([m.spec for _, m in loaded])  # predict --engine onnx
+    sidecar["weights_sha256"] = _weights_sha256(run_dir, [k for k, _ in loaded])  # what --engine auto checks
     parity = measure_parity(loaded, OnnxModel(data, sidecar), images, description=description,
                             batch_size=batch_size)
     if not parity.passed:
@@ -258,6 +264,32 @@ def export_onnx(run_dir: Path, *, fold: int | None = None, out: Path | None = No
     atomic_write_bytes(model_path, data)
     runfolder.write_json(sidecar_path, sidecar)
     return ExportResult(model_path=model_path, sidecar_path=sidecar_path, sidecar=sidecar, parity=parity)
+
+
+def _weights_sha256(run_dir: Path, folds: list[int]) -> dict[str, str]:
+    """SHA-256 of each fold's ``model.safetensors``, by fold number: the weights an export was made from."""
+    return {str(k): hashlib.sha256((runfolder.fold_dir(run_dir, k) / runfolder.WEIGHTS).read_bytes()).hexdigest()
+            for k in folds}
+
+
+def current_export(run_dir: Path) -> Path | None:
+    """``RUN_DIR/export`` when it holds an export of the run's whole fold ensemble as the run stands now: its
+    sidecar's ``weights_sha256`` names every fold with weights and matches each one (an export from before a
+    retrain, of one fold, or written before medclf recorded the weights, is not current); None otherwise.
+
+    The ONNX engine still checks ``model.onnx`` against the sidecar (:meth:`OnnxModel.load`) and the fold weights
+    are verified by the torch engine, so this only decides which engine ``medclf predict`` takes by default.
+    """
+    folder = default_export_dir(run_dir)
+    try:
+        sidecar = json.loads((folder / SIDECAR).read_text())
+        recorded = sidecar["weights_sha256"]
+        present = runfolder.fold_indices(run_dir)
+        if not (folder / ONNX_FILE).is_file() or not present or set(recorded) != {str(k) for k in present}:
+            return None
+        return folder if _weights_sha256(run_dir, present) == recorded else None
+    except (OSError, ValueError, KeyError, TypeError):  # no export, an unreadable sidecar: the torch engine
+        return None
 
 
 def _opset(proto: Any) -> int:

@@ -37,9 +37,20 @@ from medclf.training import TTA_FLIPS, predict_proba
 from medclf.training.device import inference_runtime
 
 __all__ = ["ENGINES", "PredictionResult", "UnitSettings", "ensemble_proba", "fold_models", "load_fold_models",
-           "model_tta", "predict_images", "predict_inputs", "unit_settings"]
+           "model_tta", "predict_batch_size", "predict_images", "predict_inputs", "unit_settings"]
 
-ENGINES = ("torch", "onnx")
+ENGINES = ("auto", "torch", "onnx")  # auto: onnx when the run's own export is current, else torch
+# Images per forward pass when none is asked for: as many as hold this many pixels, at most 256 (measured fastest
+# on this project's CPU, docs/benchmarks.md "Inference speed": 256 at 28 px, 16 at 224 px, where bigger batches
+# were slower; memory stays near 16 images of 224 px whatever the size).
+PREDICT_PIXELS = 16 * 224 * 224
+MAX_PREDICT_BATCH = 256
+
+
+def predict_batch_size(image_hw: Sequence[int]) -> int:
+    """The default images per forward pass for images of ``(height, width)`` (:data:`PREDICT_PIXELS`)."""
+    height, width = int(image_hw[0]), int(image_hw[1])
+    return max(1, min(MAX_PREDICT_BATCH, PREDICT_PIXELS // max(1, height * width)))
 # (level, id column of the output, suffix of its file beside the image-level CSV)
 UNIT_LEVELS = (("patient", "patient_id", "_patients.csv"), ("study", "study_id", "_studies.csv"))
 
@@ -127,8 +138,8 @@ def model_tta(spec: dict[str, Any], *, source: Path | str = "model.json") -> lis
 
 
 def ensemble_proba(
-    loaded: list[tuple[int, Classifier]], images: torch.Tensor, *, batch_size: int = 64, run_dir: Path | None = None,
-    device: torch.device | None = None, precision: Literal["fp32", "bf16"] = "fp32",
+    loaded: list[tuple[int, Classifier]], images: torch.Tensor, *, batch_size: int | None = None,
+    run_dir: Path | None = None, device: torch.device | None = None, precision: Literal["fp32", "bf16"] = "fp32",
 ) -> np.ndarray:
     """The mean class probabilities (N, K) of fold models ``[(fold, model), ...]`` for ``images`` (N, C, H, W) uint8.
 
@@ -136,8 +147,10 @@ def ensemble_proba(
     non-finite values is an error naming its fold. ``device``: default the GPU when there is one. Each model runs
     as :func:`~medclf.training.device.inference_runtime` says (channels-last where it is faster: the models are
     left in that format), in fp32 unless ``precision`` is ``bf16`` (autocast; probabilities still in fp32).
+    ``batch_size`` default: :func:`predict_batch_size` of the images' size.
     """
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    batch_size = batch_size or predict_batch_size(images.shape[-2:])
     probs: np.ndarray | None = None
     for k, model in loaded:
         runtime = inference_runtime(model, device, precision=precision)
@@ -245,8 +258,8 @@ def predict_inputs(
     *,
     fold: int | None = None,
     out: Path | None = None,
-    batch_size: int = 64,
-    engine: Literal["torch", "onnx"] = "torch",
+    batch_size: int | None = None,
+    engine: Literal["auto", "torch", "onnx"] = "auto",
     model: Path | None = None,
     precision: Literal["fp32", "bf16"] = "fp32",
 ) -> PredictionResult:
@@ -260,8 +273,11 @@ def predict_inputs(
         out: the image-level CSV (path, prob_<class>..., predicted); ``<stem>_patients.csv`` and
             ``<stem>_studies.csv`` (id, prob_<class>..., predicted, n_images) beside it when ids exist. Nothing is
             written when None.
-        batch_size: images per forward pass.
-        engine: ``torch`` (the fold models) or ``onnx`` (onnxruntime on ``medclf export``'s model).
+        batch_size: images per forward pass; default :func:`predict_batch_size` of the model's input size.
+        engine: ``torch`` (the fold models), ``onnx`` (onnxruntime on ``medclf export``'s model), or ``auto``:
+            ``onnx`` when ``RUN_DIR/export`` holds an export of the run's current fold weights (its sidecar's
+            ``weights_sha256``; 1.5-2.9x faster here), the whole ensemble asked for in fp32, and onnxruntime is
+            installed; ``torch`` otherwise.
         model: for ``onnx``, the exported ``model.onnx`` or its folder; default ``RUN_DIR/export``.
         precision: ``fp32``, or ``bf16`` autocast (torch engine; a CUDA device or a CPU with bf16 instructions).
 
@@ -270,6 +286,8 @@ def predict_inputs(
             it, or ``bf16`` on a device without bf16 support.
     """
     run_dir = Path(run_dir)
+    if engine == "auto":
+        engine = _auto_engine(run_dir, fold=fold, model=model, precision=precision)
     if engine == "onnx":
         from medclf.inference.export import OnnxModel, default_export_dir  # onnxruntime only when asked for
 
@@ -312,6 +330,21 @@ def predict_inputs(
     return PredictionResult(rows=rows, units=units, written=written, engine=engine)
 
 
+def _auto_engine(run_dir: Path, *, fold: int | None, model: Path | None, precision: str) -> str:
+    """``onnx`` where it predicts what the torch engine would, faster: a current export of the whole ensemble."""
+    if model is not None:
+        return "onnx"  # --model names an export: the ONNX engine runs it
+    if fold is not None or precision != "fp32":
+        return "torch"
+    import importlib.util
+
+    if importlib.util.find_spec("onnxruntime") is None:
+        return "torch"
+    from medclf.inference.export import current_export
+
+    return "onnx" if current_export(run_dir) is not None else "torch"
+
+
 def _write_outputs(out: Path, rows: list[dict], units: dict[str, list[dict]], class_names: list[str]) -> list[Path]:
     out = Path(out)
     atomic_write_csv(out, rows, runfolder.predict_output_columns(class_names))
@@ -331,11 +364,11 @@ def predict_images(
     *,
     fold: int | None = None,
     out: Path | None = None,
-    batch_size: int = 64,
+    batch_size: int | None = None,
 ) -> list[dict]:
     """Class probabilities and the predicted class for each input image (the torch engine of :func:`predict_inputs`).
 
     Returns:
         One dict per image, in the CSV's column order.
     """
-    return predict_inputs(run_dir, inputs, fold=fold, out=out, batch_size=batch_size).rows
+    return predict_inputs(run_dir, inputs, fold=fold, out=out, batch_size=batch_size, engine="torch").rows
