@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import re
 import signal
-import subprocess
-import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -219,24 +219,23 @@ def test_an_operating_point_the_run_lacks_is_an_error_listing_those_it_has(binar
     assert ServedModel.load(binary_run, operating_point="0.5").thresholds.popitem()[1] == 0.5
 
 
-def test_the_cli_serves_until_interrupted(binary_run: Path, png: Path):
-    server = subprocess.Popen([sys.executable, "-m", "medclf", "serve", str(binary_run), "--port", "0"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def test_the_cli_serves_until_interrupted(binary_run: Path, png: Path, cli):
+    server = cli.start("serve", binary_run, "--port", "0")  # its own process, forked from the warm server
     try:
-        url = None
-        for line in server.stderr:  # uvicorn names the port it bound once it listens
-            if found := re.search(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", line):
-                url = found[1]
-                break
-        assert url, server.stderr.read()
+        url, deadline = None, time.monotonic() + 120
+        while url is None and time.monotonic() < deadline:  # uvicorn names the port it bound once it listens
+            text = server.stderr.read_text() if server.stderr.exists() else ""  # the child opens it
+            found = re.search(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", text)
+            url = found[1] if found else time.sleep(0.1)
+        assert url, server.stderr.read_text() if server.stderr.exists() else "no output"
         with httpx.Client(base_url=url, timeout=60) as c:
             assert c.get("/health").json()["status"] == "ok"
             assert _post(c, png.name, png.read_bytes()).status_code == 200
     finally:
-        server.send_signal(signal.SIGINT)
-        out, _ = server.communicate(timeout=60)
-    assert server.returncode == 0
-    assert f"serving {binary_run}" in " ".join(out.split())
+        os.kill(server.pid, signal.SIGINT)
+        done = server.wait(timeout=60)
+    assert done.returncode == 0, done
+    assert f"serving {binary_run}" in " ".join(done.stdout.split())
 
 
 @pytest.mark.parametrize(
