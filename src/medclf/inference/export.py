@@ -267,9 +267,11 @@ def export_onnx(run_dir: Path, *, fold: int | None = None, out: Path | None = No
 
 
 def _weights_sha256(run_dir: Path, folds: list[int]) -> dict[str, str]:
-    """SHA-256 of each fold's ``model.safetensors``, by fold number: the weights an export was made from."""
-    return {str(k): hashlib.sha256((runfolder.fold_dir(run_dir, k) / runfolder.WEIGHTS).read_bytes()).hexdigest()
-            for k in folds}
+    """SHA-256 of each fold's ``model.safetensors``, by fold number, as its ``complete.json`` records it (what
+    ``runfolder.check_fold`` verifies the file against): the weights an export was made from, read without
+    hashing the weights again."""
+    return {str(k): runfolder.read_json(runfolder.fold_dir(run_dir, k) / runfolder.COMPLETE)["files"][
+        runfolder.WEIGHTS]["sha256"] for k in folds}
 
 
 def current_export(run_dir: Path) -> Path | None:
@@ -288,7 +290,7 @@ def current_export(run_dir: Path) -> Path | None:
         if not (folder / ONNX_FILE).is_file() or not present or set(recorded) != {str(k) for k in present}:
             return None
         return folder if _weights_sha256(run_dir, present) == recorded else None
-    except (OSError, ValueError, KeyError, TypeError):  # no export, an unreadable sidecar: the torch engine
+    except (OSError, ValueError, KeyError, TypeError, MedclfError):  # no export, an unreadable file: torch
         return None
 
 

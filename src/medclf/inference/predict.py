@@ -51,6 +51,8 @@ def predict_batch_size(image_hw: Sequence[int]) -> int:
     """The default images per forward pass for images of ``(height, width)`` (:data:`PREDICT_PIXELS`)."""
     height, width = int(image_hw[0]), int(image_hw[1])
     return max(1, min(MAX_PREDICT_BATCH, PREDICT_PIXELS // max(1, height * width)))
+
+
 # (level, id column of the output, suffix of its file beside the image-level CSV)
 UNIT_LEVELS = (("patient", "patient_id", "_patients.csv"), ("study", "study_id", "_studies.csv"))
 
