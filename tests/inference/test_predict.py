@@ -183,3 +183,28 @@ def test_the_default_prediction_batch_holds_a_fixed_number_of_pixels():
     assert predict_batch_size((28, 28)) == 256  # small images: the cap
     assert predict_batch_size((224, 224)) == 16 and predict_batch_size((112, 112)) == 64
     assert predict_batch_size((4096, 4096)) == 1  # never none
+
+
+def test_a_run_trained_in_bf16_scores_its_folds_in_fp32_as_predict_does(monkeypatch, tiny_splits: Path,
+                                                                         tmp_path: Path):
+    """A run trained with ``precision: bf16`` (on a CPU with bf16 instructions) scores each fold's predictions.csv
+    in fp32, so a later ``medclf predict`` (fp32 by default) gives the same numbers."""
+    from medclf.config import parse_config
+    from medclf.experiments.study import run_study
+    from tiny_data import tiny_study
+
+    monkeypatch.setattr(device, "_cpu_capabilities", lambda: {"cpu_name": "Test CPU", "avx512_bf16": True})
+    run = tmp_path / "run"
+    run_study(parse_config(tiny_study(tiny_splits, tmp_path / "cache", training={"epochs": 1, "device": "cpu",
+                                                                                   "precision": "bf16"})), run)
+    metrics = yaml.safe_load((run / "fold-0" / "metrics.json").read_text())
+    assert metrics["runtime"]["precision"] == "bfloat16"  # trained in bf16
+    scored = {Path(r["id"]).name: _probs(r) for r in _read(run / "fold-0" / "predictions.csv")
+              if r["split"] == "test"}
+    test_images = sorted((tiny_splits / "test").rglob("*.png"))
+    out = tmp_path / "pred.csv"
+    predict_inputs(run, test_images, fold=0, out=out, engine="torch")
+    again = {Path(r["path"]).name: _probs(r) for r in _read(out)}
+    assert scored.keys() == again.keys() and len(scored) == len(test_images)
+    for name, probs in scored.items():
+        np.testing.assert_allclose(again[name], probs, rtol=0, atol=1e-5, err_msg=name)

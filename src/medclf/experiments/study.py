@@ -467,9 +467,9 @@ def _run_fold(config: Config, data: ImageSet, fold: Fold, out: Path, *, callback
     images = Rows(data.images)
 
     eval_start = time.perf_counter()
-    # scored as medclf predict predicts (channels-last, measured faster for prediction on every model; training's
-    # precision): the fold's predictions.csv and a later `medclf predict` of the same images agree
-    scoring = dataclasses.replace(trainer.runtime, channels_last=True)
+    # scored as medclf predict predicts by default (channels-last, measured faster for prediction on every model;
+    # fp32, whatever autocast training ran under): the fold's predictions.csv and a later `medclf predict` agree
+    scoring = dataclasses.replace(trainer.runtime, channels_last=True, amp_dtype=None)
     scoring.place(model)
     metrics, confusions, rows, unit_rows, thresholds = {}, {}, [], {}, None
     scored: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # split: (idx, probs), for the operating points
