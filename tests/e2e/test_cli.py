@@ -206,3 +206,31 @@ def test_predict_uses_the_activation_the_model_was_trained_with(tiny_config: Pat
         pred = preds[Path(row["id"]).name]
         assert sum(float(pred[f"prob_{c}"]) for c in CLASSES) == pytest.approx(1.0)
         assert float(pred["prob_circle"]) == pytest.approx(float(row["prob_circle"]), abs=1e-5)
+
+
+def test_predict_precision_bf16_runs_where_the_cpu_has_bf16_and_fp16_is_refused(trained_run: Path, tiny_splits: Path,
+                                                                                tmp_path: Path, monkeypatch):
+    from medclf.training import device
+
+    test = str(tiny_splits / "test")
+    exact = runner.invoke(app, ["predict", str(trained_run), test, "--out", str(tmp_path / "fp32.csv"),
+                                "--engine", "torch", "-q"])
+    assert exact.exit_code == 0, exact.output
+    monkeypatch.setattr(device, "_cpu_capabilities", lambda: {"cpu_name": "Test CPU", "avx512_bf16": True})
+    low = runner.invoke(app, ["predict", str(trained_run), test, "--out", str(tmp_path / "bf16.csv"),
+                              "--precision", "bf16", "-q"])  # auto: bf16 runs the torch engine
+    assert low.exit_code == 0, low.output
+    assert "(torch engine)" in low.output
+    a, b = _read_csv(tmp_path / "fp32.csv"), _read_csv(tmp_path / "bf16.csv")
+    assert [r["path"] for r in a] == [r["path"] for r in b]
+    diff = max(abs(float(x[f"prob_{c}"]) - float(y[f"prob_{c}"])) for x, y in zip(a, b) for c in CLASSES)
+    assert 0 < diff < 0.05  # bf16 ran, and stayed close to fp32
+    wrong = runner.invoke(app, ["predict", str(trained_run), test, "--out", str(tmp_path / "x.csv"),
+                                "--precision", "fp16"])
+    assert wrong.exit_code != 0
+    assert "--precision must be fp32 or bf16 (bf16: autocast with the torch engine), got 'fp16'." in wrong.output
+    assert "Traceback" not in wrong.output
+    monkeypatch.setattr(device, "_cpu_capabilities", lambda: {"cpu_name": "Test CPU", "avx2": True})
+    refused = runner.invoke(app, ["predict", str(trained_run), test, "--out", str(tmp_path / "y.csv"),
+                                  "--precision", "bf16"])
+    assert refused.exit_code != 0 and "which Test CPU lacks" in " ".join(refused.output.split())

@@ -312,13 +312,18 @@ def predict(
                                         "export of the run's current fold weights (faster), else torch.")] = "auto",
     model: Annotated[Path | None, typer.Option("--model", help="With --engine onnx: model.onnx or its folder "
                                                "[default: RUN_DIR/export].")] = None,
+    precision: Annotated[str, typer.Option("--precision", help="fp32, or bf16 autocast with the torch engine on a "
+                                           "CUDA device or a CPU with bf16 instructions: faster for plain "
+                                           "convolutions, with probabilities a little off the run's own fp32 "
+                                           "scoring.")] = "fp32",
     quiet: QuietOpt = False,
 ) -> None:
     """Predict new images with a run's fold ensemble (or one fold) and write a CSV; per patient and study too
     when a CSV input has patient_id / study_id columns."""
     from medclf.inference import predict_inputs
 
-    result = predict_inputs(run_dir, inputs, fold=fold, out=out, engine=engine, model=model)
+    result = predict_inputs(run_dir, inputs, fold=fold, out=out, engine=engine, model=model,
+                            precision=precision)  # predict_inputs checks the value
     if not quiet:
         _print_image_rows(result.rows, "", lead=("predicted",))
     console.print(f"wrote {', '.join(map(str, result.written))} ({result.engine} engine)", highlight=False)

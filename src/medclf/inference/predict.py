@@ -288,6 +288,9 @@ def predict_inputs(
             it, or ``bf16`` on a device without bf16 support.
     """
     run_dir = Path(run_dir)
+    if precision not in ("fp32", "bf16"):
+        raise ConfigError(f"--precision must be fp32 or bf16 (bf16: autocast with the torch engine), got "
+                          f"{precision!r}.")
     if engine == "auto":
         engine = _auto_engine(run_dir, fold=fold, model=model, precision=precision)
     if engine == "onnx":
