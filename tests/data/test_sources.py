@@ -21,8 +21,7 @@ from medclf.data import (
     preprocessing_from_config,
 )
 from medclf.errors import DataError
-
-REAL_NPZ = Path(__file__).resolve().parents[3] / "shared" / "data" / "pneumoniamnist.npz"
+from real_data import REAL_NPZ
 
 
 # ------------------------------------------------------------------------------------------------- folder

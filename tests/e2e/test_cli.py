@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from medclf import __version__
 from medclf.cli import app
+from real_data import skip_if_it_reads_absent_real_data
 
 CLASSES = ["blank", "circle", "square"]
 HEADLINE = ["accuracy", "balanced_accuracy", "precision_macro", "recall_macro", "f1_macro", "auc_macro", "loss"]
@@ -153,8 +154,7 @@ def test_show_batch_writes_a_grid_of_one_augmented_batch(tiny_config, tmp_path):
 
 def test_validate_checks_a_sweep_file_variant_by_variant(tmp_path: Path):
     sweeps = Path(__file__).resolve().parents[2] / "examples" / "sweeps"
-    if not (sweeps.parents[2] / "shared" / "data" / "pneumoniamnist.npz").exists():  # imbalance.yaml reads it
-        pytest.skip("imbalance.yaml reads the real data, not found beside the repository")
+    skip_if_it_reads_absent_real_data(sweeps / "imbalance.yaml")
     result = runner.invoke(app, ["validate", str(sweeps / "imbalance.yaml")])
     assert result.exit_code == 0, result.output
     assert "a valid sweep of 4 variant(s), baseline cross_entropy" in " ".join(result.output.split())

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from medclf.cli import app
 from medclf.config import load_config
+from real_data import skip_if_it_reads_absent_real_data
 
 # examples/sweeps/ holds sweep files (a config plus a sweep: section): tests/e2e/test_sweep_examples.py checks them
 EXAMPLES = sorted(p for p in (Path(__file__).resolve().parents[2] / "examples").rglob("*.yaml") if p.parent.name != "sweeps")
@@ -81,13 +82,6 @@ def test_every_example_trains_for_one_epoch_on_tiny_synthetic_data(path: Path, t
 
 
 SWEEPS = sorted((EXAMPLES_DIR / "sweeps").glob("*.yaml"))
-NPZ = EXAMPLES_DIR.parents[1] / "shared" / "data" / "pneumoniamnist.npz"  # the real data, if here
-
-
-def _skip_without_the_real_data(path: Path) -> None:
-    """A sweep naming the real data validates it (the file must exist) before the tiny source replaces it."""
-    if NPZ.name in path.read_text() and not NPZ.exists():
-        pytest.skip(f"{path.name} reads the real data, not found at {NPZ}")
 # Sweeps whose tiny baseline has a model, a training section and a data section that a study example above
 # already trains (checked by the test after next): training them again would exercise no other code.
 TRAINED_BY_A_STUDY = {"batch_size", "freeze", "imbalance", "losses", "search_optuna"}
@@ -107,7 +101,7 @@ def test_every_sweep_baseline_trains_for_one_epoch_on_tiny_synthetic_data(path: 
     """Each sweep's baseline variant as a study (every variant is validated and built in test_sweep_examples.py)."""
     from medclf.experiments import run_study
 
-    _skip_without_the_real_data(path)
+    skip_if_it_reads_absent_real_data(path)  # load_sweep checks the path before the tiny source replaces it
     summary = run_study(_tiny_baseline(path), tmp_path / "run")
     assert len(summary["metrics"]["val"]["accuracy"]["folds"]) == 1
 
@@ -133,7 +127,7 @@ def test_the_sweep_baselines_not_trained_have_every_section_trained_by_a_study_e
     assert TRAINED_BY_A_STUDY <= names
     for path in SWEEPS:
         if path.stem in TRAINED_BY_A_STUDY:
-            _skip_without_the_real_data(path)
+            skip_if_it_reads_absent_real_data(path)
             missing = [name for name, seen, section in zip(("model", "training", "data"), trained,
                                                              _sections(_tiny_baseline(path))) if section not in seen]
             assert missing == [], f"{path.name}: no study example trains its {missing}; train it (drop it from the set)"

@@ -11,8 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from medclf.cli import app
-
-NPZ = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "pneumoniamnist.npz"
+from real_data import REAL_NPZ as NPZ
 
 pytestmark = pytest.mark.skipif(not NPZ.exists(), reason=f"real data not found at {NPZ}")
 

@@ -10,9 +10,9 @@ from medclf.experiments.search import RandomSampler
 from medclf.experiments.sweep_config import load_sweep
 from medclf.models import build_model
 from medclf.training.losses import n_outputs
+from real_data import skip_if_it_reads_absent_real_data
 
 SWEEPS = sorted((Path(__file__).resolve().parents[2] / "examples" / "sweeps").glob("*.yaml"))
-NPZ = Path(__file__).resolve().parents[3] / "shared" / "data" / "pneumoniamnist.npz"  # the real data, if here
 
 
 def test_the_issue_asks_for_these_studies():
@@ -23,8 +23,7 @@ def test_the_issue_asks_for_these_studies():
 
 @pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.name)
 def test_every_sweep_example_validates_and_builds(path: Path):
-    if NPZ.name in path.read_text() and not NPZ.exists():
-        pytest.skip(f"{path.name} reads the real data, not found at {NPZ}")
+    skip_if_it_reads_absent_real_data(path)
     plan = load_sweep(path)
     variants = list(plan.variants)
     if plan.sweep.search != "grid":

@@ -34,7 +34,7 @@ from medclf.evaluation.aggregation import aggregate_units
 from medclf.evaluation.metrics import decide
 from medclf.models import Classifier, model_from_spec
 from medclf.training import TTA_FLIPS, predict_proba
-from medclf.training.device import inference_runtime
+from medclf.training.device import PREDICTION_PRECISIONS, inference_runtime
 
 __all__ = ["ENGINES", "PredictionResult", "UnitSettings", "ensemble_proba", "fold_models", "load_fold_models",
            "model_tta", "predict_batch_size", "predict_images", "predict_inputs", "unit_settings"]
@@ -288,7 +288,7 @@ def predict_inputs(
             it, or ``bf16`` on a device without bf16 support.
     """
     run_dir = Path(run_dir)
-    if precision not in ("fp32", "bf16"):
+    if precision not in PREDICTION_PRECISIONS:  # checked before the engine is chosen: auto would hide it
         raise ConfigError(f"--precision must be fp32 or bf16 (bf16: autocast with the torch engine), got "
                           f"{precision!r}.")
     if engine == "auto":

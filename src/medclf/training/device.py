@@ -17,12 +17,13 @@ from torch import nn
 from medclf.config import TrainingConfig
 from medclf.errors import ConfigError
 
-__all__ = ["CPU_BF16_FEATURES", "Runtime", "compiler_problem", "cpu_bf16_supported", "cpu_precision_problem",
-           "has_depthwise_conv", "inference_runtime", "resolve_runtime", "torch_threads"]
+__all__ = ["CPU_BF16_FEATURES", "PREDICTION_PRECISIONS", "Runtime", "compiler_problem", "cpu_bf16_supported",
+           "cpu_precision_problem", "has_depthwise_conv", "inference_runtime", "resolve_runtime", "torch_threads"]
 
 # The CPU instructions (torch.cpu.get_capabilities() names: x86 AVX-512 BF16 and AMX, Arm's BF16 extension) that
 # run bf16 matrix products natively; without one, CPU bf16 autocast is emulated by conversions, slower than fp32.
 CPU_BF16_FEATURES = ("avx512_bf16", "amx_bf16", "bf16")
+PREDICTION_PRECISIONS = ("fp32", "bf16")  # what inference_runtime runs: fp32, or bf16 autocast
 
 
 @contextmanager
@@ -165,7 +166,7 @@ def inference_runtime(model: nn.Module, device: torch.device, *, precision: str 
     Raises:
         ConfigError: ``precision`` is not fp32 or bf16, or ``device`` has no bf16 support.
     """
-    if precision not in ("fp32", "bf16"):
+    if precision not in PREDICTION_PRECISIONS:
         raise ConfigError(f"the prediction precision must be 'fp32' or 'bf16', got {precision!r}.")
     if precision == "bf16":
         if device.type == "cpu" and (problem := cpu_precision_problem("bf16")):
